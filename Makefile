@@ -1,0 +1,67 @@
+# canopy-operator — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
+        cluster-up envtest-kubeconfig run simulate bench e2e clean
+
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project with its dev tools
+
+crds: $(STAMP) ## Generate crds/ from the pydantic API models
+	$(VENV)/bin/canopy-operator crds --output-dir crds
+
+manifests: $(STAMP) ## Generate the RBAC manifests from the permission table
+	$(VENV)/bin/canopy-operator manifests --root .
+
+generate: crds manifests ## Generate everything generated
+
+check-generated: generate ## Fail if generated files differ from what is committed
+	@git diff --exit-code -- crds manifests || { echo "generated files drifted: run make generate and commit"; exit 1; }
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+envtest-assets: ## Build (or reuse) kube-apiserver and etcd for the integration tests
+	bash hack/envtest-assets.sh
+
+test: $(STAMP) envtest-assets lint ## Run every test: lint, unit and integration (real API server)
+	bash hack/run-tests.sh
+
+test-unit: $(STAMP) ## Unit tests only (no API server)
+	$(VENV)/bin/pytest -m "not integration and not e2e" tests
+
+test-integration: $(STAMP) envtest-assets ## Integration tests against a real kube-apiserver + etcd
+	$(VENV)/bin/pytest -m integration tests
+
+cluster-up envtest-kubeconfig: $(STAMP) envtest-assets ## Start the test control plane and print its kubeconfig (Ctrl-C stops it)
+	$(PY) -m canopy_operator.devenv up
+
+run: $(STAMP) ## Run the operator against the current kubeconfig
+	$(VENV)/bin/canopy-operator run --all-namespaces
+
+simulate: $(STAMP) ## Run the Canopy backend simulator on 127.0.0.1:8000 (CONFIG=path to a values file)
+	$(VENV)/bin/canopy-operator simulate --config $(CONFIG) --port 8000
+
+bench: $(STAMP) ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
+	$(PY) bench/decision_sim.py
+
+e2e: $(STAMP) ## End-to-end on a kind cluster (skips with a reason without Docker/kind)
+	$(VENV)/bin/pytest -m e2e tests/e2e
+
+clean: ## Remove caches (keeps .venv and the envtest binaries)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

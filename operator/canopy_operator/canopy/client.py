@@ -1,0 +1,378 @@
+"""Async client of the Canopy backend (Generation 1): typed answers, one error tree, bounded time and memory.
+
+Every call is bounded by ``timeout`` seconds in total (connect, answer and the whole body, streams included)
+and by ``max_body_bytes`` (the body is read in chunks and abandoned past the limit). httpx errors never
+leave this module: they become :mod:`canopy_operator.canopy.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from canopy_operator.canopy.errors import (
+    BackendError,
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendStreamError,
+    BackendUnreachable,
+)
+from canopy_operator.canopy.models import (
+    AbAnswers,
+    AbFeedbackList,
+    ErrorDetail,
+    FeatureFlags,
+    FeedbackAccepted,
+    FeedbackList,
+    PromptKey,
+)
+from canopy_operator.canopy.sse import SseDecoder
+from canopy_operator.core.export import parse_export
+
+PROMPT_B_MISSING = "prompt_b is not configured in summarize config"
+"""``detail`` of the 400 ``POST /summarize/ab`` answers while no challenger is configured."""
+
+READINESS_PROMPT = "ping"
+"""The tiny text :meth:`CanopyClient.ab_ready` sends (the backend starts two model calls for it)."""
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
+
+
+class CanopyClient:
+    """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout),
+            headers={"Accept-Encoding": "identity"},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- reads -------------------------------------------------------------------------------------------
+
+    async def feature_flags(self) -> FeatureFlags:
+        """The flags the running process read at start (the liveness check: no health endpoint)."""
+        return await self._json_call("GET", "/feature-flags", FeatureFlags)
+
+    async def feedback(self) -> FeedbackList:
+        """Every thumbs entry since the process started."""
+        return await self._json_call("GET", "/feedback", FeedbackList)
+
+    async def ab_feedback(self) -> AbFeedbackList:
+        """Every A/B vote since the process started."""
+        return await self._json_call("GET", "/feedback/ab", AbFeedbackList)
+
+    async def export(self) -> str:
+        """The ``/feedback/export`` YAML, checked to have exactly the backend's shape."""
+        endpoint = "GET /feedback/export"
+        body = await self._bounded(self._body_call("GET", "/feedback/export", None), endpoint)
+        text = _decode_utf8(body, endpoint)
+        try:
+            parse_export(text)
+        except ValueError as exc:
+            raise BackendProtocolError(endpoint, str(exc)) from exc
+        return text
+
+    # ---- streams -----------------------------------------------------------------------------------------
+
+    async def ab_ready(self) -> bool:
+        """Whether ``/summarize/ab`` serves, i.e. a challenger is configured; reads only the first event.
+
+        ``False`` on the 400 "prompt_b is not configured" answer; a disabled flag (404) raises
+        ``BackendHTTPError``. The real backend still runs both model calls for the tiny prompt.
+        """
+        endpoint = "POST /summarize/ab"
+        return await self._bounded(self._ab_ready(endpoint), endpoint)
+
+    async def summarize(self, prompt: str) -> str:
+        """The answer of ``/summarize`` (its deltas joined)."""
+        endpoint = "POST /summarize"
+        return await self._bounded(self._summarize(endpoint, prompt), endpoint)
+
+    async def summarize_ab(self, prompt: str) -> AbAnswers:
+        """Both answers of ``/summarize/ab``, the shuffled sides mapped back to ``prompt``/``prompt_b``."""
+        endpoint = "POST /summarize/ab"
+        return await self._bounded(self._summarize_ab(endpoint, prompt), endpoint)
+
+    # ---- writes (simulated users, demo, tests) -----------------------------------------------------------
+
+    async def post_feedback(
+        self,
+        input_text: str,
+        response_text: str,
+        rating: str,
+        *,
+        feature: str = "summarize",
+        comment: str | None = None,
+    ) -> int:
+        """Submit a thumbs entry; returns its ``feedback_id``."""
+        body = {
+            "input_text": input_text,
+            "response_text": response_text,
+            "rating": rating,
+            "feature": feature,
+            "comment": comment,
+        }
+        answer = await self._json_call("POST", "/feedback", FeedbackAccepted, body)
+        return answer.feedback_id
+
+    async def post_ab_feedback(
+        self,
+        input_text: str,
+        response_a: str,
+        response_b: str,
+        preference: str,
+        prompt_mapping: Mapping[str, str],
+        *,
+        feature: str = "summarize",
+    ) -> int:
+        """Submit an A/B vote (``preference`` ``a``/``b``/``tie`` as shown); returns its ``feedback_id``."""
+        body = {
+            "input_text": input_text,
+            "response_a": response_a,
+            "response_b": response_b,
+            "preference": preference,
+            "prompt_mapping": dict(prompt_mapping),
+            "feature": feature,
+        }
+        answer = await self._json_call("POST", "/feedback/ab", FeedbackAccepted, body)
+        return answer.feedback_id
+
+    # ---- plumbing ----------------------------------------------------------------------------------------
+
+    async def _json_call(self, method: str, path: str, model: type[_M], body: Any = None) -> _M:
+        endpoint = f"{method} {path}"
+        raw = await self._bounded(self._body_call(method, path, body), endpoint)
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BackendProtocolError(endpoint, _describe_validation(exc)) from exc
+
+    async def _bounded(self, work: Awaitable[_T], endpoint: str) -> _T:
+        """Run one call under the total deadline, translating whatever httpx raises."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await work
+        except TimeoutError as exc:
+            raise BackendUnreachable(endpoint, f"no complete answer within {self.timeout:g}s") from exc
+        except httpx.TimeoutException as exc:
+            raise BackendUnreachable(endpoint, f"timed out ({type(exc).__name__})") from exc
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: {_reason(exc)}") from exc
+
+    async def _body_call(self, method: str, path: str, body: Any) -> bytes:
+        async with self._open(method, path, body) as response:
+            return await self._read_body(response, f"{method} {path}")
+
+    @asynccontextmanager
+    async def _open(self, method: str, path: str, body: Any) -> AsyncIterator[httpx.Response]:
+        """Send a request; yield the 200 response with its body unread; raise the domain error otherwise."""
+        endpoint = f"{method} {path}"
+        request = self._http.build_request(method, path, json=body)
+        try:
+            response = await self._http.send(request, stream=True)
+        except (httpx.TimeoutException, httpx.ConnectError, httpx.UnsupportedProtocol):
+            raise
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise BackendUnreachable(endpoint, f"no answer from {self.base_url}: {_reason(exc)}") from exc
+        try:
+            if response.status_code != 200:
+                raise BackendHTTPError(endpoint, response.status_code, await self._error_detail(response))
+            yield response
+        except (httpx.TimeoutException, BackendError):
+            raise
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise BackendProtocolError(endpoint, f"answer cut short: {_reason(exc)}") from exc
+        finally:
+            await response.aclose()
+
+    async def _read_body(self, response: httpx.Response, endpoint: str) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BackendProtocolError(endpoint, f"answer of {declared} bytes is over {self.max_body_bytes}")
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                raise BackendProtocolError(endpoint, f"answer is over {self.max_body_bytes} bytes")
+        return bytes(body)
+
+    async def _error_detail(self, response: httpx.Response) -> str:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > _ERROR_BODY_LIMIT:
+                break
+        try:
+            return _one_line(ErrorDetail.model_validate_json(body).detail)
+        except ValidationError:
+            text = bytes(body[:200]).decode("utf-8", errors="replace")
+            return _one_line(text) or "(empty body)"
+
+    async def _events(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[str, None]:
+        """The data payloads of an SSE answer, bounded by ``max_body_bytes`` in total."""
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise BackendProtocolError(
+                endpoint, f"expected an event stream, got content-type {content_type!r}"
+            )
+        decoder = SseDecoder()
+        received = 0
+        try:
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > self.max_body_bytes:
+                    raise BackendProtocolError(endpoint, f"stream is over {self.max_body_bytes} bytes")
+                for payload in decoder.feed(chunk):
+                    yield payload
+            decoder.finish()
+        except ValueError as exc:
+            raise BackendProtocolError(endpoint, str(exc)) from exc
+
+    async def _summarize(self, endpoint: str, prompt: str) -> str:
+        parts: list[str] = []
+        async with (
+            self._open("POST", "/summarize", {"prompt": prompt}) as response,
+            aclosing(self._events(response, endpoint)) as events,
+        ):
+            async for payload in events:
+                parts.append(_summary_delta(payload, endpoint))
+        return "".join(parts)
+
+    async def _ab_ready(self, endpoint: str) -> bool:
+        try:
+            async with (
+                self._open("POST", "/summarize/ab", {"prompt": READINESS_PROMPT}) as response,
+                aclosing(self._events(response, endpoint)) as events,
+            ):
+                async for payload in events:
+                    _ab_mapping(payload, endpoint)
+                    return True
+        except BackendHTTPError as exc:
+            if exc.status == 400 and exc.detail == PROMPT_B_MISSING:
+                return False
+            raise
+        raise BackendProtocolError(endpoint, "stream closed before its ab_config event")
+
+    async def _summarize_ab(self, endpoint: str, prompt: str) -> AbAnswers:
+        mapping: dict[str, PromptKey] | None = None
+        parts: dict[str, list[str]] = {"a": [], "b": []}
+        done = False
+        async with (
+            self._open("POST", "/summarize/ab", {"prompt": prompt}) as response,
+            aclosing(self._events(response, endpoint)) as events,
+        ):
+            async for payload in events:
+                if done:
+                    raise BackendProtocolError(endpoint, f"event after [DONE]: {payload[:120]}")
+                if mapping is None:
+                    mapping = _ab_mapping(payload, endpoint)
+                elif payload == "[DONE]":
+                    done = True
+                else:
+                    variant, delta = _ab_delta(payload, endpoint)
+                    parts[variant].append(delta)
+        if mapping is None or not done:
+            raise BackendProtocolError(endpoint, "stream closed before [DONE] (truncated)")
+        return AbAnswers(mapping=mapping, response_a="".join(parts["a"]), response_b="".join(parts["b"]))
+
+
+def _summary_delta(payload: str, endpoint: str) -> str:
+    event = _json_object(payload, endpoint)
+    if isinstance(event.get("delta"), str) and len(event) == 1:
+        return cast(str, event["delta"])
+    if isinstance(event.get("error"), str):
+        raise BackendStreamError(endpoint, _one_line(event["error"]))
+    if event.get("type") == "shield_violation":
+        raise BackendStreamError(endpoint, _one_line(str(event.get("message"))))
+    raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
+
+
+def _json_object(payload: str, endpoint: str) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise BackendProtocolError(endpoint, f"event is not JSON: {payload[:120]!r}") from exc
+    if not isinstance(event, dict):
+        raise BackendProtocolError(endpoint, f"event is not a JSON object: {payload[:120]}")
+    return cast(dict[str, Any], event)
+
+
+def _ab_mapping(payload: str, endpoint: str) -> dict[str, PromptKey]:
+    event = _json_object(payload, endpoint)
+    mapping = event.get("mapping")
+    if event.get("type") != "ab_config" or not isinstance(mapping, dict):
+        raise BackendProtocolError(
+            endpoint, f"first event must be the ab_config mapping, got {payload[:120]}"
+        )
+    if sorted(mapping) != ["a", "b"] or sorted(map(str, mapping.values())) != ["prompt", "prompt_b"]:
+        raise BackendProtocolError(
+            endpoint, f"ab_config mapping must pair a/b with prompt/prompt_b: {mapping}"
+        )
+    return cast(dict[str, PromptKey], mapping)
+
+
+def _ab_delta(payload: str, endpoint: str) -> tuple[str, str]:
+    event = _json_object(payload, endpoint)
+    variant = event.get("variant")
+    if variant not in ("a", "b"):
+        raise BackendProtocolError(endpoint, f"event without variant a/b: {payload[:120]}")
+    if isinstance(event.get("error"), str):
+        raise BackendStreamError(endpoint, _one_line(event["error"]), variant=variant)
+    if not isinstance(event.get("delta"), str) or len(event) != 2:
+        raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
+    return variant, event["delta"]
+
+
+def _decode_utf8(body: bytes, endpoint: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BackendProtocolError(endpoint, f"answer is not UTF-8: {exc.reason}") from exc
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"unexpected answer at {where}: {first['msg']}{more}"
+
+
+def _reason(exc: Exception) -> str:
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

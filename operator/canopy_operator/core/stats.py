@@ -1,0 +1,213 @@
+"""The always-valid sequential test that decides an A/B prompt test (see decision-rule.md).
+
+Only decisive votes count: ``w_B`` challenger wins, ``w_A`` champion wins, ``n = w_B + w_A``,
+``D = w_B - w_A``. Ties are counted elsewhere and never reach this module.
+
+Methods (all computed in log space, so ``n = 1e6`` neither overflows nor underflows):
+
+* ``msprt`` (default): ``Lambda_n = sqrt(c/(n+c)) * exp(D^2 / (2(n+c)))`` with ``c = 1/(4 tau^2)``; the
+  leader (sign of ``D``) wins once ``Lambda_n >= 1/alpha``.
+* ``bayes-factor``: ``BF_n = B(a + w_B, a + w_A) / B(a, a) * 2^n`` with ``a = 10``; same rule.
+* ``one-sided``: only the challenger can win, when ``w_B - n/2 >= u(n)`` with
+  ``u(n) = sqrt(2(n/4+rho) ln(1 + sqrt((n/4+rho)/rho) / (2 alpha)))`` and ``rho = 6.25`` (Howard et al.'s
+  one-sided normal-mixture boundary). Its statistic is that boundary solved for ``1/alpha``:
+  ``E_n = 2 sqrt(rho/(n/4+rho)) * (exp(s^2/(2(n/4+rho))) - 1)`` for ``s = w_B - n/2 > 0``, else 0. Since the
+  boundary holds at every level at once, ``P(max_n E_n >= 1/alpha) <= alpha`` and ``1/max E`` is an
+  always-valid p-value; a promotion happens exactly when ``E_n >= 1/alpha``. The test stops early keeping
+  the champion when the confidence sequence's upper end falls below 1/2.
+
+For every method the confidence sequence for ``P(challenger preferred)`` is
+``w_B/n +/- sqrt((n+c) ln((n+c)/(c alpha^2))) / (2n)``, clipped to [0, 1] ([0, 1] at ``n = 0``), and the
+always-valid p-value is ``min(1, 1/max_k E_k)``; the running maximum is carried in by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Method = Literal["msprt", "bayes-factor", "one-sided"]
+Decision = Literal["continue", "challenger", "champion", "no_winner", "equivalent"]
+
+BAYES_PRIOR_A = 10.0
+"""Beta(a, a) mixture of the Bayes-factor method."""
+ONE_SIDED_RHO = 6.25
+"""Mixture scale of the one-sided boundary."""
+E_VALUE_CAP = 1e300
+"""E-values are capped here so they stay finite (status is JSON, which has no infinity)."""
+_LOG_E_CAP = math.log(E_VALUE_CAP)
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """The analysis settings fixed when a test starts."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    method: Method
+    alpha: float
+    tau: float
+    min_votes: int
+    max_votes: int
+    equivalence_delta: float | None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if not 0 <= self.min_votes <= self.max_votes:
+            raise ValueError(f"need 0 <= min_votes <= max_votes, got {self.min_votes}, {self.max_votes}")
+        if self.equivalence_delta is not None and not 0 < self.equivalence_delta < 0.5:
+            raise ValueError(f"equivalence_delta must be in (0, 0.5), got {self.equivalence_delta}")
+
+    @property
+    def c(self) -> float:
+        """The mSPRT mixture constant ``c = 1/(4 tau^2)``."""
+        return 1.0 / (4.0 * self.tau * self.tau)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The evidence and the decision at one count."""
+
+    decisive_votes: int
+    e_value: float
+    max_e_value: float
+    p_value: float
+    cs_lower: float
+    cs_upper: float
+    decision: Decision
+    reason: str
+
+
+def log_msprt(n: int, d: int, c: float) -> float:
+    """``ln Lambda_n`` of the two-sided normal-mixture SPRT."""
+    return 0.5 * math.log(c / (n + c)) + d * d / (2.0 * (n + c))
+
+
+def log_bayes_factor(challenger_wins: int, champion_wins: int, a: float = BAYES_PRIOR_A) -> float:
+    """``ln BF_n`` of the Beta(a, a) mixture against the fair coin."""
+    n = challenger_wins + champion_wins
+    log_beta_post = math.lgamma(a + challenger_wins) + math.lgamma(a + champion_wins) - math.lgamma(2 * a + n)
+    log_beta_prior = 2 * math.lgamma(a) - math.lgamma(2 * a)
+    return log_beta_post - log_beta_prior + n * math.log(2.0)
+
+
+def log_one_sided(n: int, challenger_wins: int, rho: float = ONE_SIDED_RHO) -> float:
+    """``ln E_n`` of the one-sided boundary (``-inf`` when the challenger is not ahead)."""
+    s = challenger_wins - n / 2.0
+    if s <= 0:
+        return -math.inf
+    v = n / 4.0 + rho
+    x = s * s / (2.0 * v)
+    log_expm1 = x + math.log1p(-math.exp(-x)) if x > 1.0 else math.log(math.expm1(x))
+    return math.log(2.0) + 0.5 * math.log(rho / v) + log_expm1
+
+
+def msprt_boundary(n: int, c: float, alpha: float) -> float:
+    """The |D| at which ``Lambda_n`` reaches ``1/alpha``: ``sqrt((n+c) ln((n+c)/(c alpha^2)))``."""
+    return math.sqrt((n + c) * math.log((n + c) / (c * alpha * alpha)))
+
+
+def one_sided_boundary(n: int, alpha: float, rho: float = ONE_SIDED_RHO) -> float:
+    """The ``w_B - n/2`` at which the one-sided method promotes the challenger."""
+    v = n / 4.0 + rho
+    return math.sqrt(2.0 * v * math.log(1.0 + math.sqrt(v / rho) / (2.0 * alpha)))
+
+
+def confidence_sequence(settings: TestSettings, challenger_wins: int, n: int) -> tuple[float, float]:
+    """Always-valid confidence interval for P(challenger preferred), clipped to [0, 1]."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = challenger_wins / n
+    half = msprt_boundary(n, settings.c, settings.alpha) / (2.0 * n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _log_e_value(settings: TestSettings, challenger_wins: int, champion_wins: int) -> float:
+    n = challenger_wins + champion_wins
+    if settings.method == "msprt":
+        return log_msprt(n, challenger_wins - champion_wins, settings.c)
+    if settings.method == "bayes-factor":
+        return log_bayes_factor(challenger_wins, champion_wins)
+    return log_one_sided(n, challenger_wins)
+
+
+def _decide(
+    settings: TestSettings, challenger_wins: int, champion_wins: int, log_e: float, cs: tuple[float, float]
+) -> tuple[Decision, str]:
+    n = challenger_wins + champion_wins
+    threshold = 1.0 / settings.alpha
+    e_text = f"e-value {_fmt(math.exp(min(log_e, _LOG_E_CAP)))}"
+    if n < settings.min_votes:
+        return "continue", f"{n} decisive votes, a decision needs at least {settings.min_votes}"
+    if log_e >= -math.log(settings.alpha) and challenger_wins != champion_wins:
+        leader: Decision = "challenger" if challenger_wins > champion_wins else "champion"
+        return leader, f"{leader} preferred: {e_text} >= 1/alpha = {_fmt(threshold)} after {n} decisive votes"
+    if settings.method == "one-sided" and cs[1] < 0.5:
+        return "champion", (
+            f"challenger cannot be shown better: CS upper end {cs[1]:.4f} < 1/2 after {n} decisive votes"
+        )
+    delta = settings.equivalence_delta
+    if delta is not None and 0.5 - delta < cs[0] and cs[1] < 0.5 + delta:
+        interval = f"CS [{cs[0]:.4f}, {cs[1]:.4f}]"
+        return (
+            "equivalent",
+            f"no meaningful difference: {interval} inside 1/2 +/- {delta:g} after {n} decisive votes",
+        )
+    if n >= settings.max_votes:
+        return "no_winner", (
+            f"no winner after {n} decisive votes (max {settings.max_votes}): {e_text} < {_fmt(threshold)}"
+        )
+    return "continue", f"{e_text} < 1/alpha = {_fmt(threshold)} after {n} decisive votes"
+
+
+def assess(
+    settings: TestSettings, challenger_wins: int, champion_wins: int, prev_max_e_value: float = 1.0
+) -> Assessment:
+    """Evidence and decision for the counts; ``prev_max_e_value`` is the running maximum kept in status."""
+    if challenger_wins < 0 or champion_wins < 0:
+        raise ValueError("vote counts must be >= 0")
+    n = challenger_wins + champion_wins
+    log_e = _log_e_value(settings, challenger_wins, champion_wins)
+    e_value = E_VALUE_CAP if log_e >= _LOG_E_CAP else math.exp(log_e)
+    max_e = min(max(prev_max_e_value, e_value), E_VALUE_CAP)
+    cs = confidence_sequence(settings, challenger_wins, n)
+    decision, reason = _decide(settings, challenger_wins, champion_wins, log_e, cs)
+    return Assessment(
+        decisive_votes=n,
+        e_value=e_value,
+        max_e_value=max_e,
+        p_value=min(1.0, 1.0 / max_e) if max_e > 0 else 1.0,
+        cs_lower=cs[0],
+        cs_upper=cs[1],
+        decision=decision,
+        reason=reason,
+    )
+
+
+def decision_summary(challenger_wins: int, champion_wins: int, ties: int, a: Assessment, action: str) -> str:
+    """One line for events and history.
+
+    For example ``challenger preferred 66\u201334 (ties 5), p=0.037, CS [0.51, 0.81]: promoted`` (en dash;
+    the leader's count first).
+    """
+    if challenger_wins > champion_wins:
+        score = f"challenger preferred {challenger_wins}\u2013{champion_wins}"
+    elif champion_wins > challenger_wins:
+        score = f"champion preferred {champion_wins}\u2013{challenger_wins}"
+    else:
+        score = f"even {challenger_wins}\u2013{champion_wins}"
+    interval = f"CS [{a.cs_lower:.2f}, {a.cs_upper:.2f}]"
+    return f"{score} (ties {ties}), {format_p_value(a.p_value)}, {interval}: {action}"
+
+
+def format_p_value(p: float) -> str:
+    """``p=0.037`` (two significant digits), ``p<0.001`` below one in a thousand."""
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"

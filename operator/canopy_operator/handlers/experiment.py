@@ -1,0 +1,194 @@
+"""Kopf handlers for PromptExperiment. Handler ids are persisted keys: never rename them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.core import lifecycle as lc
+from canopy_operator.handlers.reconcile import Pass, Report
+from canopy_operator.handlers.wiring import OperatorSettings, api_client, backend_for, delivery_for
+from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.k8s.gateway import Gateway
+
+log = logging.getLogger("canopy_operator")
+STATE: dict[str, Any] = {}
+MAX_BACKOFF = 300.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _gateway() -> Gateway:
+    gateway = STATE.get("gateway")
+    assert isinstance(gateway, Gateway), "startup handler did not run"
+    return gateway
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    STATE["settings"] = OperatorSettings.from_env()
+    STATE["gateway"] = Gateway(await api_client())
+
+
+@kopf.on.cleanup()
+async def close(**_: Any) -> None:
+    gateway = STATE.pop("gateway", None)
+    if isinstance(gateway, Gateway):
+        await gateway.api.close()
+
+
+def _status_dump(status: PromptExperimentStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def reconcile_once(namespace: str, name: str, body: dict[str, Any]) -> Report:
+    """One pass; the status is written only when it changed, with a resourceVersion precondition."""
+    gateway = _gateway()
+    settings: OperatorSettings = STATE["settings"]
+    http_clients: list[Any] = []
+    rv = {"value": body.get("metadata", {}).get("resourceVersion")}
+    old = body.get("status") or {}
+
+    async def persist(status: PromptExperimentStatus) -> None:
+        new = _status_dump(status)
+        patch = _merge_patch(old, new)
+        if patch:
+            obj = await gateway.patch_experiment_status(namespace, name, patch, rv["value"])
+            rv["value"] = obj["metadata"]["resourceVersion"]
+            old.clear()
+            old.update(obj.get("status") or {})
+
+    def backend(spec: PromptExperimentSpec) -> Any:
+        http, reader = backend_for(spec, settings)
+        http_clients.append(http)
+        return reader
+
+    try:
+        report = await Pass(body, lambda s: delivery_for(gateway, namespace, s), backend, persist, _now).run()
+        await persist(report.status)
+    finally:
+        for http in http_clients:
+            await http.aclose()
+    return report
+
+
+def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new`` (nulls delete keys); empty when equal."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = _merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif value != old[key]:
+            patch[key] = value
+    return patch
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, id="wake", field="spec")
+async def wake(memo: Any, **_: Any) -> None:
+    """A spec change (e.g. an approval) wakes the daemon at once instead of at the next interval."""
+    event = memo.get("wake")
+    if isinstance(event, asyncio.Event):
+        event.set()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
+async def run(
+    namespace: str | None, name: str, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Reconcile at the poll interval (faster while a change is in flight) until the object goes away."""
+    assert namespace is not None, "PromptExperiment is namespaced"
+    wake_event = memo.setdefault("wake", asyncio.Event())
+    failures = 0
+    while not stopped:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        try:
+            report = await reconcile_once(namespace, name, dict(body))
+            _post(body, report)
+            failures = failures + 1 if report.failed else 0
+            delay = (
+                report.next_in
+                if not report.failed
+                else min(report.next_in * 2 ** min(failures, 6), MAX_BACKOFF)
+            )
+        except NotFound:
+            return
+        except Conflict:
+            delay = 0.5  # someone wrote the object since we read it: read the fresh one and redo the pass
+        except KubeError as exc:
+            failures += 1
+            delay = min(2.0 * 2**failures, MAX_BACKOFF)
+            log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+        wake_event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until(stopped, wake_event), timeout=delay)
+
+
+async def _until(stopped: kopf.DaemonStopped, wake_event: asyncio.Event) -> None:
+    while not stopped and not wake_event.is_set():
+        await asyncio.sleep(0.2)
+
+
+def _post(body: kopf.Body, report: Report) -> None:
+    for type_, reason, message in report.events:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="restore", optional=False)
+async def restore(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    """onDelete Restore: put back the champion-only config; never hang (bounded attempts, then release)."""
+    try:
+        spec = PromptExperimentSpec.model_validate(body.get("spec") or {})
+        status = PromptExperimentStatus.model_validate(body.get("status") or {})
+    except ValueError as exc:
+        kopf.warn(body, reason="RestoreSkipped", message=f"unreadable spec or status: {exc}")
+        return
+    if spec.promotion.on_delete == "Keep" or status.original is None:
+        kopf.info(
+            body, reason="ConfigKept", message="onDelete is Keep or nothing was changed: config left as it is"
+        )
+        return
+    assert namespace is not None, "PromptExperiment is namespaced"
+    settings: OperatorSettings = STATE["settings"]
+    keys = lc.restore_keys(spec, status, status.original)
+    last = ""
+    for attempt in range(settings.delete_attempts):
+        try:
+            delivery = delivery_for(_gateway(), namespace, spec)
+            result = await delivery.write(keys)
+            kopf.info(
+                body, reason="ConfigRestored", message=f"champion-only config restored ({result.revision})"
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure ends in an event and release, never a hang
+            last = str(exc)
+            await asyncio.sleep(min(2.0**attempt, 5.0))
+    kopf.warn(
+        body,
+        reason="RestoreFailed",
+        message=f"gave up restoring after {settings.delete_attempts} attempts: {last}",
+    )

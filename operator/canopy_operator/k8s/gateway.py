@@ -1,0 +1,180 @@
+"""The Kubernetes gateway: every API call the operator makes, with errors translated once."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kubernetes_asyncio import client
+
+from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.k8s.errors import translate
+
+T = TypeVar("T")
+MERGE = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class ConfigMapView:
+    """What the operator needs of a ConfigMap."""
+
+    name: str
+    namespace: str
+    data: dict[str, str]
+    resource_version: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+async def _call(what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await fn()
+    except Exception as exc:
+        raise translate(exc, what) from exc
+
+
+class Gateway:
+    """Thin typed wrapper over kubernetes_asyncio; holds no state but the ApiClient."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    # ConfigMaps -----------------------------------------------------------------------------------------
+    async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
+        cm = await _call(
+            f"get ConfigMap {namespace}/{name}", lambda: self.core.read_namespaced_config_map(name, namespace)
+        )
+        return ConfigMapView(
+            name=name,
+            namespace=namespace,
+            data=dict(cm.data or {}),
+            resource_version=cm.metadata.resource_version,
+            labels=dict(cm.metadata.labels or {}),
+            annotations=dict(cm.metadata.annotations or {}),
+        )
+
+    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
+        """Set one key, only if the ConfigMap is still at ``view.resource_version`` (409 Conflict otherwise)."""
+        body = {"metadata": {"resourceVersion": view.resource_version}, "data": {key: text}}
+        cm = await _call(
+            f"patch ConfigMap {view.namespace}/{view.name}",
+            lambda: self.core.patch_namespaced_config_map(
+                view.name, view.namespace, body, _content_type=MERGE
+            ),  # type: ignore[call-arg]  # a documented **kwargs option
+        )
+        return str(cm.metadata.resource_version)
+
+    # Deployments ----------------------------------------------------------------------------------------
+    async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        dep = await _call(
+            f"get Deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+        annotations = (dep.spec.template.metadata.annotations if dep.spec.template.metadata else None) or {}
+        value = annotations.get(key)
+        return str(value) if value is not None else None
+
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Roll the Deployment by changing a pod-template annotation (what `kubectl rollout restart` does)."""
+        body = {"spec": {"template": {"metadata": {"annotations": {key: value}}}}}
+        await _call(
+            f"patch Deployment {namespace}/{name}",
+            lambda: self.apps.patch_namespaced_deployment(name, namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
+        )
+
+    # PromptExperiments ----------------------------------------------------------------------------------
+    async def get_experiment(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = await _call(
+            f"get PromptExperiment {namespace}/{name}",
+            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+        )
+        return dict(obj)
+
+    async def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch status; with ``resource_version`` the write fails (Conflict) if anyone wrote since."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        obj = await _call(
+            f"patch PromptExperiment {namespace}/{name} status",
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                _content_type=MERGE,  # type: ignore[call-arg]  # **kwargs option
+            ),
+        )
+        return dict(obj)
+
+    # Secrets --------------------------------------------------------------------------------------------
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        secret = await _call(
+            f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
+        )
+        return {
+            k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()
+        }
+
+    async def create_secret(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        await _call(
+            f"create Secret {ns}/{body['metadata']['name']}",
+            lambda: self.core.create_namespaced_secret(ns, body),  # type: ignore[arg-type]  # dicts serialise as-is
+        )
+
+    async def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = await _call(
+            f"list Secrets in {namespace}",
+            lambda: self.core.list_namespaced_secret(namespace, label_selector=selector),
+        )
+        return [self.api.sanitize_for_serialization(s) for s in result.items]
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        await _call(
+            f"delete Secret {namespace}/{name}", lambda: self.core.delete_namespaced_secret(name, namespace)
+        )
+
+    # Jobs and pods --------------------------------------------------------------------------------------
+    async def create_job(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        job: Any = body  # the client serialises plain dicts as they are
+        await _call(
+            f"create Job {ns}/{body['metadata']['name']}", lambda: self.batch.create_namespaced_job(ns, job)
+        )
+
+    async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = await _call(
+            f"list Jobs in {namespace}",
+            lambda: self.batch.list_namespaced_job(namespace, label_selector=selector),
+        )
+        return [self.api.sanitize_for_serialization(j) for j in result.items]
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await _call(
+            f"delete Job {namespace}/{name}",
+            lambda: self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background"),
+        )
+
+    async def job_termination_message(self, namespace: str, job_name: str) -> str | None:
+        """The termination message of the Job's newest pod's first container, if any."""
+        pods = await _call(
+            f"list Pods of Job {namespace}/{job_name}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}"),
+        )
+        for pod in sorted(pods.items, key=lambda p: p.metadata.creation_timestamp or 0, reverse=True):
+            for cs in (pod.status.container_statuses if pod.status else None) or []:
+                term = cs.state.terminated if cs.state else None
+                if term is not None and term.message:
+                    return str(term.message)
+        return None

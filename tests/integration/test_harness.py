@@ -1,0 +1,134 @@
+"""The envtest harness itself: a real API server with the CRD, RBAC, kubectl and an in-process operator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
+
+from canopy_operator.api import GROUP, PLURAL, VERSION
+from canopy_operator.devenv import ControlPlane
+from tests.support import minimal_operator
+from tests.support.envtest import SAMPLES_DIR, Kubectl
+from tests.support.kopf_runner import run_operator, wait_for
+
+pytestmark = pytest.mark.integration
+
+MINIMAL = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "PromptExperiment",
+    "metadata": {"name": "minimal"},
+    "spec": {"challenger": {"prompt": "Provide a brief, concise summary:"}},
+}
+
+
+def _samples() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(SAMPLES_DIR.glob("*.yaml")):
+        with path.open(encoding="utf-8") as f:
+            docs.extend(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "PromptExperiment")
+    return docs or [MINIMAL]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_api_server_serves_crd_and_accepts_samples(kubectl: Kubectl, namespace: str) -> None:
+    served = kubectl("api-resources", f"--api-group={GROUP}", "-o", "name").stdout.split()
+    assert f"{PLURAL}.{GROUP}" in served
+
+    samples = _samples()
+    kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(samples))
+    names = kubectl("get", "pexp", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert sorted(names) == sorted(s["metadata"]["name"] for s in samples)
+
+
+async def test_operator_status_write_visible_to_kubectl_as_operator_user(
+    admin_api: ApiClient, operator_kubeconfig: Path, kubectl: Kubectl, namespace: str
+) -> None:
+    def phase_as_operator() -> str:
+        # The operator's ClusterRole grants list but not get on promptexperiments: read via a list.
+        out = kubectl(
+            "get", "pexp", "-n", namespace,
+            "-o", "jsonpath={range .items[*]}{.status.phase}/{.status.observedGeneration}{end}",
+            kubeconfig=operator_kubeconfig,
+        )
+        return out.stdout
+
+    import sys, time; t0=time.monotonic()
+    with run_operator(operator_kubeconfig, namespace=namespace, module=None, registry=minimal_operator.registry) as r:
+        await CustomObjectsApi(admin_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, MINIMAL)
+        await wait_for(lambda: phase_as_operator() == "Pending/1", timeout=30, what="status.phase Pending")
+
+    print("DBG", time.monotonic()-t0, r.output[-3000:], file=sys.__stderr__)
+    obj = await CustomObjectsApi(admin_api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "minimal")
+    annotations = obj["metadata"].get("annotations", {})
+    assert f"{GROUP}/last-handled-configuration" in annotations
+    assert not [a for a in annotations if a.startswith("kopf.zalando.org")]
+
+
+def test_invalid_experiment_rejected_naming_the_field(kubectl: Kubectl, namespace: str) -> None:
+    bad = {**MINIMAL, "spec": {**MINIMAL["spec"], "analysis": {"alpha": 0.9}}}
+    result = kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert result.returncode != 0
+    assert "spec.analysis.alpha" in result.stderr
+
+
+async def test_operator_user_cannot_delete_namespace(operator_api: ApiClient, namespace: str) -> None:
+    with pytest.raises(ApiException) as caught:
+        await CoreV1Api(operator_api).delete_namespace(namespace)
+    assert caught.value.status == 403
+
+
+def test_stop_leaves_no_process_and_no_temp_dir() -> None:
+    plane = ControlPlane()
+    plane.start()
+    try:
+        pids = plane.pids
+        tmp_dir = plane.tmp_dir
+        assert set(pids) == {"etcd", "kube-apiserver"}
+        assert all(_alive(pid) for pid in pids.values())
+    finally:
+        plane.stop()
+    assert [pid for pid in pids.values() if _alive(pid)] == []
+    assert _processes_mentioning(str(tmp_dir)) == []
+    assert not tmp_dir.exists()
+
+
+def test_restart_apiserver_keeps_objects_and_address() -> None:
+    with ControlPlane(crd_paths=[]) as plane:
+        server = plane.server_url
+        old_pid = plane.pids["kube-apiserver"]
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "default"}}
+        with plane.admin_client() as client:
+            client.create_or_replace({**body, "data": {"k": "v"}}, "configmaps")
+
+        plane.restart_apiserver()
+
+        assert plane.server_url == server
+        assert plane.pids["kube-apiserver"] != old_pid
+        assert not _alive(old_pid)
+        with plane.admin_client() as client:
+            assert client.get_json("/api/v1/namespaces/default/configmaps/kept")["data"] == {"k": "v"}
