@@ -14,12 +14,12 @@ COPY operator ./operator
 RUN pip wheel --wheel-dir /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheels canopy-operator \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/pip uninstall -y setuptools pip \
- && rm -f /opt/venv/bin/activate*
+ && rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1
 
 # --- final: runtime only (git for GitOps delivery), non-root, no pip, no build tools ------------------
 FROM ${PYTHON_IMAGE}
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="canopy-operator" \

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator against the current cluster")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
-    run.add_argument("--liveness", default=os.environ.get("CANOPY_LIVENESS", ""), help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--liveness", default=os.environ.get("CANOPY_LIVENESS", ""), help="e.g. http://0.0.0.0:8080/healthz"
+    )
     run.add_argument("--metrics-port", type=int, default=int(os.environ.get("CANOPY_METRICS_PORT", "0")))
     run.add_argument("--metrics-addr", default=os.environ.get("CANOPY_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
     run.add_argument("--log-level", default=os.environ.get("CANOPY_LOG_LEVEL", "INFO"))

@@ -120,9 +120,7 @@ def _resolve(node: Schema, defs: dict[str, Schema], path: str, stack: tuple[str,
     return node
 
 
-def _structural(
-    node: Schema, defs: dict[str, Schema], path: str, stack: tuple[str, ...], *, status: bool
-) -> Schema:
+def _structural(node: Schema, defs: dict[str, Schema], path: str, stack: tuple[str, ...], *, status: bool) -> Schema:
     node = _resolve(node, defs, path, stack)
     if "const" in node:
         node["enum"] = [node.pop("const")]

@@ -175,9 +175,7 @@ def _replaced(handler: logging.Handler) -> bool:
     return isinstance(handler, JsonHandler) or type(handler).__name__ == "_KopfStreamHandler"
 
 
-def configure_logging(
-    level: str = "INFO", log_prompts: bool = False, stream: TextIO | None = None
-) -> JsonHandler:
+def configure_logging(level: str = "INFO", log_prompts: bool = False, stream: TextIO | None = None) -> JsonHandler:
     """Send every log record, Kopf's included, to ``stream`` (stderr) as redacted JSON lines.
 
     Idempotent: a second call replaces the handler of the first (and Kopf's, if ``kopf.configure()``

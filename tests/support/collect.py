@@ -100,6 +100,4 @@ def poll_ab(
 ) -> AbIngestResult:
     """One poll of ``GET /feedback/ab`` for the default test."""
     entries = list(backend.ab)
-    return ingest_ab(
-        collection, votes, entries, len(entries), prompts, CHAMPION_HASH, CHALLENGER_HASH, cap, now=NOW
-    )
+    return ingest_ab(collection, votes, entries, len(entries), prompts, CHAMPION_HASH, CHALLENGER_HASH, cap, now=NOW)

@@ -76,9 +76,7 @@ class FakeJudge:
             return f"Comparing both.\nBetter: {pairwise_choice(content, self.prefers)}"
         return self.grade_reply
 
-    def answer(
-        self, path: str, body: dict[str, Any], authorization: str | None
-    ) -> tuple[int, dict[str, Any]]:
+    def answer(self, path: str, body: dict[str, Any], authorization: str | None) -> tuple[int, dict[str, Any]]:
         messages = body.get("messages") or []
         content = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         with self._lock:

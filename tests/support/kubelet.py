@@ -98,7 +98,7 @@ class FakeKubelet:
 
     async def _template_hash(self) -> str:
         dep = await self.apps.read_namespaced_deployment(self.deployment, self.namespace)
-        return json.dumps(client.ApiClient().sanitize_for_serialization(dep.spec.template), sort_keys=True)
+        return json.dumps(self.apps.api_client.sanitize_for_serialization(dep.spec.template), sort_keys=True)
 
     async def _write_config(self) -> Path:
         cm = await self.core.read_namespaced_config_map(self.configmap, self.namespace)

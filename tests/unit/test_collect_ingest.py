@@ -9,6 +9,7 @@ from canopy_operator.core.collect import (
     FeedbackEntry,
     add_negatives,
     decode_vote_fingerprints,
+    encode_vote_fingerprints,
     ingest_feedback,
     reset_for_new_test,
     text_hash,
@@ -104,6 +105,13 @@ def test_duplicate_record_stays_small_when_five_thousand_distinct_votes() -> Non
     assert result.votes.challenger_wins == 5000
     assert len(result.collection.vote_fingerprints) < 60_000
     assert len(decode_vote_fingerprints(result.collection.vote_fingerprints)) == 5000
+
+
+def test_duplicate_record_keeps_busiest_keys_when_over_limit() -> None:
+    counts = {bytes([i]) * 6: 1 for i in range(20)} | {b"zzzzzz": 3}
+    kept = decode_vote_fingerprints(encode_vote_fingerprints(counts, limit=5))
+    assert len(kept) == 5
+    assert kept[b"zzzzzz"] == 3
 
 
 def test_duplicate_record_reads_empty_when_garbled() -> None:
@@ -259,6 +267,4 @@ def test_negatives_after_restart_kept_when_ids_reused() -> None:
 
 
 def test_negatives_counted_for_next_evaluation_when_added() -> None:
-    assert add_negatives(Negatives(total=4, since_last_evaluation=1), 3) == Negatives(
-        total=7, since_last_evaluation=4
-    )
+    assert add_negatives(Negatives(total=4, since_last_evaluation=1), 3) == Negatives(total=7, since_last_evaluation=4)

@@ -47,7 +47,11 @@ def test_names_group_and_short_name_are_the_public_api() -> None:
     crd = build_crd()
     assert crd["metadata"]["name"] == "promptexperiments.canopy.genaiops.io"
     names = crd["spec"]["names"]
-    assert (names["kind"], names["plural"], names["shortNames"]) == ("PromptExperiment", "promptexperiments", ["pexp"])
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "PromptExperiment",
+        "promptexperiments",
+        ["pexp"],
+    )
     assert crd["spec"]["scope"] == "Namespaced"
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
@@ -67,7 +71,8 @@ def test_printer_columns_show_phase_votes_winner_pvalue_and_age() -> None:
 def test_validation_rules_reach_the_schema() -> None:
     spec = _schema()["properties"]["spec"]
     analysis = spec["properties"]["analysis"]["properties"]
-    assert analysis["alpha"]["minimum"] == 0 and analysis["alpha"]["exclusiveMinimum"] is True
+    assert analysis["alpha"]["minimum"] == 0
+    assert analysis["alpha"]["exclusiveMinimum"] is True
     assert analysis["alpha"]["maximum"] == 0.5
     assert analysis["tau"]["exclusiveMinimum"] is True
     assert analysis["minVotes"]["minimum"] == 1
@@ -105,7 +110,8 @@ def test_generator_refuses_a_union_a_crd_cannot_express() -> None:
 @pytest.mark.parametrize("sample", sorted((ROOT / "manifests" / "samples").glob("*.yaml")), ids=lambda p: p.name)
 def test_samples_validate_against_the_models(sample: Path) -> None:
     doc = yaml.safe_load(sample.read_text(encoding="utf-8"))
-    assert doc["apiVersion"] == "canopy.genaiops.io/v1alpha1" and doc["kind"] == "PromptExperiment"
+    assert doc["apiVersion"] == "canopy.genaiops.io/v1alpha1"
+    assert doc["kind"] == "PromptExperiment"
     PromptExperimentSpec.model_validate(doc["spec"])
 
 

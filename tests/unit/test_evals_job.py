@@ -48,14 +48,12 @@ def _job(evaluation: EvaluationSpec | None = None, **overrides: Any) -> dict[str
 
 
 def _judged() -> EvaluationSpec:
-    judge = JudgeSpec(
-        endpoint="http://llamastack:8321/v1/openai/v1", model="llama32", api_key_secret="judge-key"
-    )
+    judge = JudgeSpec(endpoint="http://llamastack:8321/v1/openai/v1", model="llama32", api_key_secret="judge-key")
     return EvaluationSpec(enabled=True, judge=judge, min_challenger_better_rate=0.6)
 
 
 def _container(job: dict[str, Any]) -> dict[str, Any]:
-    containers = job["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = job["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
 

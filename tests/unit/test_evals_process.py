@@ -18,8 +18,10 @@ import pytest
 
 from canopy_operator.canopy.sim_app import answer_chunks
 from canopy_operator.canopy.simulator import free_port
-from canopy_operator.core.evaljob import parse_job_result, parse_runner_error
+from canopy_operator.core.evaljob import parse_runner_error
 from canopy_operator.core.export import render_export
+from canopy_operator.evals.runner import plan_cases
+from canopy_operator.evals.suites import load_suites
 from tests.support.fake_judge import FakeJudge, pairwise_answers
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "suites" / "summarize"
@@ -65,12 +67,16 @@ def _wait_ready(process: subprocess.Popen[str], timeout: float = 20.0) -> None:
     raise TimeoutError("simulator did not start")
 
 
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start ``python -m canopy_operator.canopy.simulator`` with a config; returns its URL."""
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """Start ``python -m canopy_operator.canopy.simulator`` with a config (once per config); returns its URL."""
     processes: list[subprocess.Popen[str]] = []
+    urls: dict[str, str] = {}
+    tmp_path = tmp_path_factory.mktemp("simulator")
 
     def start(config: str) -> str:
+        if config in urls:
+            return urls[config]
         path = tmp_path / f"canopy-config-{len(processes)}.yaml"
         path.write_text(config, encoding="utf-8")
         port = free_port()
@@ -83,7 +89,8 @@ def simulator(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         )
         processes.append(process)
         _wait_ready(process)
-        return f"http://127.0.0.1:{port}"
+        urls[config] = f"http://127.0.0.1:{port}"
+        return urls[config]
 
     yield start
     for process in processes:
@@ -96,9 +103,7 @@ def simulator(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 class Run:
     """One finished runner process."""
 
-    def __init__(
-        self, completed: subprocess.CompletedProcess[str], summary_path: Path, output_path: Path
-    ) -> None:
+    def __init__(self, completed: subprocess.CompletedProcess[str], summary_path: Path, output_path: Path) -> None:
         self.returncode = completed.returncode
         self.stderr = completed.stderr
         self.stdout = completed.stdout
@@ -113,9 +118,7 @@ class Run:
         return list(self.results["cases"])
 
 
-def run_eval(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, judge: FakeJudge | None = None
-) -> Run:
+def run_eval(tmp_path: Path, *args: str, env: dict[str, str] | None = None, judge: FakeJudge | None = None) -> Run:
     summary, output = tmp_path / "summary.json", tmp_path / "results.json"
     for stale in (summary, output):
         stale.unlink(missing_ok=True)
@@ -139,9 +142,7 @@ def _dataset(tmp_path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def test_eval_on_the_backend_export_maps_shuffled_sides_back(
-    simulator: Callable[[str], str], tmp_path: Path
-) -> None:
+def test_eval_on_the_backend_export_maps_shuffled_sides_back(simulator: Callable[[str], str], tmp_path: Path) -> None:
     backend = simulator(CONFIG)
     with httpx.Client(base_url=backend, timeout=10) as client:
         for index, prompt in enumerate(PROMPTS):
@@ -172,13 +173,16 @@ def test_eval_on_the_backend_export_maps_shuffled_sides_back(
     # Only the pairwise judge runs on negatives (no expected answers), with the export's judge model.
     assert len(requests) == 5
     assert {r.model for r in requests} == {"llama32"}
-    for request, position in zip(requests, positions, strict=False):
+    for case in run.cases:
+        request = next(r for r in requests if case["prompt"] in r.content)
         shown = pairwise_answers(request.content)
-        assert answer(CHALLENGER, run.cases[requests.index(request)]["prompt"]) == shown[position - 1]
-    assert any("built-in template" in w for w in summary["warnings"])
+        position = case["scores"]["pairwise"]["challenger_position"]
+        assert shown[position - 1] == case["challenger_answer"]
+        assert shown[2 - position] == case["champion_answer"]
+    assert any("built-in judge template used" in w for w in summary["warnings"])
 
 
-def test_eval_rate_below_threshold_does_not_pass_and_the_seed_repeats_positions(
+def test_eval_rate_below_threshold_does_not_pass_and_positions_follow_the_seed(
     simulator: Callable[[str], str], tmp_path: Path
 ) -> None:
     backend = simulator(CONFIG)
@@ -186,22 +190,15 @@ def test_eval_rate_below_threshold_does_not_pass_and_the_seed_repeats_positions(
     preferred = {answer(CHALLENGER, p) for p in PROMPTS[:2]} | {answer(CHAMPION, p) for p in PROMPTS[2:]}
     args = ("--dataset", str(dataset), "--backend", backend, "--threshold", "0.5", "--concurrency", "3")
     with FakeJudge(preferred=frozenset(preferred)) as judge:
-        first = run_eval(tmp_path, *args, "--seed", "3", judge=judge)
-        again = run_eval(tmp_path, *args, "--seed", "3", judge=judge)
-        other = run_eval(tmp_path, *args, "--seed", "4", judge=judge)
+        run = run_eval(tmp_path, *args, "--seed", "3", judge=judge)
 
-    assert first.returncode == 0, first.stderr
-    assert first.summary["challenger_better_rate"] == pytest.approx(2 / 6, abs=1e-4)
-    assert first.summary["passed"] is False
-    assert first.summary["scorers"]["pairwise"] == {
-        "challenger": 2,
-        "champion": 4,
-        "tie": 0,
-        "challenger_first": first.summary["scorers"]["pairwise"]["challenger_first"],
-    }
-    sides = [[case["challenger_first"] for case in run.cases] for run in (first, again, other)]
-    assert sides[0] == sides[1]
-    assert sides[0] != sides[2]
+    assert run.returncode == 0, run.stderr
+    assert run.summary["challenger_better_rate"] == pytest.approx(2 / 6, abs=1e-4)
+    assert run.summary["passed"] is False
+    pairwise = run.summary["scorers"]["pairwise"]
+    assert (pairwise["challenger"], pairwise["champion"], pairwise["tie"]) == (2, 4, 0)
+    planned = [result.challenger_first for _, _, result in plan_cases(load_suites(dataset), seed=3)]
+    assert [case["challenger_first"] for case in run.cases] == planned
 
 
 def test_eval_runs_every_suite_of_a_course_folder_with_its_judge_template(
@@ -234,10 +231,7 @@ def test_eval_runs_every_suite_of_a_course_folder_with_its_judge_template(
     assert "[Expert]: The Danube flows through ten countries and ends in the Black Sea." in danube.content
     assert "{generated_answer}" not in danube.content
     braces = next(r for r in graded if "Braces {like" in r.content)
-    assert (
-        "[Question]: Braces {like these} and {input_query} must reach the backend untouched."
-        in braces.content
-    )
+    assert "[Question]: Braces {like these} and {input_query} must reach the backend untouched." in braces.content
 
 
 def test_eval_case_whose_judge_always_fails_is_reported_and_the_run_finishes(
@@ -246,9 +240,7 @@ def test_eval_case_whose_judge_always_fails_is_reported_and_the_run_finishes(
     backend = simulator(CONFIG)
     dataset = _dataset(tmp_path, PROMPTS)
     with FakeJudge(fail_when="Release notes: the login page") as judge:
-        run = run_eval(
-            tmp_path, "--dataset", str(dataset), "--backend", backend, "--judge-attempts", "3", judge=judge
-        )
+        run = run_eval(tmp_path, "--dataset", str(dataset), "--backend", backend, "--judge-attempts", "3", judge=judge)
         statuses = judge.statuses()
 
     assert run.returncode == 0, run.stderr
@@ -261,15 +253,11 @@ def test_eval_case_whose_judge_always_fails_is_reported_and_the_run_finishes(
     assert len(statuses) == 6 + 2
 
 
-def test_eval_retries_judge_server_errors_with_backoff(
-    simulator: Callable[[str], str], tmp_path: Path
-) -> None:
+def test_eval_retries_judge_server_errors_with_backoff(simulator: Callable[[str], str], tmp_path: Path) -> None:
     backend = simulator(CONFIG)
     dataset = _dataset(tmp_path, PROMPTS[:3])
     with FakeJudge(fail_first=2) as judge:
-        run = run_eval(
-            tmp_path, "--dataset", str(dataset), "--backend", backend, "--concurrency", "1", judge=judge
-        )
+        run = run_eval(tmp_path, "--dataset", str(dataset), "--backend", backend, "--concurrency", "1", judge=judge)
         statuses = judge.statuses()
 
     assert run.returncode == 0, run.stderr
@@ -277,9 +265,7 @@ def test_eval_retries_judge_server_errors_with_backoff(
     assert statuses == [500, 500, 200, 200, 200]
 
 
-def test_eval_without_a_challenger_scores_the_champion_alone(
-    simulator: Callable[[str], str], tmp_path: Path
-) -> None:
+def test_eval_without_a_challenger_scores_the_champion_alone(simulator: Callable[[str], str], tmp_path: Path) -> None:
     backend = simulator(CONFIG_NO_CHALLENGER)
     with FakeJudge() as judge:
         run = run_eval(tmp_path, "--suite", str(SUITE_DIR), "--backend", backend, judge=judge)
@@ -295,39 +281,15 @@ def test_eval_without_a_challenger_scores_the_champion_alone(
     assert any("no challenger served" in w for w in summary["warnings"])
 
 
-def test_eval_with_the_backend_down_fails_every_case_and_exits_1(tmp_path: Path) -> None:
-    dataset = _dataset(tmp_path, PROMPTS[:2])
-    run = run_eval(tmp_path, "--dataset", str(dataset), "--backend", f"http://127.0.0.1:{free_port()}")
-
-    assert run.returncode == 1
-    assert (run.summary["cases"], run.summary["errors"], run.summary["scored"]) == (2, 2, 0)
-    assert all("POST /summarize/ab" in sample for sample in run.summary["error_samples"])
-    job = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
-    assert "0/2 cases scored" in parse_job_result(job, run.summary_text).message
-
-
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        ("name: [unclosed\n", "not valid YAML"),
-        (
-            "name: x\nendpoint: /information-search\ntests: []\n",
-            "endpoint '/information-search' is not supported",
-        ),
-        ("name: x\ntests:\n- expected_result: y\n", "tests[0]: 'prompt' must be a string"),
-    ],
-)
-def test_eval_with_an_unusable_dataset_exits_2_and_says_why(
-    tmp_path: Path, content: str, problem: str
-) -> None:
+def test_eval_with_an_unusable_dataset_exits_2_and_says_why(tmp_path: Path) -> None:
     dataset = tmp_path / "broken_tests.yaml"
-    dataset.write_text(content, encoding="utf-8")
+    dataset.write_text("name: [unclosed\n", encoding="utf-8")
     run = run_eval(tmp_path, "--dataset", str(dataset), "--backend", "http://127.0.0.1:9")
 
     assert run.returncode == 2
     error = parse_runner_error(run.summary_text)
     assert error is not None
-    assert problem in error
+    assert "not valid YAML" in error
 
 
 def test_eval_sends_the_judge_key_from_the_environment_and_never_prints_it(
@@ -351,13 +313,3 @@ def test_eval_sends_the_judge_key_from_the_environment_and_never_prints_it(
     assert bad.summary["errors"] == 2
     assert "HTTP 401" in bad.summary["error_samples"][0]
     assert statuses[2:] == [401, 401]  # a refusal is not retried
-
-
-def test_eval_past_its_deadline_starts_no_case(simulator: Callable[[str], str], tmp_path: Path) -> None:
-    backend = simulator(CONFIG)
-    dataset = _dataset(tmp_path, PROMPTS)
-    run = run_eval(tmp_path, "--dataset", str(dataset), "--backend", backend, "--deadline", "0")
-
-    assert run.returncode == 1
-    assert run.summary["errors"] == 6
-    assert run.summary["error_samples"][0] == "case 0: not run: deadline of 0s reached"

@@ -26,9 +26,7 @@ BASE = TriggerInputs(
 )
 
 
-def _run(
-    test_id: str = "t1", dataset: str = "exp-dataset-aaaa1111", passed: bool | None = False
-) -> EvaluationRun:
+def _run(test_id: str = "t1", dataset: str = "exp-dataset-aaaa1111", passed: bool | None = False) -> EvaluationRun:
     return EvaluationRun(
         name="exp-eval-1",
         test_id=test_id,
@@ -86,9 +84,7 @@ def test_trigger_reason_explains_a_wait() -> None:
 
 
 def _job(name: str, finished: str | None, created: str = "2026-05-01T00:00:00Z") -> dict[str, Any]:
-    conditions = (
-        [] if finished is None else [{"type": "Complete", "status": "True", "lastTransitionTime": finished}]
-    )
+    conditions = [] if finished is None else [{"type": "Complete", "status": "True", "lastTransitionTime": finished}]
     return {"metadata": {"name": name, "creationTimestamp": created}, "status": {"conditions": conditions}}
 
 
@@ -108,8 +104,6 @@ def test_prune_keeps_the_newest_finished_jobs_and_every_running_one() -> None:
 def test_prune_counts_failed_jobs_as_finished() -> None:
     failed = {
         "metadata": {"name": "failed"},
-        "status": {
-            "conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2026-05-01T00:00:00Z"}]
-        },
+        "status": {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2026-05-01T00:00:00Z"}]},
     }
     assert jobs_to_prune([failed, _job("done", "2026-05-02T00:00:00Z")], history_limit=1) == ["failed"]

@@ -8,7 +8,12 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "operator" / "canopy_operator"
 PURE = [PKG / "api", PKG / "core", PKG / "crdgen.py"]
 FORBIDDEN = {"kopf", "kubernetes", "kubernetes_asyncio", "prometheus_client", "httpx", "aiohttp"}
-FORBIDDEN_LOCAL = {"canopy_operator.handlers", "canopy_operator.k8s", "canopy_operator.metrics", "canopy_operator.gitops"}
+FORBIDDEN_LOCAL = {
+    "canopy_operator.handlers",
+    "canopy_operator.k8s",
+    "canopy_operator.metrics",
+    "canopy_operator.gitops",
+}
 
 
 def _modules(paths: list[Path]) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from canopy_operator import metrics
+from canopy_operator.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -104,7 +105,7 @@ def test_deployment_is_a_single_standalone_operator(cluster_install: list[dict[s
     container = _container(cluster_install)
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
-    assert container["args"][:3] == ["run", "--all-namespaces", "--standalone"]
+    assert container["args"][:2] == ["run", "--all-namespaces"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert spec["template"]["spec"]["serviceAccountName"] == "canopy-operator"
 
@@ -160,6 +161,14 @@ def test_namespaced_overlay_creates_nothing_cluster_scoped(namespaced_install: l
     assert "--namespace=$(POD_NAMESPACE)" in args
 
 
+@pytest.mark.parametrize("install", ["cluster_install", "namespaced_install"])
+def test_container_args_are_accepted_by_the_cli(install: str, request: pytest.FixtureRequest) -> None:
+    args = _container(request.getfixturevalue(install))["args"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "run"
+    assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+
+
 def test_namespaced_overlay_follows_a_changed_namespace(tmp_path: Path) -> None:
     copy = tmp_path / "manifests"
     shutil.copytree(MANIFESTS, copy)
@@ -183,9 +192,7 @@ def test_monitoring_renders_servicemonitor_and_dashboard() -> None:
 
 def _exposed_names() -> set[str]:
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {
-        family.name + suffix for family in metrics.registry.collect() for suffix in suffixes[family.type]
-    }
+    return {family.name + suffix for family in metrics.registry.collect() for suffix in suffixes[family.type]}
 
 
 def test_dashboard_queries_only_metrics_the_operator_exposes() -> None:
@@ -206,4 +213,5 @@ def test_dockerfile_runs_unprivileged_without_healthcheck() -> None:
     assert 'CMD ["run"]' in final_stage
     assert "python:3.11-slim" in text
     assert "pip wheel" not in final_stage
-    assert "gcc" not in final_stage and "build-essential" not in final_stage
+    assert "gcc" not in final_stage
+    assert "build-essential" not in final_stage

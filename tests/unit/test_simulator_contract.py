@@ -153,7 +153,10 @@ async def test_disabled_feature_answers_404_naming_it(
     tmp_path: Path, flags: dict[str, bool], method: str, path: str, body: Any, detail: str
 ) -> None:
     settings: dict[str, Any] = {"ab_testing": True, "prompt_b": CHALLENGER, **flags}
-    async with running_simulator(write_config(tmp_path, **settings)) as sim, httpx.AsyncClient(base_url=sim.url) as http:
+    async with (
+        running_simulator(write_config(tmp_path, **settings)) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
         response = await http.request(method, path, json=body)
 
     assert response.status_code == 404
@@ -209,7 +212,12 @@ async def test_summarize_ab_answers_400_without_a_challenger(tmp_path: Path, pro
             "/feedback",
             b'{"input_text": "a"}',
             [
-                {"type": "missing", "loc": ["body", "response_text"], "msg": "Field required", "input": {"input_text": "a"}},
+                {
+                    "type": "missing",
+                    "loc": ["body", "response_text"],
+                    "msg": "Field required",
+                    "input": {"input_text": "a"},
+                },
                 {"type": "missing", "loc": ["body", "rating"], "msg": "Field required", "input": {"input_text": "a"}},
             ],
         ),
@@ -264,7 +272,10 @@ async def test_unknown_path_and_wrong_method_answer_like_fastapi(http: httpx.Asy
 
 
 async def test_summarize_without_model_answers_plain_500(tmp_path: Path) -> None:
-    async with running_simulator(write_config(tmp_path, model=None)) as sim, httpx.AsyncClient(base_url=sim.url) as http:
+    async with (
+        running_simulator(write_config(tmp_path, model=None)) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
         response = await http.post("/summarize", json={"prompt": "x"})
 
     assert (response.status_code, response.text) == (500, "Internal Server Error")
@@ -272,7 +283,8 @@ async def test_summarize_without_model_answers_plain_500(tmp_path: Path) -> None
 
 async def test_lone_surrogate_in_a_feedback_text_breaks_the_listing(http: httpx.AsyncClient) -> None:
     posted = await http.post(
-        "/feedback", content=b'{"input_text": "x\\ud800", "response_text": "r", "rating": "thumbs_up"}',
+        "/feedback",
+        content=b'{"input_text": "x\\ud800", "response_text": "r", "rating": "thumbs_up"}',
         headers={"Content-Type": "application/json"},
     )
     listing = await http.get("/feedback")
@@ -295,7 +307,8 @@ async def test_feedback_is_stored_with_sequential_ids_and_utc_timestamps(http: h
     assert list(one) == ["id", "timestamp", "feature", "rating", "input_text", "response_text", "comment"]
     assert (one["id"], one["feature"], one["comment"], one["input_text"]) == (1, "summarize", None, "one")
     assert (two["id"], two["feature"], two["comment"], two["rating"]) == (2, "other", "nice", "thumbs_up")
-    assert TIMESTAMP.match(one["timestamp"]) and TIMESTAMP.match(two["timestamp"])
+    assert TIMESTAMP.match(one["timestamp"])
+    assert TIMESTAMP.match(two["timestamp"])
 
 
 async def test_ab_votes_are_attributed_to_config_key_names(http: httpx.AsyncClient) -> None:
@@ -370,7 +383,8 @@ async def test_export_is_pyyaml_byte_for_byte_with_only_thumbs_down(http: httpx.
     assert response.headers["content-disposition"] == "attachment; filename=feedback-eval-dataset.yaml"
     assert response.content == _pyyaml_export(texts)
     assert "- prompt: Zusammenfassung über Bäume — 森林\n  expected_result: ''\n" in response.text
-    assert "an answer" not in response.text and "not exported" not in response.text
+    assert "an answer" not in response.text
+    assert "not exported" not in response.text
 
 
 async def test_export_without_negatives_ends_with_empty_tests(http: httpx.AsyncClient) -> None:
@@ -415,7 +429,8 @@ async def test_summarize_ab_streams_mapping_interleaved_deltas_and_done(http: ht
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     events = _events(response.text)
     config = json.loads(events[0])
-    assert config["type"] == "ab_config" and list(config) == ["type", "mapping"]
+    assert config["type"] == "ab_config"
+    assert list(config) == ["type", "mapping"]
     assert sorted(config["mapping"].items()) in (
         [("a", "prompt"), ("b", "prompt_b")],
         [("a", "prompt_b"), ("b", "prompt")],

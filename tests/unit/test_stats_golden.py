@@ -16,9 +16,7 @@ from canopy_operator.core.stats import (
     one_sided_boundary,
 )
 
-DEFAULT = TestSettings(
-    method="msprt", alpha=0.05, tau=0.1, min_votes=30, max_votes=5000, equivalence_delta=None
-)
+DEFAULT = TestSettings(method="msprt", alpha=0.05, tau=0.1, min_votes=30, max_votes=5000, equivalence_delta=None)
 
 # w_B, w_A, decision, Lambda_n, CS lower, CS upper: copied verbatim from decision-rule.md.
 GOLDEN = [

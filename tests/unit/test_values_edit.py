@@ -52,9 +52,7 @@ def test_apply_promotes_the_challenger_and_removes_prompt_b() -> None:
         "  enabled: false\n",
     ]
     assert "  prompt_b: |-   # challenger\n" in removed
-    assert (
-        "  # The challenger (A/B test running since Monday).\n" in out
-    )  # human comments are not ours to drop
+    assert "  # The challenger (A/B test running since Monday).\n" in out  # human comments are not ours to drop
     assert read_managed(out) == ManagedKeys(CHALLENGER, None, True, False)
 
 
@@ -131,10 +129,7 @@ def test_apply_keeps_windows_line_endings() -> None:
 def test_apply_edits_flow_mappings_in_place() -> None:
     text = "LLAMA_STACK_URL: u\nsummarize: {model: m, prompt: 'a'}\nfeedback: {enabled: false}\n"
     out = apply_managed(text, ManagedKeys("x\ny", "z", True, None))
-    assert (
-        out
-        == 'LLAMA_STACK_URL: u\nsummarize: {model: m, prompt: "x\\ny", prompt_b: z}\nfeedback: {enabled: true}\n'
-    )
+    assert out == 'LLAMA_STACK_URL: u\nsummarize: {model: m, prompt: "x\\ny", prompt_b: z}\nfeedback: {enabled: true}\n'
 
 
 def test_apply_fills_an_empty_feedback_section() -> None:
@@ -163,9 +158,9 @@ def test_apply_quotes_single_line_prompts_that_yaml_would_misread() -> None:
         assert read_managed(out).prompt == text
 
 
-def test_apply_uses_keep_chomping_for_trailing_blank_lines() -> None:
-    out = apply_managed("summarize:\n  model: m\n", ManagedKeys("a\n\n", None, None, None))
-    assert out == "summarize:\n  model: m\n  prompt: |+\n    a\n\n"
+def test_apply_quotes_a_prompt_ending_in_blank_lines_instead_of_keep_chomping() -> None:
+    out = apply_managed("summarize:\n  model: m\n\nfeedback: {enabled: true}\n", ManagedKeys("a\n\n", None, True, None))
+    assert out == 'summarize:\n  model: m\n  prompt: "a\\n\\n"\n\nfeedback: {enabled: true}\n'
     assert read_managed(out).prompt == "a\n\n"
 
 

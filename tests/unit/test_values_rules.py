@@ -89,6 +89,15 @@ def test_check_conflict_treats_a_human_revert_to_the_original_as_a_conflict() ->
     assert info.value.paths == ["summarize.prompt_b", "ab_testing.enabled"]
 
 
+def test_check_conflict_works_from_the_hash_the_status_keeps() -> None:
+    nxt = ManagedKeys("champion", "next challenger", True, True)
+    check_conflict(OURS, managed_hash(OURS), nxt)
+    human = ManagedKeys("champion", "a human's challenger", True, False)
+    with pytest.raises(ValuesConflict) as info:
+        check_conflict(human, managed_hash(OURS), nxt)
+    assert info.value.paths == ["summarize.prompt_b", "ab_testing.enabled"]
+
+
 def test_managed_hash_differs_when_any_key_differs_and_ignores_empty_prompt_b() -> None:
     base = managed_hash(OURS)
     assert managed_hash(ManagedKeys("champion", "challenger", True, True)) == base

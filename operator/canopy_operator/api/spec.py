@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from canopy_operator.api.base import ApiModel, Duration, parse_duration
 
@@ -15,8 +16,8 @@ K8sName = Annotated[
 ]
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
@@ -25,9 +26,7 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, st
 class BackendSpec(ApiModel):
     """How to reach the Canopy backend's HTTP API."""
 
-    url: str = Field(
-        default="http://canopy-backend:8000", pattern=r"^https?://[^\s/]+(/.*)?$", max_length=2048
-    )
+    url: str = Field(default="http://canopy-backend:8000", pattern=r"^https?://[^\s/]+(/.*)?$", max_length=2048)
     """Base URL of the Canopy backend (no auth), e.g. http://canopy-backend:8000 or http://canopy-backend.ns.svc:8000."""
     feature: Literal["summarize"] = "summarize"
     """The backend feature whose prompt is tested. Generation 1 of the backend supports only summarize."""
@@ -75,18 +74,14 @@ class GitDelivery(ApiModel):
 
     repository: Annotated[
         str,
-        StringConstraints(
-            min_length=1, max_length=2048, pattern=r"^(https?://|ssh://|file://|[^@\s]+@[^:\s]+:)\S+$"
-        ),
+        StringConstraints(min_length=1, max_length=2048, pattern=r"^(https?://|ssh://|file://|[^@\s]+@[^:\s]+:)\S+$"),
     ]
     """Clone URL: https://, ssh://, git@host:path or file://. Never put credentials in it; use credentialsSecret."""
-    branch: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\]+$")] = (
-        "main"
-    )
+    branch: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\]+$")] = "main"
     """Branch Argo CD syncs from."""
-    values_file: Annotated[
-        str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^/\s][^\s]*\.ya?ml$")
-    ] = "chart/values-test.yaml"
+    values_file: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^/\s][^\s]*\.ya?ml$")] = (
+        "chart/values-test.yaml"
+    )
     """Path of the Helm values file inside the repository, e.g. chart/values-test.yaml."""
     credentials_secret: K8sName | None = None
     """Secret in the experiment's namespace with username and password (or token) for HTTPS, or ssh-privatekey (and optionally known_hosts) for SSH."""
@@ -101,8 +96,8 @@ class GitDelivery(ApiModel):
 class DeliverySpec(ApiModel):
     """How the operator changes the backend's configuration."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
                     "self.mode != 'Git' || has(self.git)",
@@ -111,7 +106,7 @@ class DeliverySpec(ApiModel):
                 ),
             ]
         }
-    }
+    )
 
     mode: Literal["ConfigMap", "Git"] = "ConfigMap"
     """ConfigMap patches the ConfigMap and rolls the Deployment; Git commits to the repository Argo CD syncs (use it wherever Argo CD self-heal owns the ConfigMap)."""
@@ -155,8 +150,8 @@ class ChallengerSpec(ApiModel):
 class AnalysisSpec(ApiModel):
     """How the A/B test decides. alpha, tau, method, minVotes, maxVotes and equivalenceDelta are fixed when a test starts: changing them starts a new test."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
                     "self.maxVotes >= self.minVotes",
@@ -170,7 +165,7 @@ class AnalysisSpec(ApiModel):
                 ),
             ]
         }
-    }
+    )
 
     method: Literal["msprt", "bayes-factor", "one-sided"] = "msprt"
     """msprt: two-sided normal-mixture SPRT (default); bayes-factor: Beta(10,10) mixture; one-sided: only the challenger can win."""
@@ -254,8 +249,8 @@ class EvaluationSpec(ApiModel):
 class PromptExperimentSpec(ApiModel):
     """An A/B test of a challenger prompt against the champion on a running Canopy backend."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
                     "!has(self.champion) || !has(self.champion.prompt) || self.champion.prompt != self.challenger.prompt",
@@ -264,7 +259,7 @@ class PromptExperimentSpec(ApiModel):
                 ),
             ]
         }
-    }
+    )
 
     backend: BackendSpec = Field(default_factory=BackendSpec)
     """The Canopy backend under test."""

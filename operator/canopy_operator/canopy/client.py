@@ -245,9 +245,7 @@ class CanopyClient:
         """The data payloads of an SSE answer, bounded by ``max_body_bytes`` in total."""
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
-            raise BackendProtocolError(
-                endpoint, f"expected an event stream, got content-type {content_type!r}"
-            )
+            raise BackendProtocolError(endpoint, f"expected an event stream, got content-type {content_type!r}")
         decoder = SseDecoder()
         received = 0
         try:
@@ -334,13 +332,9 @@ def _ab_mapping(payload: str, endpoint: str) -> dict[str, PromptKey]:
     event = _json_object(payload, endpoint)
     mapping = event.get("mapping")
     if event.get("type") != "ab_config" or not isinstance(mapping, dict):
-        raise BackendProtocolError(
-            endpoint, f"first event must be the ab_config mapping, got {payload[:120]}"
-        )
+        raise BackendProtocolError(endpoint, f"first event must be the ab_config mapping, got {payload[:120]}")
     if sorted(mapping) != ["a", "b"] or sorted(map(str, mapping.values())) != ["prompt", "prompt_b"]:
-        raise BackendProtocolError(
-            endpoint, f"ab_config mapping must pair a/b with prompt/prompt_b: {mapping}"
-        )
+        raise BackendProtocolError(endpoint, f"ab_config mapping must pair a/b with prompt/prompt_b: {mapping}")
     return cast(dict[str, PromptKey], mapping)
 
 

@@ -79,7 +79,7 @@ class FeedbackList(_Strict):
     total: int
     feedback: list[FeedbackItem]
 
-    def entries(self) -> list[FeedbackEntry]:
+    def to_entries(self) -> list[FeedbackEntry]:
         return [item.to_entry() for item in self.feedback]
 
     @model_validator(mode="after")
@@ -125,7 +125,7 @@ class AbFeedbackList(_Strict):
     ties: int
     entries: list[AbFeedbackItem]
 
-    def ab_entries(self) -> list[AbEntry]:
+    def to_entries(self) -> list[AbEntry]:
         return [item.to_entry() for item in self.entries]
 
     @model_validator(mode="after")

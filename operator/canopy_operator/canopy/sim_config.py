@@ -66,9 +66,7 @@ def parse_config(text: str) -> BackendConfig:
     except yaml.YAMLError as exc:
         raise BackendStartupError(f"config is not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(tree, dict):
-        raise BackendStartupError(
-            f"config must be a mapping, got {type(tree).__name__} (TypeError at start-up)"
-        )
+        raise BackendStartupError(f"config must be a mapping, got {type(tree).__name__} (TypeError at start-up)")
     if "LLAMA_STACK_URL" not in tree:
         raise BackendStartupError("KeyError: 'LLAMA_STACK_URL' (required top-level key)")
     flags = {name: _flag(tree, name) for name in FLAG_NAMES}

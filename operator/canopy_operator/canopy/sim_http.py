@@ -76,8 +76,7 @@ async def parse_body(request: web.Request, model: type[_M]) -> _M:
         return model.model_validate(body, from_attributes=True)  # as FastAPI does
     except ValidationError as exc:
         errors = [
-            {**error, "loc": ["body", *error["loc"]]}
-            for error in exc.errors(include_url=False, include_context=True)
+            {**error, "loc": ["body", *error["loc"]]} for error in exc.errors(include_url=False, include_context=True)
         ]
         raise BodyRejected(_validation_response(errors)) from exc
 
@@ -88,9 +87,7 @@ def _is_json(content_type: str | None) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _validation_response(errors: list[dict[str, Any]]) -> web.Response:

@@ -32,6 +32,8 @@ from canopy_operator.api.status import Collection, EpochPrompts, Negatives, Vote
 _KEY_BYTES = 6
 """Bytes of sha256 kept per duplicate-cap key (48 bits: collisions are negligible for 1e5 votes)."""
 
+MAX_CAP_KEYS = 12_000
+"""Bound on the duplicate-cap record (about 110 KB in status); past it the keys seen least are forgotten."""
 _COUNTED = "~"
 """Prefix of a store fingerprint whose restart the other store has already counted."""
 
@@ -236,12 +238,17 @@ def attribute(
     return ("challenger" if sides[entry.preference] == "challenger" else "champion"), left_challenger
 
 
-def encode_vote_fingerprints(counts: Mapping[bytes, int]) -> str:
-    """Duplicate-cap record as base64 of sorted (6-byte key, LEB128 count) records."""
+def encode_vote_fingerprints(counts: Mapping[bytes, int], limit: int = MAX_CAP_KEYS) -> str:
+    """Duplicate-cap record as base64 of sorted (6-byte key, LEB128 count) records.
+
+    Beyond ``limit`` keys, those with the lowest counts are left out (ties by key), so a very long test keeps
+    a bounded status at the price of a forgotten single vote being countable again.
+    """
+    kept = counts if len(counts) <= limit else dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
     out = bytearray()
-    for key in sorted(counts):
+    for key in sorted(kept):
         out += key
-        out += _varint(counts[key])
+        out += _varint(kept[key])
     return base64.b64encode(bytes(out)).decode("ascii")
 
 

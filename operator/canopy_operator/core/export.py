@@ -3,6 +3,9 @@
 The backend builds a dict and dumps it with ``yaml.dump(..., default_flow_style=False, allow_unicode=True,
 sort_keys=False)``; :func:`render_export` does the same, so its output is byte-for-byte the backend's.
 :func:`parse_export` accepts exactly that document (any thumbs-down prompts) and nothing else.
+
+The round trip is exact for every text but one quirk of PyYAML: U+0085 (NEL) is written raw inside single
+quotes and read back as a folded line break, i.e. a space. The backend's export has the same loss.
 """
 
 from __future__ import annotations
@@ -71,13 +74,9 @@ def _parse_tests(tests: object) -> list[str]:
         if not isinstance(test, dict) or list(test) != ["prompt", "expected_result"]:
             raise ValueError(f"export tests[{index}] must be a mapping with keys prompt, expected_result")
         if not isinstance(test["prompt"], str):
-            raise ValueError(
-                f"export tests[{index}].prompt must be a string, got {type(test['prompt']).__name__}"
-            )
+            raise ValueError(f"export tests[{index}].prompt must be a string, got {type(test['prompt']).__name__}")
         if test["expected_result"] != "":
-            raise ValueError(
-                f"export tests[{index}].expected_result must be empty, got {test['expected_result']!r}"
-            )
+            raise ValueError(f"export tests[{index}].expected_result must be empty, got {test['expected_result']!r}")
         prompts.append(test["prompt"])
     return prompts
 

@@ -161,9 +161,7 @@ def desired_keys(
     )
 
 
-def restore_keys(
-    spec: PromptExperimentSpec, status: PromptExperimentStatus, original: OriginalConfig
-) -> ManagedKeys:
+def restore_keys(spec: PromptExperimentSpec, status: PromptExperimentStatus, original: OriginalConfig) -> ManagedKeys:
     """onDelete: Restore — the champion (a promoted winner stays promoted) and the flags as they were."""
     champion = current_champion(spec, status) or original.prompt
     return ManagedKeys(
@@ -231,18 +229,12 @@ def apply_assessment(
     if assessment.decision == "continue" or status.test is None or status.pending_promotion is not None:
         return status.model_copy(update=update)
     outcome = assessment.decision
-    if (
-        outcome == "challenger"
-        and spec.promotion.policy == "Manual"
-        and not approval_granted(spec, status, generation)
-    ):
+    if outcome == "challenger" and spec.promotion.policy == "Manual" and not approval_granted(spec, status, generation):
         if status.awaiting_approval_since_generation is None:
             update["awaiting_approval_since_generation"] = generation
         return status.model_copy(update=update)
     votes = status.votes
-    summary = decision_summary(
-        votes.challenger_wins, votes.champion_wins, votes.ties, assessment, _action(outcome)
-    )
+    summary = decision_summary(votes.challenger_wins, votes.champion_wins, votes.ties, assessment, _action(outcome))
     winner_text = spec.challenger.prompt if outcome == "challenger" else status.test.champion_prompt
     update["pending_promotion"] = PendingPromotion(
         test_id=status.test.id,
@@ -258,11 +250,7 @@ def approve(
     spec: PromptExperimentSpec, status: PromptExperimentStatus, generation: int, now: datetime
 ) -> PromptExperimentStatus:
     """Turn an awaited approval into the pending promotion (no-op unless it is valid)."""
-    if (
-        status.evidence.decision != "challenger"
-        or status.pending_promotion is not None
-        or status.test is None
-    ):
+    if status.evidence.decision != "challenger" or status.pending_promotion is not None or status.test is None:
         return status
     if not approval_granted(spec, status, generation):
         return status

@@ -135,9 +135,7 @@ def _read_root(root: Mapping | None) -> ManagedKeys:
         node = get(section, "enabled")
         return None if node is None else as_bool(node)
 
-    return ManagedKeys(
-        text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing")
-    )
+    return ManagedKeys(text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing"))
 
 
 def read_managed(text: str) -> ManagedKeys:
@@ -223,9 +221,7 @@ def _unset(lay: Layout, root: Mapping, section: str, key: str, is_flag: bool) ->
 
 def _refuse_shared_anchor(root: Mapping, value: Node, path: str) -> None:
     if isinstance(value, Scalar) and value.anchor and is_aliased(root, value):
-        raise ValuesEditError(
-            f"{path} carries anchor &{value.anchor} that other keys use; edit the file by hand"
-        )
+        raise ValuesEditError(f"{path} carries anchor &{value.anchor} that other keys use; edit the file by hand")
 
 
 def _kind(node: Node) -> str:
@@ -262,15 +258,25 @@ def _verify(before: Mapping | None, after: Mapping | None, desired: ManagedKeys)
         raise ValuesEditError("editing would change values outside the managed keys")
 
 
-def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | None, desired: ManagedKeys) -> None:
-    """Raise ``ValuesConflict`` naming every managed key a human moved to a third value (rule: module doc)."""
-    if last_applied is None:
+def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | str | None, desired: ManagedKeys) -> None:
+    """Raise ``ValuesConflict`` naming every managed key a human moved to a third value (rule: module doc).
+
+    ``last_applied`` may also be the ``managed_hash`` of the last write (all the status keeps); then the rule
+    is applied to the four keys together: a file that is neither as last written nor as desired conflicts on
+    every key that differs from the desired value.
+    """
+    if last_applied is None or last_applied == "" or current == desired:
         return
-    clashes = [
-        ".".join(PATHS[name])
-        for name in PATHS
-        if getattr(current, name) not in (getattr(desired, name), getattr(last_applied, name))
-    ]
+    if isinstance(last_applied, str):
+        if managed_hash(current) == last_applied:
+            return
+        clashes = [".".join(PATHS[n]) for n in PATHS if getattr(current, n) != getattr(desired, n)]
+    else:
+        clashes = [
+            ".".join(PATHS[name])
+            for name in PATHS
+            if getattr(current, name) not in (getattr(desired, name), getattr(last_applied, name))
+        ]
     if clashes:
         raise ValuesConflict(clashes)
 

@@ -164,9 +164,7 @@ def _render_flow(new: New) -> str:
     return render_flow(new)
 
 
-def replace_value(
-    lay: Layout, mapping: Mapping, key: Node, value: Node, new: New, step: int, what: str
-) -> list[Edit]:
+def replace_value(lay: Layout, mapping: Mapping, key: Node, value: Node, new: New, step: int, what: str) -> list[Edit]:
     """Rewrite the value of an existing item, keeping the comment on its line."""
     if mapping.flow:
         if _is_empty_plain(value):
@@ -195,9 +193,7 @@ def replace_value(
     return [Edit(start, end, f"{lead}{_anchor_prefix(value)}{first}{comment}{tail}{following}")]
 
 
-def _scalar_to_section(
-    lay: Layout, key: Node, value: Node, new: Section, column: int, step: int, what: str
-) -> Edit:
+def _scalar_to_section(lay: Layout, key: Node, value: Node, new: Section, column: int, step: int, what: str) -> Edit:
     """Turn ``key: ~`` (or an empty value) into a nested block mapping holding ``new``."""
     if not isinstance(value, Scalar) or value.style is not None or value.anchor:
         raise YamlEditError(f"{what}: expected a mapping or nothing")
@@ -208,9 +204,7 @@ def _scalar_to_section(
     return Edit(start, lay.line_break_end(after), f"{comment}{lay.newline}{body}")
 
 
-def insert_item(
-    lay: Layout, mapping: Mapping, after: int | None, key: str, new: New, step: int
-) -> list[Edit]:
+def insert_item(lay: Layout, mapping: Mapping, after: int | None, key: str, new: New, step: int) -> list[Edit]:
     """Add ``key: new`` after item ``after`` (default: the last item)."""
     if mapping.flow:
         if not mapping.items:

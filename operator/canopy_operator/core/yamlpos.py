@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,17 @@ _NUMBER = re.compile(
     r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?|0x[0-9a-fA-F_]+|0o?[0-7_]+|0b[01_]+)([eE][-+]?[0-9]+)?"
     r"|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
 )
+
+
+_LOCAL = threading.local()
+
+
+def _parser() -> YAML:
+    """One round-trip YAML instance per thread (building one costs more than parsing a small file)."""
+    yaml: YAML | None = getattr(_LOCAL, "yaml", None)
+    if yaml is None:
+        yaml = _LOCAL.yaml = YAML(typ="rt")
+    return yaml
 
 
 class YamlSyntaxError(ValueError):
@@ -91,7 +103,7 @@ class Document:
 def compose(text: str) -> list[Document]:
     """Every document in ``text`` as positioned nodes; raises ``YamlSyntaxError``."""
     try:
-        events = list(YAML(typ="rt").parse(io.StringIO(text)))
+        events = list(_parser().parse(io.StringIO(text)))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
@@ -129,15 +141,11 @@ class _Composer:
         node: Node
         if isinstance(event, AliasEvent):
             if event.anchor not in self._anchors:
-                raise YamlSyntaxError(
-                    f"line {event.start_mark.line + 1}: unknown or recursive alias *{event.anchor}"
-                )
+                raise YamlSyntaxError(f"line {event.start_mark.line + 1}: unknown or recursive alias *{event.anchor}")
             return Alias(self._anchors[event.anchor], event.start_mark.index, event.end_mark.index)
         if isinstance(event, ScalarEvent):
             tag = None if event.tag is None else str(event.tag)
-            node = Scalar(
-                event.value, event.style, tag, event.anchor, event.start_mark.index, event.end_mark.index
-            )
+            node = Scalar(event.value, event.style, tag, event.anchor, event.start_mark.index, event.end_mark.index)
         elif isinstance(event, MappingStartEvent):
             node = self._mapping(event)
         elif isinstance(event, SequenceStartEvent):

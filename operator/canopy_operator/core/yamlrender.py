@@ -1,7 +1,8 @@
 """Render one scalar value as YAML text that Helm (go-yaml) and the backend read back unchanged.
 
-Multi-line texts become literal block scalars (``|``, ``|-`` or ``|+`` as their trailing newlines need, with
-an indentation indicator when the first line starts with a space); single-line texts stay plain when that is
+Multi-line texts become literal block scalars (``|`` or ``|-`` as their trailing newline needs, with an
+indentation indicator when the first line starts with a space; texts ending in blank lines are quoted instead,
+because ``|+`` would swallow any blank line written after it); single-line texts stay plain when that is
 unambiguous in YAML 1.1 and 1.2 alike, else single-quoted, else double-quoted with escapes. Every rendering is
 parsed back before it is used; anything that does not survive falls back to double quotes, which always do.
 """
@@ -90,7 +91,9 @@ def render_block(text: str, step: int, newline: str = "\n") -> tuple[str, str] |
     if any(not (ch.isprintable() or ch in "\n\t") for ch in text):
         return None
     trailing = len(text) - len(text.rstrip("\n"))
-    chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
+    if trailing > 1:  # "|+" would swallow any blank line a human later puts after it
+        return None
+    chomp = "-" if trailing == 0 else ""
     first = next(line for line in text.split("\n") if line)
     indicator = str(step) if first.startswith((" ", "\t")) else ""
     header = f"|{indicator}{chomp}"
@@ -109,9 +112,7 @@ def indent_body(body: str, indent: int, newline: str = "\n") -> str:
     return newline.join(pad + line if line else "" for line in body.split(newline))
 
 
-def render_value(
-    value: str | bool | None, key_column: int, step: int, newline: str = "\n"
-) -> tuple[str, str]:
+def render_value(value: str | bool | None, key_column: int, step: int, newline: str = "\n") -> tuple[str, str]:
     """``(first_line_text, following_lines)`` of ``value`` in block context for a key at ``key_column``.
 
     ``first_line_text`` goes after ``key: `` (a scalar, or a block header); ``following_lines`` is empty or

@@ -173,9 +173,7 @@ class ControlPlane:
         if self._apiserver is None:
             raise ControlPlaneError("the control plane is not started")
         self._apiserver.stop()
-        self._apiserver = ManagedProcess(
-            "kube-apiserver", self._apiserver_args, self.tmp_dir / "kube-apiserver.log"
-        )
+        self._apiserver = ManagedProcess("kube-apiserver", self._apiserver_args, self.tmp_dir / "kube-apiserver.log")
         self._apiserver.start()
         try:
             self._wait_healthy(self._apiserver, self._apiserver_ready, APISERVER_TIMEOUT)
@@ -299,9 +297,7 @@ class ControlPlane:
         self._etcd.start()
         self._wait_healthy(self._etcd, self._etcd_ready, ETCD_TIMEOUT)
         self._apiserver_args = self._kube_apiserver_args(assets.kube_apiserver)
-        self._apiserver = ManagedProcess(
-            "kube-apiserver", self._apiserver_args, self.tmp_dir / "kube-apiserver.log"
-        )
+        self._apiserver = ManagedProcess("kube-apiserver", self._apiserver_args, self.tmp_dir / "kube-apiserver.log")
         self._apiserver.start()
         self._wait_healthy(self._apiserver, self._apiserver_ready, APISERVER_TIMEOUT)
 

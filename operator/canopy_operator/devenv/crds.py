@@ -54,11 +54,7 @@ def _missing(client: RestClient, wanted: set[tuple[str, str]]) -> set[tuple[str,
     missing: set[tuple[str, str]] = set()
     for group_version in {gv for gv, _ in wanted}:
         response = client.request("GET", f"/apis/{group_version}")
-        names = (
-            {r["name"] for r in response.json().get("resources", [])}
-            if response.status_code == 200
-            else set()
-        )
+        names = {r["name"] for r in response.json().get("resources", [])} if response.status_code == 200 else set()
         missing |= {(gv, plural) for gv, plural in wanted if gv == group_version and plural not in names}
     return missing
 

@@ -17,17 +17,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def render_kubeconfig(
-    server: str, ca_pem: bytes, user: str, client: KeyPair, namespace: str = "default"
-) -> str:
+def render_kubeconfig(server: str, ca_pem: bytes, user: str, client: KeyPair, namespace: str = "default") -> str:
     """A single-context kubeconfig for ``user`` at ``server``; everything is inline (*-data fields)."""
     context = f"{user}@{CLUSTER_NAME}"
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}
-        ],
+        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}],
         "users": [
             {
                 "name": user,
@@ -37,9 +33,7 @@ def render_kubeconfig(
                 },
             }
         ],
-        "contexts": [
-            {"name": context, "context": {"cluster": CLUSTER_NAME, "user": user, "namespace": namespace}}
-        ],
+        "contexts": [{"name": context, "context": {"cluster": CLUSTER_NAME, "user": user, "namespace": namespace}}],
         "current-context": context,
         "preferences": {},
     }

@@ -28,9 +28,7 @@ def _collection_path(obj: dict[str, Any], plural: str) -> str:
 class RestClient:
     """Talks to one API server as the user of one client certificate."""
 
-    def __init__(
-        self, server: str, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, server: str, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 10.0) -> None:
         context = ssl.create_default_context(cafile=str(ca_file))
         context.load_cert_chain(str(cert_file), str(key_file))
         self._client = httpx.Client(base_url=server, verify=context, timeout=timeout, trust_env=False)

@@ -45,21 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="a /feedback/export file or one *_tests.yaml suite")
     source.add_argument("--suite", type=Path, help="a folder: every *_tests.yaml in it is run")
-    parser.add_argument(
-        "--backend", required=True, help="Canopy backend base URL, e.g. http://canopy-backend:8000"
-    )
+    parser.add_argument("--backend", required=True, help="Canopy backend base URL, e.g. http://canopy-backend:8000")
     parser.add_argument("--judge-endpoint", help="OpenAI-compatible API base; without it only subset_of runs")
     parser.add_argument("--judge-model", help="judge model id (default: the suite's judge_model)")
     key = parser.add_mutually_exclusive_group()
     key.add_argument("--judge-api-key-file", type=Path, help="file holding the judge's bearer key")
     key.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the key")
     parser.add_argument("--output", type=Path, help="write the full results JSON here")
-    parser.add_argument(
-        "--summary", type=Path, default=Path("/dev/termination-log"), help="summary JSON path"
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="pass when challenger_better_rate >= this"
-    )
+    parser.add_argument("--summary", type=Path, default=Path("/dev/termination-log"), help="summary JSON path")
+    parser.add_argument("--threshold", type=float, default=0.5, help="pass when challenger_better_rate >= this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pairwise side shuffling")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per backend or judge request")
     parser.add_argument("--deadline", type=float, help="start no case after this many seconds")
@@ -103,9 +97,7 @@ def _load(args: argparse.Namespace) -> list[Suite]:
     suites = load_suites(path)
     for suite in suites:
         if suite.endpoint.rstrip("/") not in SUPPORTED_ENDPOINTS:
-            raise ConfigError(
-                f"{suite.source}: endpoint {suite.endpoint!r} is not supported (only /summarize)"
-            )
+            raise ConfigError(f"{suite.source}: endpoint {suite.endpoint!r} is not supported (only /summarize)")
     return suites
 
 

@@ -109,9 +109,7 @@ class JudgeClient:
         if _retryable_status(response.status_code):
             return None, f"HTTP {response.status_code}: {excerpt(response.text, 120)}"
         if response.status_code >= 400:
-            raise JudgeError(
-                f"judge refused the request: HTTP {response.status_code}: {excerpt(response.text, 160)}"
-            )
+            raise JudgeError(f"judge refused the request: HTTP {response.status_code}: {excerpt(response.text, 160)}")
         try:
             body = response.json()
         except ValueError as exc:
@@ -129,4 +127,6 @@ class JudgeClient:
                 return reply
             if attempt < len(delays):
                 await self._sleep(delays[attempt])
-        raise JudgeUnavailable(f"judge unavailable after {self._config.max_attempts} attempts: {last}")
+        attempts = self._config.max_attempts
+        plural = "s" if attempts != 1 else ""
+        raise JudgeUnavailable(f"judge unavailable after {attempts} attempt{plural}: {last}")

@@ -6,7 +6,18 @@ the shuffled sides back through the stream's ``ab_config`` event); when the back
 the champion alone. A failing case gets an error in its result and the run goes on.
 
 The summary (:func:`build_summary`) is what the operator reads from the pod's termination message, so
-:func:`render_summary` keeps it under 4096 bytes whatever the number of cases.
+:func:`render_summary` keeps it under 4096 bytes whatever the number of cases. Its fields:
+
+- ``cases``: cases in the suites; ``errors``: cases with an error (backend, judge, or not run before the
+  deadline); ``scored``: cases without error for which at least one scorer gave a result (a case with no
+  applicable scorer, e.g. no expected answer and no judge, is neither).
+- ``challenger_better_rate``: pairwise verdicts for the challenger / all pairwise verdicts (ties count in
+  the denominator only); null without pairwise verdicts (no judge, or no challenger served).
+- ``passed``: ``challenger_better_rate >= threshold``, null when the rate is null.
+- ``scorers``: pairwise counts (``challenger``, ``champion``, ``tie``, ``challenger_first``), the
+  llm-as-judge grade counts per side and the subset_of pass/fail counts per side.
+- ``mode`` (ab, single, or auto when no case got an answer), ``seed``, ``threshold``,
+  ``duration_seconds``, up to five ``error_samples`` and ``warnings`` (dropped first if space runs out).
 """
 
 from __future__ import annotations
@@ -98,9 +109,7 @@ async def _answers(backend: Backend, state: RunState, prompt: str) -> tuple[str,
     return await backend.summarize(prompt), None
 
 
-async def _score_side(
-    judge: ChatJudge | None, suite: Suite, case: EvalCase, answer: str, model: str
-) -> dict[str, Any]:
+async def _score_side(judge: ChatJudge | None, suite: Suite, case: EvalCase, answer: str, model: str) -> dict[str, Any]:
     scores: dict[str, Any] = {}
     if suite.subset_of:
         subset = subset_of(answer, case.expected_result)
@@ -111,9 +120,7 @@ async def _score_side(
     return scores
 
 
-async def _score(
-    judge: ChatJudge | None, suite: Suite, case: EvalCase, result: CaseResult, model: str
-) -> None:
+async def _score(judge: ChatJudge | None, suite: Suite, case: EvalCase, result: CaseResult, model: str) -> None:
     assert result.champion_answer is not None
     result.scores["champion"] = await _score_side(judge, suite, case, result.champion_answer, model)
     if result.challenger_answer is None:
@@ -243,9 +250,7 @@ def _is_scored(result: CaseResult) -> bool:
     return "pairwise" in scores or any(scores.get(side) for side in ("champion", "challenger"))
 
 
-def build_summary(
-    state: RunState, config: RunConfig, warnings: Sequence[str], duration: float
-) -> dict[str, Any]:
+def build_summary(state: RunState, config: RunConfig, warnings: Sequence[str], duration: float) -> dict[str, Any]:
     """The machine-readable verdict: counts, per-scorer results and pass/fail against the threshold."""
     results = state.results
     errors = [r for r in results if r.error is not None]
@@ -265,24 +270,20 @@ def build_summary(
         "scorers": tally,
         "seed": config.seed,
         "duration_seconds": round(duration, 1),
-        "error_samples": [
-            f"case {r.index}: {excerpt(r.error or '', _SAMPLE_CHARS)}" for r in errors[:_SAMPLES]
-        ],
+        "error_samples": [f"case {r.index}: {excerpt(r.error or '', _SAMPLE_CHARS)}" for r in errors[:_SAMPLES]],
         "warnings": [excerpt(w, _SAMPLE_CHARS) for w in list(warnings)[:_SAMPLES]],
     }
 
 
 def render_summary(summary: dict[str, Any], limit: int = SUMMARY_LIMIT) -> str:
-    """The summary as one JSON line of at most ``limit`` bytes: samples and warnings are dropped first."""
+    """The summary as one JSON line shorter than ``limit`` bytes: samples and warnings are dropped first."""
     trimmed = dict(summary)
     text = json.dumps(trimmed, separators=(",", ":"))
     for key in ("warnings", "error_samples"):
-        while len(text.encode("utf-8")) > limit and trimmed.get(key):
+        while len(text.encode("utf-8")) >= limit and trimmed.get(key):
             trimmed[key] = trimmed[key][:-1]
             text = json.dumps(trimmed, separators=(",", ":"))
-    if len(text.encode("utf-8")) > limit:
-        trimmed = {
-            k: trimmed[k] for k in ("v", "cases", "scored", "errors", "challenger_better_rate", "passed")
-        }
+    if len(text.encode("utf-8")) >= limit:
+        trimmed = {k: trimmed[k] for k in ("v", "cases", "scored", "errors", "challenger_better_rate", "passed")}
         text = json.dumps(trimmed, separators=(",", ":"))
     return text

@@ -101,9 +101,7 @@ def fill(template: str, values: dict[str, str]) -> str:
     return pattern.sub(lambda match: values[match.group(0)[1:-1]], template)
 
 
-def render_judge_prompt(
-    template: str, *, input_query: str, generated_answer: str, expected_answer: str
-) -> str:
+def render_judge_prompt(template: str, *, input_query: str, generated_answer: str, expected_answer: str) -> str:
     """Fill the course template's three placeholders."""
     values = {
         "input_query": input_query,
@@ -150,9 +148,7 @@ def excerpt(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-async def judge_grade(
-    judge: ChatJudge, params: JudgeParams, case: EvalCase, answer: str, *, model: str
-) -> str:
+async def judge_grade(judge: ChatJudge, params: JudgeParams, case: EvalCase, answer: str, *, model: str) -> str:
     """Ask the judge to grade one answer; raises ``ValueError`` when the reply has no grade."""
     prompt = render_judge_prompt(
         params.prompt_template,
@@ -163,9 +159,7 @@ async def judge_grade(
     reply = await judge.complete([{"role": "user", "content": prompt}], model=model)
     grade = parse_grade(reply, params.score_regexes)
     if grade is None:
-        raise ValueError(
-            f"judge reply has no grade matching {list(params.score_regexes)}: {excerpt(reply)!r}"
-        )
+        raise ValueError(f"judge reply has no grade matching {list(params.score_regexes)}: {excerpt(reply)!r}")
     return grade
 
 

@@ -57,7 +57,7 @@ def ab_entries(listing: AbFeedbackList) -> list[AbEntry]:
     return [
         AbEntry(
             id=e.id,
-            timestamp=e.timestamp.isoformat(),
+            timestamp=e.timestamp,
             preference=e.preference,
             winning_prompt=e.winning_prompt,
             prompt_mapping=dict(e.prompt_mapping),
@@ -74,7 +74,7 @@ def feedback_entries(listing: FeedbackList) -> list[FeedbackEntry]:
     return [
         FeedbackEntry(
             id=e.id,
-            timestamp=e.timestamp.isoformat(),
+            timestamp=e.timestamp,
             feature=e.feature,
             rating=e.rating,
             input_text=e.input_text,
@@ -89,7 +89,8 @@ async def poll_backend(
     spec: PromptExperimentSpec, st: PromptExperimentStatus, backend: BackendReader, now: datetime
 ) -> tuple[PromptExperimentStatus, bool]:
     """Read both stores, then count what is new. Both reads succeed before anything is counted."""
-    assert st.test is not None and st.original is not None
+    assert st.test is not None
+    assert st.original is not None
     ab = await backend.ab_feedback()
     fb = await backend.feedback()
     live = lc.desired_keys(spec, st, st.original)
@@ -117,6 +118,4 @@ async def poll_backend(
         collection = fed.collection
         negatives = add_negatives(negatives, len(fed.new_negatives))
         restarted = restarted or fed.restart_detected
-    return st.model_copy(
-        update={"collection": collection, "votes": votes.votes, "negatives": negatives}
-    ), restarted
+    return st.model_copy(update={"collection": collection, "votes": votes.votes, "negatives": negatives}), restarted

@@ -34,6 +34,13 @@ def _gateway() -> Gateway:
     return gateway
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else the kubeconfig named by $KUBECONFIG at the time of login."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -130,11 +137,7 @@ async def run(
             report = await reconcile_once(namespace, name, dict(body))
             _post(body, report)
             failures = failures + 1 if report.failed else 0
-            delay = (
-                report.next_in
-                if not report.failed
-                else min(report.next_in * 2 ** min(failures, 6), MAX_BACKOFF)
-            )
+            delay = report.next_in if not report.failed else min(report.next_in * 2 ** min(failures, 6), MAX_BACKOFF)
         except NotFound:
             return
         except Conflict:
@@ -149,7 +152,7 @@ async def run(
 
 
 async def _until(stopped: kopf.DaemonStopped, wake_event: asyncio.Event) -> None:
-    while not stopped and not wake_event.is_set():
+    while not stopped and not wake_event.is_set():  # noqa: ASYNC110 - kopf's stop flag is not an asyncio.Event
         await asyncio.sleep(0.2)
 
 
@@ -168,9 +171,7 @@ async def restore(namespace: str | None, name: str, body: kopf.Body, **_: Any) -
         kopf.warn(body, reason="RestoreSkipped", message=f"unreadable spec or status: {exc}")
         return
     if spec.promotion.on_delete == "Keep" or status.original is None:
-        kopf.info(
-            body, reason="ConfigKept", message="onDelete is Keep or nothing was changed: config left as it is"
-        )
+        kopf.info(body, reason="ConfigKept", message="onDelete is Keep or nothing was changed: config left as it is")
         return
     assert namespace is not None, "PromptExperiment is namespaced"
     settings: OperatorSettings = STATE["settings"]
@@ -180,11 +181,9 @@ async def restore(namespace: str | None, name: str, body: kopf.Body, **_: Any) -
         try:
             delivery = delivery_for(_gateway(), namespace, spec)
             result = await delivery.write(keys)
-            kopf.info(
-                body, reason="ConfigRestored", message=f"champion-only config restored ({result.revision})"
-            )
+            kopf.info(body, reason="ConfigRestored", message=f"champion-only config restored ({result.revision})")
             return
-        except Exception as exc:  # noqa: BLE001 - any failure ends in an event and release, never a hang
+        except Exception as exc:
             last = str(exc)
             await asyncio.sleep(min(2.0**attempt, 5.0))
     kopf.warn(

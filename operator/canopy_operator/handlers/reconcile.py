@@ -114,9 +114,7 @@ class Pass:
             self.delivered = "failed"
         return self.finish(st, spec, interval)
 
-    async def reconcile(
-        self, spec: PromptExperimentSpec, st: PromptExperimentStatus
-    ) -> PromptExperimentStatus:
+    async def reconcile(self, spec: PromptExperimentSpec, st: PromptExperimentStatus) -> PromptExperimentStatus:
         delivery = self.delivery_factory(spec)
         source = await delivery.read()
         if st.original is None:
@@ -138,7 +136,8 @@ class Pass:
         if self.is_degraded():
             return st
         st = lc.approve(spec, st, self.generation, self.now())
-        assert st.original is not None and st.test is not None
+        assert st.original is not None
+        assert st.test is not None
         desired = lc.desired_keys(spec, st, st.original)
         assert desired is not None
         st = await self.deliver(spec, st, delivery, source, desired)
@@ -193,9 +192,7 @@ class Pass:
         dh = managed_hash(desired)
         d = st.delivery
         if source.keys == desired:
-            st = self.cond(
-                st, C.CONFIG_DRIFT, False, "InSync", "the managed keys are as the experiment wants"
-            )
+            st = self.cond(st, C.CONFIG_DRIFT, False, "InSync", "the managed keys are as the experiment wants")
             if d.desired_hash != dh:
                 # Already as desired (someone, or a previous pass that died, wrote it): adopt it.
                 st = st.model_copy(
@@ -215,9 +212,7 @@ class Pass:
                 self.delivered = "changed" if result.rolled else None
             return st
         if d.applied_hash == dh and d.verified_at is not None:
-            message = (
-                "the managed keys were changed outside the experiment (" + _diff(source.keys, desired) + ")"
-            )
+            message = "the managed keys were changed outside the experiment (" + _diff(source.keys, desired) + ")"
             st = self.cond(st, C.CONFIG_DRIFT, True, "DriftDetected", message)
             self.event("ConfigDrift", message, warning=True)
             if spec.delivery.on_drift == "Stop":
@@ -227,15 +222,13 @@ class Pass:
             try:
                 st = await self.collect_and_decide(spec, st, self.backend_factory(spec), decide=False)
             except BackendError as exc:
-                self.event(
-                    "FinalReadFailed", f"could not read votes before the config change: {exc}", warning=True
-                )
-            await self.persist(st)
+                self.event("FinalReadFailed", f"could not read votes before the config change: {exc}", warning=True)
+        # Intent first: the original config, the test and the counts are in status before the write
+        # (a conflict here means nothing was written; the next pass starts from the fresh object).
+        await self.persist(st)
         result = await delivery.write(desired)
         self.delivered = "changed" if result.changed or result.rolled else "unchanged"
-        self.event(
-            "ConfigDelivered", f"{spec.delivery.mode}: {_diff(source.keys, desired)} ({result.revision})"
-        )
+        self.event("ConfigDelivered", f"{spec.delivery.mode}: {_diff(source.keys, desired)} ({result.revision})")
         delivery_status = st.delivery.model_copy(
             update={
                 "desired_hash": dh,
@@ -269,9 +262,7 @@ class Pass:
             ok, seen = False, {"error": str(exc)}
         if ok:
             self.event("ConfigVerified", f"backend reports {_flags(expected)}")
-            return st.model_copy(
-                update={"delivery": st.delivery.model_copy(update={"verified_at": self.now()})}
-            )
+            return st.model_copy(update={"delivery": st.delivery.model_copy(update={"verified_at": self.now()})})
         applied_at = st.delivery.applied_at or self.now()
         waited = (self.now() - applied_at).total_seconds()
         if waited > parse_duration(spec.delivery.verify_timeout):
@@ -292,24 +283,18 @@ class Pass:
     ) -> PromptExperimentStatus:
         st, restarted = await poll_backend(spec, st, backend, self.now())
         if restarted:
-            self.event(
-                "BackendRestarted", "the backend restarted (its stores start again); counted votes are kept"
-            )
+            self.event("BackendRestarted", "the backend restarted (its stores start again); counted votes are kept")
         if not decide:
             return st
         assert st.test is not None
-        a = assess(
-            lc.settings_of(st.test), st.votes.challenger_wins, st.votes.champion_wins, st.evidence.max_e_value
-        )
+        a = assess(lc.settings_of(st.test), st.votes.challenger_wins, st.votes.champion_wins, st.evidence.max_e_value)
         st = lc.apply_assessment(spec, st, a, self.generation, self.now())
         if a.decision != "continue":
             self.decision = a.decision
         return st
 
     # -- report ------------------------------------------------------------------------------------------
-    def finish(
-        self, st: PromptExperimentStatus, spec: PromptExperimentSpec | None, interval: float
-    ) -> Report:
+    def finish(self, st: PromptExperimentStatus, spec: PromptExperimentSpec | None, interval: float) -> Report:
         st = self.conditions(st)
         fast = st.phase in ("Progressing", "Promoting") and not self.degraded
         return Report(
@@ -347,9 +332,7 @@ class Pass:
             "Delivering" if progressing else "Settled",
             "waiting for the backend to report the new config" if progressing else "",
         )
-        st = self.cond(
-            st, C.READY, verified and not self.degraded, "Verified" if verified else "NotVerified", ""
-        )
+        st = self.cond(st, C.READY, verified and not self.degraded, "Verified" if verified else "NotVerified", "")
         st = self.cond(
             st,
             C.AWAITING_APPROVAL,
@@ -358,9 +341,7 @@ class Pass:
             st.evidence.reason if awaiting else "",
         )
         decided = st.evidence.decision != "continue"
-        st = self.cond(
-            st, C.DECIDED, decided, st.evidence.decision if decided else "Collecting", st.evidence.reason
-        )
+        st = self.cond(st, C.DECIDED, decided, st.evidence.decision if decided else "Collecting", st.evidence.reason)
         promoted = outcome == "challenger" and phase == "Concluded"
         st = self.cond(
             st,

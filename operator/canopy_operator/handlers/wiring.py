@@ -35,7 +35,8 @@ async def api_client() -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped in the client
     except config.ConfigException:
-        await config.load_kube_config()
+        # The client reads $KUBECONFIG once at import; read it now so the current environment wins.
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     return client.ApiClient()
 
 

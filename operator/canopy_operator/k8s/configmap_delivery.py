@@ -95,9 +95,7 @@ class ConfigMapDelivery:
             keys = read_managed(text)
         except ValueError as exc:
             raise InvalidValues(f"ConfigMap {self.namespace}/{self.configmap} key {self.key}: {exc}") from exc
-        return SourceState(
-            keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view)
-        )
+        return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
 
     async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
         """Apply ``desired`` on top of the latest text; retry on conflict, never clobber a concurrent edit.
@@ -119,21 +117,15 @@ class ConfigMapDelivery:
                 except Conflict:
                     continue
             rolled = await self._roll(new_text) if changed or ensure_rolled else False
-            return WriteResult(
-                changed=changed, revision=f"config-sha256:{config_sha(new_text)[:12]}", rolled=rolled
-            )
+            return WriteResult(changed=changed, revision=f"config-sha256:{config_sha(new_text)[:12]}", rolled=rolled)
         raise DeliveryError(
             f"ConfigMap {self.namespace}/{self.configmap} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
         )
 
     async def _roll(self, text: str) -> bool:
         sha = config_sha(text)
-        current = await self.gateway.get_pod_template_annotation(
-            self.namespace, self.deployment, ROLLOUT_ANNOTATION
-        )
+        current = await self.gateway.get_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION)
         if current == sha:
             return False
-        await self.gateway.set_pod_template_annotation(
-            self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha
-        )
+        await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
         return True

@@ -48,9 +48,7 @@ def translate(exc: BaseException, what: str) -> KubeError:
     """Map a client exception to the domain tree with a message naming the object."""
     if isinstance(exc, ApiException):
         status = exc.status or 0
-        cls: type[KubeError] = {404: NotFound, 409: Conflict, 403: Forbidden, 422: Invalid}.get(
-            status, KubeError
-        )
+        cls: type[KubeError] = {404: NotFound, 409: Conflict, 403: Forbidden, 422: Invalid}.get(status, KubeError)
         if status == 429 or status >= 500:
             cls = Unavailable
         return cls(f"{what}: {_reason(exc)}")

@@ -64,9 +64,7 @@ class Gateway:
         body = {"metadata": {"resourceVersion": view.resource_version}, "data": {key: text}}
         cm = await _call(
             f"patch ConfigMap {view.namespace}/{view.name}",
-            lambda: self.core.patch_namespaced_config_map(
-                view.name, view.namespace, body, _content_type=MERGE
-            ),  # type: ignore[call-arg]  # a documented **kwargs option
+            lambda: self.core.patch_namespaced_config_map(view.name, view.namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
         return str(cm.metadata.resource_version)
 
@@ -122,9 +120,7 @@ class Gateway:
         secret = await _call(
             f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
         )
-        return {
-            k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()
-        }
+        return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
 
     async def create_secret(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
@@ -141,17 +137,13 @@ class Gateway:
         return [self.api.sanitize_for_serialization(s) for s in result.items]
 
     async def delete_secret(self, namespace: str, name: str) -> None:
-        await _call(
-            f"delete Secret {namespace}/{name}", lambda: self.core.delete_namespaced_secret(name, namespace)
-        )
+        await _call(f"delete Secret {namespace}/{name}", lambda: self.core.delete_namespaced_secret(name, namespace))
 
     # Jobs and pods --------------------------------------------------------------------------------------
     async def create_job(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
         job: Any = body  # the client serialises plain dicts as they are
-        await _call(
-            f"create Job {ns}/{body['metadata']['name']}", lambda: self.batch.create_namespaced_job(ns, job)
-        )
+        await _call(f"create Job {ns}/{body['metadata']['name']}", lambda: self.batch.create_namespaced_job(ns, job))
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = await _call(

@@ -68,8 +68,8 @@ RULES: tuple[Rule, ...] = (
         (GROUP,),
         (f"{PLURAL}/finalizers",),
         ("update",),
-        "Owner references with blockOwnerDeletion on Jobs and Secrets (kopf.adopt) need this where the "
-        "OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift).",
+        "Evaluation Jobs and dataset Secrets carry owner references with blockOwnerDeletion; the "
+        "OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift) requires this to set them.",
     ),
     Rule(
         ("",),

@@ -1,0 +1,101 @@
+"""Credentials for git, handed over through the environment of each git process and never written to a repo.
+
+HTTPS: git asks a tiny ``GIT_ASKPASS`` script for the username and password; the script holds no secret, it
+prints two environment variables that only the git process (and its children) receive. SSH: the private key
+goes to a 0600 file in a private temporary directory that exists only while the command runs, used through
+``GIT_SSH_COMMAND`` with the given ``known_hosts`` (or ``StrictHostKeyChecking=accept-new`` without one).
+Global and system git config are ignored, so no credential helper can store anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from canopy_operator.gitops.errors import Redactor
+
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*|username*) printf '%s\\n' "$CANOPY_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$CANOPY_GIT_PASSWORD" ;;
+esac
+"""
+ALLOWED_PROTOCOLS = "file:http:https:ssh"
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """What the experiment's credentials Secret holds (the caller reads the Secret)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """Password or access token for HTTPS (and the forge's API)."""
+    ssh_private_key: str | None = field(default=None, repr=False)
+    known_hosts: str | None = None
+
+    def redactor(self) -> Redactor:
+        return Redactor([self.password, self.ssh_private_key], self.username)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """A clean environment for git: no prompts, no user/system config, only safe transports."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
+        "SSH_ASKPASS": "",
+    }
+
+
+@contextlib.contextmanager
+def git_environment(credentials: GitCredentials | None) -> Iterator[dict[str, str]]:
+    """The environment for git commands; temporary files vanish when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="canopy-git-") as tmp:
+        home = Path(tmp)
+        home.chmod(stat.S_IRWXU)
+        env = base_env(home)
+        if credentials is not None and credentials.password is not None:
+            askpass = home / "askpass.sh"
+            askpass.write_text(_ASKPASS, encoding="utf-8")
+            askpass.chmod(stat.S_IRWXU)
+            env["GIT_ASKPASS"] = str(askpass)
+            env["CANOPY_GIT_USERNAME"] = credentials.username or ""
+            env["CANOPY_GIT_PASSWORD"] = credentials.password
+        if credentials is not None and credentials.ssh_private_key is not None:
+            env["GIT_SSH_COMMAND"] = _ssh_command(home, credentials)
+        yield env
+
+
+def _ssh_command(home: Path, credentials: GitCredentials) -> str:
+    key = home / "id_key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        text = credentials.ssh_private_key or ""
+        handle.write(text if text.endswith("\n") else text + "\n")
+    known = home / "known_hosts"
+    known.write_text(credentials.known_hosts or "", encoding="utf-8")
+    checking = "yes" if credentials.known_hosts else "accept-new"
+    parts = [
+        "ssh",
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        f"StrictHostKeyChecking={checking}",
+    ]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,82 @@
+"""The API server itself rejects invalid PromptExperiments, and its message names the bad field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import ApiClient
+
+from canopy_operator.api.base import GROUP, PLURAL, VERSION
+
+pytestmark = pytest.mark.integration
+
+VALID: dict[str, Any] = {"challenger": {"prompt": "Provide a brief, concise summary:"}}
+
+# (case id, spec patch, the field path the API server's message must name)
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("alpha-zero", {"analysis": {"alpha": 0}}, "spec.analysis.alpha"),
+    ("alpha-too-big", {"analysis": {"alpha": 0.9}}, "spec.analysis.alpha"),
+    ("tau-zero", {"analysis": {"tau": 0}}, "spec.analysis.tau"),
+    ("min-votes-zero", {"analysis": {"minVotes": 0}}, "spec.analysis.minVotes"),
+    ("max-below-min", {"analysis": {"minVotes": 50, "maxVotes": 10}}, "spec.analysis.maxVotes"),
+    ("interval-too-short", {"analysis": {"interval": "2s"}}, "spec.analysis.interval"),
+    ("interval-not-a-duration", {"analysis": {"interval": "soon"}}, "spec.analysis.interval"),
+    ("unknown-method", {"analysis": {"method": "t-test"}}, "spec.analysis.method"),
+    ("delta-too-big", {"analysis": {"equivalenceDelta": 0.7}}, "spec.analysis.equivalenceDelta"),
+    ("empty-challenger", {"challenger": {"prompt": ""}}, "spec.challenger.prompt"),
+    ("same-prompts", {"champion": {"prompt": "same"}, "challenger": {"prompt": "same"}}, "spec.challenger.prompt"),
+    ("git-without-block", {"delivery": {"mode": "Git"}}, "spec.delivery.git"),
+    ("unknown-mode", {"delivery": {"mode": "Helm"}}, "spec.delivery.mode"),
+    ("bad-backend-url", {"backend": {"url": "canopy-backend:8000"}}, "spec.backend.url"),
+    ("unknown-policy", {"promotion": {"policy": "Sometimes"}}, "spec.promotion.policy"),
+    ("unknown-on-delete", {"promotion": {"onDelete": "Forget"}}, "spec.promotion.onDelete"),
+    ("bad-configmap-name", {"delivery": {"configMap": {"name": "Not_A_Name"}}}, "spec.delivery.configMap.name"),
+    (
+        "threshold-above-one",
+        {"evaluation": {"minChallengerBetterRate": 1.5}},
+        "spec.evaluation.minChallengerBetterRate",
+    ),
+    ("duplicate-cap-zero", {"analysis": {"duplicateVoteCap": 0}}, "spec.analysis.duplicateVoteCap"),
+    ("feature-unknown", {"backend": {"feature": "translate"}}, "spec.backend.feature"),
+]
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+def _body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PromptExperiment", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
+async def test_api_server_rejects_invalid_spec_naming_the_field(
+    admin_api: ApiClient, namespace: str, case: str, patch: dict[str, Any], field: str
+) -> None:
+    custom = client.CustomObjectsApi(admin_api)
+    with pytest.raises(client.ApiException) as caught:
+        await custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _body(case, _merge(VALID, patch))
+        )
+    assert caught.value.status == 422
+    assert field in str(caught.value.body), caught.value.body
+
+
+async def test_api_server_accepts_the_minimal_spec_and_fills_in_defaults(admin_api: ApiClient, namespace: str) -> None:
+    custom = client.CustomObjectsApi(admin_api)
+    created = await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _body("ok", VALID))
+    spec = created["spec"]
+    assert spec["analysis"]["method"] == "msprt"
+    assert spec["analysis"]["alpha"] == 0.05
+    assert spec["delivery"]["configMap"] == {
+        "name": "canopy-config",
+        "key": "canopy-config.yaml",
+        "deployment": "canopy-backend",
+    }
+    assert "git" not in spec["delivery"]
