@@ -71,18 +71,20 @@ async def test_operator_status_write_visible_to_kubectl_as_operator_user(
     def phase_as_operator() -> str:
         # The operator's ClusterRole grants list but not get on promptexperiments: read via a list.
         out = kubectl(
-            "get", "pexp", "-n", namespace,
-            "-o", "jsonpath={range .items[*]}{.status.phase}/{.status.observedGeneration}{end}",
+            "get",
+            "pexp",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase}/{.status.observedGeneration}{end}",
             kubeconfig=operator_kubeconfig,
         )
         return out.stdout
 
-    import sys, time; t0=time.monotonic()
-    with run_operator(operator_kubeconfig, namespace=namespace, module=None, registry=minimal_operator.registry) as r:
+    with run_operator(operator_kubeconfig, namespace=namespace, module=None, registry=minimal_operator.registry):
         await CustomObjectsApi(admin_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, MINIMAL)
         await wait_for(lambda: phase_as_operator() == "Pending/1", timeout=30, what="status.phase Pending")
 
-    print("DBG", time.monotonic()-t0, r.output[-3000:], file=sys.__stderr__)
     obj = await CustomObjectsApi(admin_api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "minimal")
     annotations = obj["metadata"].get("annotations", {})
     assert f"{GROUP}/last-handled-configuration" in annotations

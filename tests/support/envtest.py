@@ -41,7 +41,7 @@ class Kubectl:
         self,
         *args: str,
         kubeconfig: Path | None = None,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
@@ -72,9 +72,7 @@ def operator_binding_manifest(role_names: Sequence[str]) -> str:
             "kind": "ClusterRoleBinding",
             "metadata": {"name": f"{TEST_BINDING_NAME}-{name}"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}
-            ],
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
         }
         for name in role_names
     ]

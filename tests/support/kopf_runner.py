@@ -54,7 +54,10 @@ def run_operator(
 
 
 async def wait_for(
-    predicate: Predicate, timeout: float = 20.0, interval: float = 0.2, what: str = "the condition"
+    predicate: Predicate,
+    timeout: float = 20.0,  # noqa: ASYNC109 - a polling deadline that names what it waited for in its error
+    interval: float = 0.2,
+    what: str = "the condition",
 ) -> None:
     """Poll ``predicate`` (sync or async) until it is true; AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -24,9 +24,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # Read KUBECONFIG at login time. Kopf's default login through kubernetes_asyncio reads the
     # KUBECONFIG that was set when kubernetes_asyncio was first imported, and sets that library's
     # process-wide default configuration.
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
-        **kwargs
-    )
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     return info
 
 

@@ -308,7 +308,7 @@ class ControlPlane:
         self._apiserver = self._etcd = None
 
     def _etcd_ready(self) -> bool:
-        import httpx  # noqa: PLC0415 - local: only this probe needs a plain HTTP client
+        import httpx
 
         try:
             return httpx.get(f"{self._etcd_url}/health", timeout=2.0, trust_env=False).status_code == 200
