@@ -2,6 +2,7 @@
 
 Fixtures (all need the control plane; missing binaries skip locally and fail under CI=true):
 
+- ``envtest_assets`` (session): the kube-apiserver and etcd paths (for tests that start their own).
 - ``control_plane`` (session): the running :class:`ControlPlane`.
 - ``admin_kubeconfig`` (session): user ``admin`` in ``system:masters``.
 - ``operator_rbac`` (session): the shipped ``manifests/rbac/clusterrole.yaml`` applied and bound to
@@ -21,7 +22,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config
 
-from canopy_operator.devenv import AssetsMissing, ControlPlane, find_assets
+from canopy_operator.devenv import AssetPaths, AssetsMissing, ControlPlane, find_assets
 from tests.support.envtest import (
     CLUSTERROLE_PATH,
     OPERATOR_NAMESPACE,
@@ -35,14 +36,18 @@ from tests.support.envtest import (
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
+def envtest_assets() -> AssetPaths:
     try:
-        assets = find_assets()
+        return find_assets()
     except AssetsMissing as e:
         if running_in_ci():
             pytest.fail(f"integration tests need the envtest binaries under CI: {e}", pytrace=False)
         pytest.skip(str(e))
-    with ControlPlane(assets=assets) as plane:
+
+
+@pytest.fixture(scope="session")
+def control_plane(envtest_assets: AssetPaths) -> Iterator[ControlPlane]:
+    with ControlPlane(assets=envtest_assets) as plane:
         yield plane
 
 

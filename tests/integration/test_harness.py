@@ -11,14 +11,14 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
 from canopy_operator.api import GROUP, PLURAL, VERSION
-from canopy_operator.devenv import ControlPlane
+from canopy_operator.devenv import AssetPaths, ControlPlane
 from tests.support import minimal_operator
 from tests.support.envtest import SAMPLES_DIR, Kubectl
 from tests.support.kopf_runner import run_operator, wait_for
 
 pytestmark = pytest.mark.integration
 
-MINIMAL = {
+MINIMAL: dict[str, Any] = {
     "apiVersion": f"{GROUP}/{VERSION}",
     "kind": "PromptExperiment",
     "metadata": {"name": "minimal"},
@@ -104,8 +104,8 @@ async def test_operator_user_cannot_delete_namespace(operator_api: ApiClient, na
     assert caught.value.status == 403
 
 
-def test_stop_leaves_no_process_and_no_temp_dir() -> None:
-    plane = ControlPlane()
+def test_stop_leaves_no_process_and_no_temp_dir(envtest_assets: AssetPaths) -> None:
+    plane = ControlPlane(assets=envtest_assets)
     plane.start()
     try:
         pids = plane.pids
@@ -119,8 +119,8 @@ def test_stop_leaves_no_process_and_no_temp_dir() -> None:
     assert not tmp_dir.exists()
 
 
-def test_restart_apiserver_keeps_objects_and_address() -> None:
-    with ControlPlane(crd_paths=[]) as plane:
+def test_restart_apiserver_keeps_objects_and_address(envtest_assets: AssetPaths) -> None:
+    with ControlPlane(crd_paths=[], assets=envtest_assets) as plane:
         server = plane.server_url
         old_pid = plane.pids["kube-apiserver"]
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "default"}}

@@ -7,6 +7,7 @@ collection, no pods, Jobs never finish, deleted namespaces stay Terminating.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -16,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+
+import httpx
 
 from canopy_operator.devenv import lifecycle
 from canopy_operator.devenv.assets import AssetPaths, find_assets
@@ -124,8 +127,7 @@ class ControlPlane:
     @property
     def pids(self) -> dict[str, int]:
         """Process ids of the running children, by name (``etcd``, ``kube-apiserver``)."""
-        procs = [p for p in (self._etcd, self._apiserver) if p is not None and p.pid is not None]
-        return {p.name: p.pid for p in procs if p.pid is not None}
+        return {p.name: p.pid for p in (self._etcd, self._apiserver) if p is not None and p.pid is not None}
 
     def start(self) -> None:
         """Start etcd and kube-apiserver, then install the CRDs; cleans up everything on failure."""
@@ -158,10 +160,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd (SIGTERM, SIGKILL on timeout), and remove the temp dir. Idempotent."""
-        for proc in (self._apiserver, self._etcd):
-            if proc is not None:
-                proc.stop()
-        self._apiserver = self._etcd = None
+        self._stop_processes()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -186,8 +185,8 @@ class ControlPlane:
         if key not in self._kubeconfigs:
             client = self._client_pair(user, groups)
             text = render_kubeconfig(self.server_url, self._serving_ca_pem(), user, client)
-            slug = _slug(f"{user}-{'-'.join(groups)}")
-            path = self.tmp_dir / "kubeconfigs" / f"{slug}.kubeconfig"
+            digest = hashlib.sha256("\n".join(groups).encode()).hexdigest()[:8]
+            path = self.tmp_dir / "kubeconfigs" / f"{_slug(user)}-{digest}.kubeconfig"
             path.parent.mkdir(exist_ok=True)
             self._kubeconfigs[key] = write_private(path, text)
         return self._kubeconfigs[key]
@@ -240,13 +239,13 @@ class ControlPlane:
         peer = f"http://{HOST}:{peer_port}"
         args = [
             str(etcd),
-            "--name=default",
+            "--name=canopy-envtest",
             f"--data-dir={self.tmp_dir / 'etcd-data'}",
             f"--listen-client-urls={self._etcd_url}",
             f"--advertise-client-urls={self._etcd_url}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
+            f"--initial-cluster=canopy-envtest={peer}",
         ]
         if _etcd_supports_no_fsync(etcd):
             args.append("--unsafe-no-fsync=true")
@@ -308,8 +307,6 @@ class ControlPlane:
         self._apiserver = self._etcd = None
 
     def _etcd_ready(self) -> bool:
-        import httpx
-
         try:
             return httpx.get(f"{self._etcd_url}/health", timeout=2.0, trust_env=False).status_code == 200
         except httpx.TransportError:

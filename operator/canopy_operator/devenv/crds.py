@@ -59,16 +59,25 @@ def _missing(client: RestClient, wanted: set[tuple[str, str]]) -> set[tuple[str,
     return missing
 
 
+def _unlistable(client: RestClient, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    # Discovery lists a new resource before its watch cache is ready; until then a list answers
+    # 429 "storage is (re)initializing", which clients such as Kopf report as errors and retry.
+    return {(gv, plural) for gv, plural in wanted if client.status(f"/apis/{gv}/{plural}?limit=1") != 200}
+
+
 def wait_until_served(
     client: RestClient,
     crds: Sequence[dict[str, Any]],
     timeout: float = DISCOVERY_TIMEOUT,
     interval: float = DISCOVERY_INTERVAL,
 ) -> None:
-    """Poll discovery until every served version's plural is listed; TimeoutError names the missing ones."""
+    """Poll until discovery lists every served version's plural and it can be listed.
+
+    TimeoutError names the resources still missing.
+    """
     wanted = served_resources(crds)
     deadline = time.monotonic() + timeout
-    while missing := _missing(client, wanted):
+    while missing := _missing(client, wanted) or _unlistable(client, wanted):
         if time.monotonic() >= deadline:
             listed = ", ".join(sorted(f"{gv}/{plural}" for gv, plural in missing))
             raise TimeoutError(f"discovery did not serve {listed} within {timeout:.0f}s")
