@@ -10,14 +10,7 @@ from canopy_operator.api.status import EpochPrompts, PromptExperimentStatus
 from canopy_operator.canopy.client import CanopyClient
 from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core import lifecycle as lc
-from canopy_operator.core.collect import (
-    AbEntry,
-    FeedbackEntry,
-    add_negatives,
-    ingest_ab,
-    ingest_feedback,
-    text_hash,
-)
+from canopy_operator.core.collect import add_negatives, ingest_ab, ingest_feedback, text_hash
 
 
 class BackendReader(Protocol):
@@ -52,39 +45,6 @@ class ClientReader:
         return await self.client.feedback()
 
 
-def ab_entries(listing: AbFeedbackList) -> list[AbEntry]:
-    """The client's typed entries as the pure core's dataclasses."""
-    return [
-        AbEntry(
-            id=e.id,
-            timestamp=e.timestamp,
-            preference=e.preference,
-            winning_prompt=e.winning_prompt,
-            prompt_mapping=dict(e.prompt_mapping),
-            input_text=e.input_text,
-            response_a=e.response_a,
-            response_b=e.response_b,
-        )
-        for e in listing.entries
-    ]
-
-
-def feedback_entries(listing: FeedbackList) -> list[FeedbackEntry]:
-    """The client's typed feedback entries as the pure core's dataclasses."""
-    return [
-        FeedbackEntry(
-            id=e.id,
-            timestamp=e.timestamp,
-            feature=e.feature,
-            rating=e.rating,
-            input_text=e.input_text,
-            response_text=e.response_text,
-            comment=e.comment,
-        )
-        for e in listing.feedback
-    ]
-
-
 async def poll_backend(
     spec: PromptExperimentSpec, st: PromptExperimentStatus, backend: BackendReader, now: datetime
 ) -> tuple[PromptExperimentStatus, bool]:
@@ -102,7 +62,7 @@ async def poll_backend(
     votes = ingest_ab(
         st.collection,
         st.votes,
-        ab_entries(ab),
+        ab.to_entries(),
         ab.total,
         prompts,
         st.test.champion_hash,
@@ -114,7 +74,7 @@ async def poll_backend(
     collection = votes.collection
     restarted = votes.restart_detected
     if spec.feedback.enabled:
-        fed = ingest_feedback(collection, feedback_entries(fb), fb.total, set(), now=now)
+        fed = ingest_feedback(collection, fb.to_entries(), fb.total, set(), now=now)
         collection = fed.collection
         negatives = add_negatives(negatives, len(fed.new_negatives))
         restarted = restarted or fed.restart_detected
