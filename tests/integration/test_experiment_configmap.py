@@ -172,11 +172,16 @@ async def test_drift_is_detected_and_reapplied(
             return await configmap_text(admin_api, namespace) == applied
 
         await wait_for(reapplied, timeout=30, what="the experiment's config to be re-applied")
+
+        async def drift_event_posted() -> bool:
+            # Kopf posts events from a background queue: wait while the operator still runs.
+            reasons = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout.split()
+            return "ConfigDrift" in reasons
+
+        await wait_for(drift_event_posted, timeout=30, what="the ConfigDrift event")
     status = (await get_exp(admin_api, namespace))["status"]
     drift = {c["type"]: c for c in status["conditions"]}["ConfigDrift"]
     assert "changed outside the experiment" in drift["message"]
-    events = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert "ConfigDrift" in events
 
 
 async def test_missing_configmap_is_a_clear_condition(

@@ -118,7 +118,7 @@ class Collection(ApiModel):
     restarts_detected: int = Field(default=0, ge=0)
     """Backend restarts detected."""
     last_poll_time: datetime | None = None
-    """When the backend was last read successfully."""
+    """When a poll last found new entries or a restart (an idle poll writes nothing, so status stays unchanged)."""
     vote_fingerprints: str = ""
     """Compact record of vote fingerprints and their counts, for the duplicate cap (internal)."""
 

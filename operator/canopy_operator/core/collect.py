@@ -164,8 +164,9 @@ def ingest_ab(
         "ab_fingerprint": read.fingerprint,
         "epoch_prompts": prompts,
         "vote_fingerprints": encode_vote_fingerprints(caps),
-        "last_poll_time": now,
     }
+    if read.fresh or read.restarted:
+        update["last_poll_time"] = now
     if read.counted:
         update["feedback_fingerprint"] = _mark_restart(collection.feedback_fingerprint)
     return AbIngestResult(
@@ -201,8 +202,9 @@ def ingest_feedback(
     update: dict[str, object] = {
         "feedback_cursor": read.cursor,
         "feedback_fingerprint": read.fingerprint,
-        "last_poll_time": now,
     }
+    if read.fresh or read.restarted:
+        update["last_poll_time"] = now
     if read.counted:
         update["ab_fingerprint"] = _mark_restart(collection.ab_fingerprint)
     return FeedbackIngestResult(
