@@ -13,7 +13,7 @@ from kubernetes_asyncio.client import ApiClient, ApiException, CoreV1Api, Custom
 from canopy_operator.api import GROUP, PLURAL, VERSION
 from canopy_operator.devenv import AssetPaths, ControlPlane
 from tests.support import minimal_operator
-from tests.support.envtest import SAMPLES_DIR, Kubectl
+from tests.support.envtest import SAMPLES_DIR, USER_ROLES_PATH, Kubectl
 from tests.support.kopf_runner import run_operator, wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,9 +66,19 @@ def test_api_server_serves_crd_and_accepts_samples(kubectl: Kubectl, namespace: 
 
 
 async def test_operator_status_write_visible_to_kubectl_as_operator_user(
-    admin_api: ApiClient, operator_kubeconfig: Path, kubectl: Kubectl, namespace: str
+    admin_api: ApiClient, control_plane: ControlPlane, operator_kubeconfig: Path, kubectl: Kubectl, namespace: str
 ) -> None:
-    def phase_as_operator() -> str:
+    # Least privilege: the operator's own user may not create experiments; an author bound to the shipped
+    # editor role (aggregated into `edit`) creates it, the operator writes status under its shipped ClusterRole.
+    kubectl("apply", "-f", str(USER_ROLES_PATH))
+    editor = "canopy-operator-promptexperiment-editor"
+    kubectl("create", "rolebinding", "author", f"--clusterrole={editor}", "--user=alice", "-n", namespace)
+    author = control_plane.user_kubeconfig("alice", ["system:authenticated"])
+    can_create = ("auth", "can-i", "create", PLURAL, "-n", namespace)
+    assert kubectl(*can_create, kubeconfig=operator_kubeconfig, check=False).stdout.strip() == "no"
+    assert kubectl(*can_create, kubeconfig=author, check=False).stdout.strip() == "yes"
+
+    def phase_as(kubeconfig: Path) -> str:
         # The operator's ClusterRole grants list but not get on promptexperiments: read via a list.
         out = kubectl(
             "get",
@@ -77,13 +87,14 @@ async def test_operator_status_write_visible_to_kubectl_as_operator_user(
             namespace,
             "-o",
             "jsonpath={range .items[*]}{.status.phase}/{.status.observedGeneration}{end}",
-            kubeconfig=operator_kubeconfig,
+            kubeconfig=kubeconfig,
         )
         return out.stdout
 
     with run_operator(operator_kubeconfig, namespace=namespace, module=None, registry=minimal_operator.registry):
-        await CustomObjectsApi(admin_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, MINIMAL)
-        await wait_for(lambda: phase_as_operator() == "Pending/1", timeout=30, what="status.phase Pending")
+        kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(MINIMAL), kubeconfig=author)
+        await wait_for(lambda: phase_as(operator_kubeconfig) == "Pending/1", timeout=30, what="status.phase Pending")
+    assert phase_as(author) == "Pending/1"
 
     obj = await CustomObjectsApi(admin_api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "minimal")
     annotations = obj["metadata"].get("annotations", {})

@@ -13,6 +13,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTERROLE_PATH = REPO_ROOT / "manifests" / "rbac" / "clusterrole.yaml"
+USER_ROLES_PATH = REPO_ROOT / "manifests" / "rbac" / "user-roles.yaml"
 SAMPLES_DIR = REPO_ROOT / "manifests" / "samples"
 OPERATOR_NAMESPACE = "canopy-system"
 OPERATOR_SERVICE_ACCOUNT = "canopy-operator"

@@ -66,7 +66,9 @@ def test_cluster_install_renders_every_kind(cluster_install: list[dict[str, Any]
             "Namespace",
             "CustomResourceDefinition",
             "ServiceAccount",
-            "ClusterRole",
+            "ClusterRole",  # the operator's
+            "ClusterRole",  # experiment editor (aggregated into edit/admin)
+            "ClusterRole",  # experiment viewer (aggregated into view)
             "ClusterRoleBinding",
             "Deployment",
             "Service",

@@ -133,6 +133,39 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: Roles for the people (and CI pipelines, Argo CD) who write PromptExperiments, not for the operator.
+#: They aggregate into Kubernetes' built-in ``edit``/``admin`` and ``view`` roles, so a namespace editor can
+#: run experiments and a viewer can watch them with no extra binding.
+USER_ROLES: dict[str, tuple[dict[str, str], tuple[Rule, ...]]] = {
+    f"{NAME}-promptexperiment-editor": (
+        {
+            "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+            "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+        },
+        (
+            Rule(
+                (GROUP,),
+                (PLURAL,),
+                ("get", "list", "watch", "create", "update", "patch", "delete"),
+                "Write experiments and approve promotions (spec.promotion.approved).",
+            ),
+            Rule((GROUP,), (f"{PLURAL}/status",), ("get",), "Read the operator's findings."),
+        ),
+    ),
+    f"{NAME}-promptexperiment-viewer": (
+        {"rbac.authorization.k8s.io/aggregate-to-view": "true"},
+        (
+            Rule(
+                (GROUP,),
+                (PLURAL, f"{PLURAL}/status"),
+                ("get", "list", "watch"),
+                "Watch experiments and their evidence (kubectl get pexp -w).",
+            ),
+        ),
+    ),
+}
+
+
 def namespaced_rules(rules: tuple[Rule, ...] = RULES) -> tuple[Rule, ...]:
     """The rules a namespaced Role can grant (cluster-scoped resources left out)."""
     return tuple(rule for rule in rules if not rule.cluster_scoped)
@@ -163,6 +196,19 @@ def _render_rules(rules: tuple[Rule, ...]) -> str:
 def _role_yaml(kind: str, namespace: str | None, rules: tuple[Rule, ...]) -> str:
     head = _dump({"apiVersion": RBAC_API_VERSION, "kind": kind, "metadata": _metadata(NAME, namespace)})
     return HEADER + head + _render_rules(rules)
+
+
+def _user_roles_yaml() -> str:
+    parts = [
+        "# Roles for experiment authors and viewers (not the operator); they aggregate into the built-in\n"
+        "# edit/admin and view ClusterRoles, or bind them directly to a user or group.\n"
+    ]
+    for name, (aggregation, rules) in USER_ROLES.items():
+        meta = _metadata(name, None)
+        meta["labels"] = {**meta["labels"], **aggregation}
+        head = _dump({"apiVersion": RBAC_API_VERSION, "kind": "ClusterRole", "metadata": meta})
+        parts.append("---\n" + head + _render_rules(rules))
+    return HEADER + "".join(parts)
 
 
 def _binding_yaml(kind: str, role_kind: str, namespace: str | None) -> str:
@@ -202,5 +248,6 @@ def render_rbac_yaml(rules: tuple[Rule, ...] = RULES) -> dict[str, str]:
         "clusterrolebinding.yaml": _binding_yaml("ClusterRoleBinding", "ClusterRole", None),
         "role.yaml": _role_yaml("Role", NAMESPACE, namespaced_rules(rules)),
         "rolebinding.yaml": _binding_yaml("RoleBinding", "Role", NAMESPACE),
+        "user-roles.yaml": _user_roles_yaml(),
         "kustomization.yaml": _namespaced_kustomization(),
     }
