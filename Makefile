@@ -6,11 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
+.PHONY: help demo venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
         cluster-up envtest-kubeconfig run simulate bench e2e clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+demo: $(STAMP) envtest-assets ## The whole loop locally: control plane, simulator, operator, voters, promotion (ARGS="--kubeconfig PATH" for a cluster)
+	$(PY) -m canopy_operator.devenv demo $(ARGS)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,11 +60,11 @@ run: $(STAMP) ## Run the operator against the current kubeconfig
 simulate: $(STAMP) ## Run the Canopy backend simulator on 127.0.0.1:8000 (CONFIG=path to a values file)
 	$(VENV)/bin/canopy-operator simulate --config $(CONFIG) --port 8000
 
-bench: $(STAMP) ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
-	$(PY) bench/decision_sim.py
+bench: $(STAMP) envtest-assets ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
+	$(PY) bench/decision_sim.py && $(PY) bench/collect_bench.py && $(PY) bench/reconcile_bench.py --scales 1,100,500
 
-e2e: $(STAMP) ## End-to-end on a kind cluster (skips with a reason without Docker/kind)
-	$(VENV)/bin/pytest -m e2e tests/e2e
+e2e: $(STAMP) ## End-to-end on a kind cluster: image, manifests, simulator Deployment, experiment (skips without Docker/kind)
+	bash hack/e2e.sh
 
 clean: ## Remove caches (keeps .venv and the envtest binaries)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -191,8 +191,9 @@ def configure_logging(level: str = "INFO", log_prompts: bool = False, stream: Te
     root.addHandler(handler)
     root.setLevel(level.upper())
     _install_filter(logging.getLogger("kopf.objects"))
-    # Like Kopf: asyncio's chatter only when debugging.
-    logging.getLogger("asyncio").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+    # Like Kopf: asyncio's chatter only when debugging; the same for httpx's line per backend request.
+    for chatty in ("asyncio", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
     return handler
 
 

@@ -94,6 +94,14 @@ RECONCILE = Histogram(
     registry=registry,
 )
 
+#: Label values known in advance: their series are served as 0 from the start, so a rate() or an alert
+#: sees the first increase and a dashboard shows "none yet" instead of "no data".
+DECISION_OUTCOMES = ("challenger", "champion", "no_winner", "equivalent")
+DELIVERY_MODES = ("configmap", "git")
+DELIVERY_RESULTS = ("changed", "unchanged", "failed")
+EVALUATION_RESULTS = ("passed", "failed", "completed", "error")
+BACKEND_ERROR_KINDS = ("unreachable", "http_4xx", "http_5xx", "protocol", "stream")
+
 _PER_EXPERIMENT = (EXPERIMENT_VOTES, VOTES, WIN_RATE_LOWER, WIN_RATE_UPPER, P_VALUE, EVALUATION_BETTER)
 _lock = threading.Lock()
 _last_votes: dict[tuple[str, str], dict[Side, int]] = {}
@@ -152,29 +160,36 @@ def observe_evidence(namespace: str, name: str, lower: float, upper: float, p_va
 
 
 def record_decision(outcome: str) -> None:
-    """Count one decision, e.g. ``promote_challenger``, ``keep_champion``, ``no_winner``."""
+    """Count one decision of a test: ``challenger``, ``champion``, ``no_winner`` or ``equivalent``."""
     DECISIONS.labels(outcome).inc()
 
 
 def record_promotion(outcome: str) -> None:
-    """Count one promotion attempt's outcome, e.g. ``succeeded``, ``failed``, ``awaiting_approval``."""
+    """Count one concluded test by its outcome.
+
+    ``challenger`` (promoted), ``champion`` (kept), ``no_winner`` or ``equivalent`` (champion kept).
+    """
     PROMOTIONS.labels(outcome).inc()
 
 
 def record_delivery(mode: str, result: str) -> None:
-    """Count one config delivery: mode ``git`` or ``configmap``, result e.g. ``applied``, ``conflict``."""
+    """Count one config delivery: mode ``configmap`` or ``git``, result ``changed``, ``unchanged`` or ``failed``."""
     DELIVERIES.labels(mode, result).inc()
 
 
 def record_evaluation(result: str, rate: float | None = None, *, namespace: str = "", name: str = "") -> None:
-    """Count one evaluation run; publish its challenger-better rate for the experiment when known."""
+    """Count one finished evaluation run; publish its challenger-better rate for the experiment when known.
+
+    ``result``: ``passed`` / ``failed`` (against the threshold), ``completed`` (no threshold) or ``error``
+    (the run itself failed). ``handlers/observe.py`` calls this once per run, when status records its end.
+    """
     EVALUATION_RUNS.labels(result).inc()
     if rate is not None:
         EVALUATION_BETTER.labels(namespace, name).set(rate)
 
 
 def record_backend_error(kind: str) -> None:
-    """Count one failed backend request, kind e.g. ``timeout``, ``connection``, ``http_5xx``, ``disabled``."""
+    """Count one failed backend request, kind: ``unreachable``, ``http_4xx``, ``http_5xx``, ``protocol``, ``stream``."""
     BACKEND_ERRORS.labels(kind).inc()
 
 
@@ -212,3 +227,27 @@ def forget_experiment(namespace: str, name: str) -> None:
         _last_votes.pop((namespace, name), None)
         for metric in _PER_EXPERIMENT:
             metric.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def forget_all_experiments() -> None:
+    """Drop the series of every experiment (an operator starting again knows none yet)."""
+    with _lock:
+        _last_votes.clear()
+        for metric in _PER_EXPERIMENT:
+            metric.clear()
+
+
+def _zero_known_series() -> None:
+    for outcome in DECISION_OUTCOMES:
+        DECISIONS.labels(outcome)
+        PROMOTIONS.labels(outcome)
+    for mode in DELIVERY_MODES:
+        for result in DELIVERY_RESULTS:
+            DELIVERIES.labels(mode, result)
+    for result in EVALUATION_RESULTS:
+        EVALUATION_RUNS.labels(result)
+    for kind in BACKEND_ERROR_KINDS:
+        BACKEND_ERRORS.labels(kind)
+
+
+_zero_known_series()

@@ -1,123 +1,121 @@
-"""The whole ConfigMap-mode loop on a real API server, with the simulator restarted on every rollout."""
+"""The whole ConfigMap-mode loop on a real API server, with the simulator restarted on every rollout (issue #4)."""
 
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.canopy.sim_app import answer_chunks
+from canopy_operator.canopy.simulator import free_port
 from canopy_operator.k8s.configmap_delivery import ROLLOUT_ANNOTATION
+from canopy_operator.k8s.errors import Conflict
+from canopy_operator.k8s.gateway import ConfigMapView, Gateway
 from tests.support.envtest import Kubectl
+from tests.support.experiments import (
+    CHALLENGER,
+    CHAMPION,
+    CONFIG_KEY,
+    CONFIGMAP,
+    ConfigMapWrites,
+    Experiments,
+    conditions,
+    configmap_text,
+    deployed_backend,
+    event_reasons,
+    served_flags,
+    vote_like_ui,
+)
 from tests.support.kopf_runner import run_operator, wait_for
-from tests.support.kubelet import RENDERED_VALUES, FakeKubelet, deployment_manifest
+from tests.support.kubelet import RENDERED_VALUES, FakeKubelet
 from tests.support.values_files import changed_lines
 
 pytestmark = pytest.mark.integration
 
-CHALLENGER = "Provide a brief, concise summary:\n"
-CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
+#: What delivering the A/B test changes in RENDERED_VALUES, line by line; everything else stays byte-for-byte.
+AB_REMOVED = ["  enabled: false\n", "  enabled: false\n"]
+AB_ADDED = ["  enabled: true\n", "  enabled: true\n", "  prompt_b: |\n", "    " + CHALLENGER]
 
 
 @pytest.fixture
 async def backend(admin_api: ApiClient, namespace: str, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
-    core = client.CoreV1Api(admin_api)
-    await core.create_namespaced_config_map(
-        namespace,
-        {"metadata": {"name": "canopy-config"}, "data": {"canopy-config.yaml": RENDERED_VALUES}},  # type: ignore[arg-type]
-    )
-    await client.AppsV1Api(admin_api).create_namespaced_deployment(namespace, deployment_manifest())  # type: ignore[arg-type]
-    kubelet = FakeKubelet(admin_api, namespace, tmp_path)
-    await kubelet.start()
-    try:
+    async with deployed_backend(admin_api, namespace, tmp_path) as kubelet:
         yield kubelet
-    finally:
-        await kubelet.stop()
 
 
-def experiment(url: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "backend": {"url": url},
-        "challenger": {"prompt": CHALLENGER},
-        "analysis": {"interval": "5s"},
-        "delivery": {"verifyTimeout": "30s"},
-    }
-    body.update(spec)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PromptExperiment", "metadata": {"name": "exp"}, "spec": body}
+@pytest.fixture
+def exp(admin_api: ApiClient, namespace: str) -> Experiments:
+    return Experiments(admin_api, namespace)
 
 
-async def get_exp(api: ApiClient, namespace: str) -> dict[str, Any]:
-    obj: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "exp"
-    )
-    return obj
+def assert_only_ab_keys_changed(text: str) -> None:
+    removed, added = changed_lines(RENDERED_VALUES, text)
+    assert sorted(removed) == sorted(AB_REMOVED)
+    assert sorted(added) == sorted(AB_ADDED)
 
 
-async def phase_is(api: ApiClient, namespace: str, phase: str) -> bool:
-    return (await get_exp(api, namespace)).get("status", {}).get("phase") == phase
-
-
-async def configmap_text(api: ApiClient, namespace: str) -> str:
-    cm = await client.CoreV1Api(api).read_namespaced_config_map("canopy-config", namespace)
-    return str(cm.data["canopy-config.yaml"])
-
-
-async def vote(url: str, challenger: int, champion: int, ties: int, seed: int = 1) -> None:
-    """Users vote with a real preference; sides are shuffled as the UI does."""
-    rng = random.Random(seed)
-    async with CanopyClient(url, timeout=10) as http:
-        for i, pick in enumerate(["challenger"] * challenger + ["champion"] * champion + ["tie"] * ties):
-            mapping = {"a": "prompt", "b": "prompt_b"} if rng.random() < 0.5 else {"a": "prompt_b", "b": "prompt"}
-            if pick == "tie":
-                preference = "tie"
-            else:
-                key = "prompt_b" if pick == "challenger" else "prompt"
-                preference = "a" if mapping["a"] == key else "b"
-            await http.post_ab_feedback(f"article {seed}-{i}", f"answer a {i}", f"answer b {i}", preference, mapping)
+async def rollout_annotation(api: ApiClient, namespace: str) -> str | None:
+    dep = await client.AppsV1Api(api).read_namespaced_deployment("canopy-backend", namespace)
+    value = (dep.spec.template.metadata.annotations or {}).get(ROLLOUT_ANNOTATION)
+    return str(value) if value is not None else None
 
 
 async def test_experiment_turns_on_ab_testing_and_verifies_it(
-    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet, kubectl: Kubectl
+    admin_api: ApiClient,
+    operator_kubeconfig: Path,
+    namespace: str,
+    backend: FakeKubelet,
+    exp: Experiments,
+    kubectl: Kubectl,
 ) -> None:
-    custom = client.CustomObjectsApi(admin_api)
-    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment(backend.url))
+    await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
-        await wait_for(lambda: phase_is(admin_api, namespace, "Running"), timeout=45, what="phase Running")
+        status = await exp.wait_phase("Running")
+
+        async def verified_event_posted() -> bool:
+            return "ConfigVerified" in event_reasons(kubectl, namespace)
+
+        await wait_for(verified_event_posted, timeout=30, what="the ConfigVerified event")
     text = await configmap_text(admin_api, namespace)
-    removed, added = changed_lines(RENDERED_VALUES, text)
-    assert sorted(removed) == ["  enabled: false\n", "  enabled: false\n"]
-    assert sorted(added) == sorted(["  enabled: true\n", "  enabled: true\n", "  prompt_b: |\n", "    " + CHALLENGER])
-    dep = await client.AppsV1Api(admin_api).read_namespaced_deployment("canopy-backend", namespace)
-    assert dep.spec.template.metadata.annotations[ROLLOUT_ANNOTATION] == hashlib.sha256(text.encode()).hexdigest()
+    assert_only_ab_keys_changed(text)
+    assert await rollout_annotation(admin_api, namespace) == hashlib.sha256(text.encode()).hexdigest()
     assert backend.rollouts == 1
-    flags = backend.simulator.state.config
-    assert flags is not None
-    status = (await get_exp(admin_api, namespace))["status"]
+    flags = await served_flags(backend.url)
+    assert (flags["feedback"], flags["ab_testing"]) == (True, True)
+    async with CanopyClient(backend.url, timeout=10) as http:
+        answers = await http.summarize_ab("A long article.")
+    assert answers.answer_of("prompt_b") == "".join(answer_chunks(CHALLENGER, "A long article."))
+    assert answers.answer_of("prompt") == "".join(answer_chunks(CHAMPION, "A long article."))
     assert status["delivery"]["verifiedAt"]
-    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert conditions(status)["Ready"]["status"] == "True"
     assert status["original"] == {"prompt": CHAMPION, "feedbackEnabled": False, "abTestingEnabled": False}
-    shown = kubectl("get", "pexp", "-n", namespace, "--no-headers").stdout
-    assert "Running" in shown
+    assert "Running" in kubectl("get", "pexp", "-n", namespace, "--no-headers").stdout
 
 
 async def test_votes_for_the_challenger_promote_it_exactly_once(
-    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet, kubectl: Kubectl
+    admin_api: ApiClient,
+    operator_kubeconfig: Path,
+    namespace: str,
+    backend: FakeKubelet,
+    exp: Experiments,
+    kubectl: Kubectl,
 ) -> None:
-    custom = client.CustomObjectsApi(admin_api)
-    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment(backend.url))
+    await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
-        await wait_for(lambda: phase_is(admin_api, namespace, "Running"), timeout=45, what="phase Running")
-        await vote(backend.url, challenger=25, champion=5, ties=2)
-        await wait_for(lambda: phase_is(admin_api, namespace, "Concluded"), timeout=60, what="phase Concluded")
-    status = (await get_exp(admin_api, namespace))["status"]
+        await exp.wait_phase("Running")
+        await vote_like_ui(backend.url, ["challenger"] * 25 + ["champion"] * 5 + ["tie"] * 2, tag="promote")
+        status = await exp.wait_phase("Concluded")
+
+        async def promoted_event_posted() -> bool:
+            return "Promoted" in event_reasons(kubectl, namespace)
+
+        await wait_for(promoted_event_posted, timeout=30, what="the Promoted event")
     assert status["winner"] == "challenger"
     assert status["votes"]["challengerWins"] == 25
     assert status["votes"]["championWins"] == 5
@@ -130,22 +128,101 @@ async def test_votes_for_the_challenger_promote_it_exactly_once(
     assert values["ab_testing"] == {"enabled": False}
     assert values["feedback"] == {"enabled": True}
     assert backend.rollouts == 2
-    events = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert events.count("Promoted") == 1
+    assert event_reasons(kubectl, namespace).count("Promoted") == 1
+
+
+def human_edit(kubectl: Kubectl, namespace: str, text: str) -> None:
+    """``kubectl patch`` of the values text by a person (no resourceVersion: last write wins for them)."""
+    patch = yaml.safe_dump({"data": {CONFIG_KEY: text}})
+    kubectl("patch", "configmap", CONFIGMAP, "-n", namespace, "--type", "merge", "-p", patch)
+
+
+@pytest.mark.parametrize("what", ["unrelated key", "managed key"])
+async def test_concurrent_human_edit_is_not_lost(
+    admin_api: ApiClient,
+    operator_kubeconfig: Path,
+    namespace: str,
+    backend: FakeKubelet,
+    exp: Experiments,
+    kubectl: Kubectl,
+    monkeypatch: pytest.MonkeyPatch,
+    what: str,
+) -> None:
+    """A person edits the ConfigMap between the operator's read and its write: the write gets 409 and is redone."""
+    edited = RENDERED_VALUES.replace("temperature: 0.2", "temperature: 0.5")
+    if what == "managed key":  # someone starts their own A/B test by hand at the same moment
+        edited = edited.replace("manner:\n", "manner:\n  prompt_b: |\n    A human's challenger:\n")
+        edited = edited.replace("ab_testing:\n  enabled: false", "ab_testing:\n  enabled: true")
+    conflicts: list[str] = []
+    original = Gateway.write_configmap_key
+
+    async def write_racing_a_human(self: Gateway, view: ConfigMapView, key: str, text: str) -> str:
+        if not conflicts:
+            human_edit(kubectl, view.namespace, edited)  # lands after the operator read `view`
+        try:
+            return await original(self, view, key, text)
+        except Conflict:
+            conflicts.append(view.resource_version)
+            raise
+
+    monkeypatch.setattr(Gateway, "write_configmap_key", write_racing_a_human)
+    await exp.create(backend.url)
+    async with ConfigMapWrites(admin_api, namespace) as writes:
+        with run_operator(operator_kubeconfig, namespace=namespace):
+            await exp.wait_phase("Running")
+        await writes.settle()
+    text = await configmap_text(admin_api, namespace)
+    assert len(conflicts) == 1  # the operator wrote with the resourceVersion it read, and was refused
+    assert writes.texts[0] == edited  # the human's write, then the operator's redo on top of it
+    assert writes.count == 2
+    assert "temperature: 0.5" in text  # the human's unrelated edit survived
+    values = yaml.safe_load(text)
+    assert values["summarize"]["prompt_b"] == CHALLENGER
+    assert (values["feedback"], values["ab_testing"]) == ({"enabled": True}, {"enabled": True})
+    if what == "unrelated key":
+        removed, added = changed_lines(RENDERED_VALUES.replace("temperature: 0.2", "temperature: 0.5"), text)
+        assert (sorted(removed), sorted(added)) == (sorted(AB_REMOVED), sorted(AB_ADDED))
+    else:  # the managed keys belong to the running experiment: its values, on top of the human's text
+        assert "A human's challenger" not in text
+    assert await rollout_annotation(admin_api, namespace) == hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_unreachable_backend_is_a_clear_condition_and_recovers_without_partial_write(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, exp: Experiments, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with deployed_backend(admin_api, namespace, tmp_path, port=port, start=False) as kubelet:
+        await exp.create(url, delivery={"verifyTimeout": "5s"})
+        async with ConfigMapWrites(admin_api, namespace) as writes:
+            with run_operator(operator_kubeconfig, namespace=namespace):
+                status = await exp.wait_phase("Degraded")
+                degraded = conditions(status)["Degraded"]
+                assert degraded["reason"] == "VerifyTimeout"
+                assert url in degraded["message"]
+                assert "expected feedback=true, ab_testing=true and /summarize/ab serving" in degraded["message"]
+                text = await configmap_text(admin_api, namespace)
+                assert_only_ab_keys_changed(text)  # exactly the desired config, nothing else
+                await kubelet.start()  # the pod comes up (with the config as written)
+                status = await exp.wait_phase("Running", timeout=90)
+            await writes.settle()
+    assert writes.texts == [text]  # one write, never redone or half-done
+    assert await rollout_annotation(admin_api, namespace) == hashlib.sha256(text.encode()).hexdigest()
+    assert conditions(status)["Degraded"]["status"] == "False"
+    assert conditions(status)["Ready"]["status"] == "True"
 
 
 async def test_delete_with_restore_puts_the_original_config_back(
-    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet, exp: Experiments
 ) -> None:
-    custom = client.CustomObjectsApi(admin_api)
-    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment(backend.url))
+    await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
-        await wait_for(lambda: phase_is(admin_api, namespace, "Running"), timeout=45, what="phase Running")
-        await custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "exp")
+        await exp.wait_phase("Running")
+        await exp.delete()
 
         async def gone() -> bool:
             try:
-                await get_exp(admin_api, namespace)
+                await exp.get()
             except client.ApiException as exc:
                 return exc.status == 404
             return False
@@ -155,17 +232,21 @@ async def test_delete_with_restore_puts_the_original_config_back(
 
 
 async def test_drift_is_detected_and_reapplied(
-    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet, kubectl: Kubectl
+    admin_api: ApiClient,
+    operator_kubeconfig: Path,
+    namespace: str,
+    backend: FakeKubelet,
+    exp: Experiments,
+    kubectl: Kubectl,
 ) -> None:
-    custom = client.CustomObjectsApi(admin_api)
-    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment(backend.url))
+    await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
-        await wait_for(lambda: phase_is(admin_api, namespace, "Running"), timeout=45, what="phase Running")
+        await exp.wait_phase("Running")
         applied = await configmap_text(admin_api, namespace)
         reverted = applied.replace("ab_testing:\n  enabled: true", "ab_testing:\n  enabled: false")
         assert reverted != applied
         await client.CoreV1Api(admin_api).patch_namespaced_config_map(
-            "canopy-config", namespace, {"data": {"canopy-config.yaml": reverted}}
+            CONFIGMAP, namespace, {"data": {CONFIG_KEY: reverted}}
         )
 
         async def reapplied() -> bool:
@@ -175,23 +256,20 @@ async def test_drift_is_detected_and_reapplied(
 
         async def drift_event_posted() -> bool:
             # Kopf posts events from a background queue: wait while the operator still runs.
-            reasons = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout.split()
-            return "ConfigDrift" in reasons
+            return "ConfigDrift" in event_reasons(kubectl, namespace)
 
         await wait_for(drift_event_posted, timeout=30, what="the ConfigDrift event")
-    status = (await get_exp(admin_api, namespace))["status"]
-    drift = {c["type"]: c for c in status["conditions"]}["ConfigDrift"]
+    status = await exp.status()
+    drift = conditions(status)["ConfigDrift"]
     assert "changed outside the experiment" in drift["message"]
 
 
 async def test_missing_configmap_is_a_clear_condition(
-    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str
+    operator_kubeconfig: Path, namespace: str, exp: Experiments
 ) -> None:
-    custom = client.CustomObjectsApi(admin_api)
-    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment("http://127.0.0.1:9"))
+    await exp.create("http://127.0.0.1:9")
     with run_operator(operator_kubeconfig, namespace=namespace):
-        await wait_for(lambda: phase_is(admin_api, namespace, "Degraded"), timeout=30, what="phase Degraded")
-    status = (await get_exp(admin_api, namespace))["status"]
-    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+        status = await exp.wait_phase("Degraded", timeout=30)
+    degraded = conditions(status)["Degraded"]
     assert degraded["reason"] == "ConfigMapMissing"
     assert "canopy-config" in degraded["message"]

@@ -72,6 +72,22 @@ def human_commit(bare: Path, path: str, edit: Callable[[str], str], message: str
         return git("rev-parse", "HEAD", cwd=work).strip()
 
 
+def merge(bare: Path, branch: str, message: str, into: str = "main") -> str:
+    """A human merging ``branch`` into ``into`` with a merge commit (what a forge's merge button does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "w"
+        git("clone", "--quiet", f"--branch={into}", bare.as_uri(), str(work))
+        git("fetch", "--quiet", "origin", f"refs/heads/{branch}", cwd=work)
+        git("merge", "--quiet", "--no-ff", "-m", message, "FETCH_HEAD", cwd=work)
+        git("push", "--quiet", "origin", f"HEAD:refs/heads/{into}", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def message(bare: Path, ref: str) -> str:
+    """The full commit message of ``ref``."""
+    return git("log", "-1", "--format=%B", ref, cwd=bare)
+
+
 def show(bare: Path, ref: str, path: str) -> str:
     return git("show", f"{ref}:{path}", cwd=bare)
 
@@ -215,6 +231,12 @@ class FakeGitea:
 
     def posts(self) -> list[Any]:
         return [body for method, _, _, body in self.calls if method == "POST"]
+
+    def mark_merged(self, number: int) -> None:
+        """What the forge shows once a human pressed "merge" (the merge itself is made with ``merge``)."""
+        for pr in self.pulls:
+            if pr["number"] == number:
+                pr.update(state="closed", merged=True)
 
     def _authorised(self, header: str | None) -> bool:
         basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()

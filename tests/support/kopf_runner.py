@@ -50,10 +50,14 @@ def run_operator(
     if registry is not None:
         kwargs["registry"] = registry
     runner = KopfRunner(args, timeout=stop_timeout, **kwargs)
+    # `kopf run` with a registry makes it the process-wide default (kopf.cli); the real operator's handlers
+    # live in the default registry they were imported into, so put that one back afterwards.
+    default_registry = kopf.get_default_registry()
     try:
         with runner:
             yield runner
     finally:
+        kopf.set_default_registry(default_registry)
         _collect_stopped_loop_leftovers()
     assert runner.exit_code == 0, f"operator exited {runner.exit_code}:\n{runner.output}"
 

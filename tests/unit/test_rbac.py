@@ -117,3 +117,18 @@ def test_write_manifests_regenerates_and_drops_stale_crd_copies(tmp_path: Path) 
     assert drifted_manifests(tmp_path) == []
     (tmp_path / "crds" / "a.example.yaml").write_text("kind: Changed\n", encoding="utf-8")
     assert drifted_manifests(tmp_path) == [Path("manifests/crd/a.example.yaml")]
+
+
+def test_no_shipped_rbac_file_grants_a_wildcard() -> None:
+    files = sorted((ROOT / "manifests").rglob("*.yaml"))
+    rules = [
+        (path.name, rule)
+        for path in files
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc.get("kind") in {"Role", "ClusterRole"}
+        for rule in doc.get("rules") or []
+    ]
+    assert len({name for name, _ in rules}) >= 2, "expected the Role and the ClusterRole among the manifests"
+    for name, rule in rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert not any("*" in value for value in rule.get(field) or []), f"{name}: wildcard in {rule}"

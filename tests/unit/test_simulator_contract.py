@@ -535,3 +535,43 @@ async def test_simulator_process_reports_a_crashing_config(tmp_path: Path) -> No
     with pytest.raises(BackendStartupError, match="LLAMA_STACK_URL"):
         async with SimulatorProcess() as process:
             await process.start(bad)
+
+
+# ---- test-only faults (never part of the contract; used by the resilience suite) -------------------------
+
+
+async def test_faults_limited_to_a_path_leave_other_paths_healthy(
+    ab_sim: RunningSimulator, http: httpx.AsyncClient
+) -> None:
+    ab_sim.faults.status = 500
+    ab_sim.faults.paths = frozenset({"/feedback/ab"})
+    assert (await http.get("/feedback/ab")).status_code == 500
+    assert (await http.get("/feature-flags")).status_code == 200
+    assert ab_sim.faults.hits == 1
+    ab_sim.faults.clear()
+    assert (await http.get("/feedback/ab")).status_code == 200
+    assert ab_sim.faults.hits == 1
+
+
+async def test_drip_sends_the_real_body_slowly(ab_sim: RunningSimulator, http: httpx.AsyncClient) -> None:
+    await http.post("/feedback/ab", json=_vote("b"))
+    expected = (await http.get("/feedback/ab")).json()
+    ab_sim.faults.drip = 0.01
+    async with http.stream("GET", "/feedback/ab") as response:
+        pieces = [piece async for piece in response.aiter_raw()]
+    assert json.loads(b"".join(pieces)) == expected
+    assert len(pieces) >= 2  # it did arrive in pieces
+    ab_sim.faults.drip = 2.0
+    with pytest.raises(httpx.ReadTimeout):
+        await http.get("/feedback/ab", timeout=0.5)
+
+
+async def test_chunked_fault_sends_a_big_body_without_content_length(
+    ab_sim: RunningSimulator, http: httpx.AsyncClient
+) -> None:
+    ab_sim.faults.garbage = b"x" * (3 * 1024 * 1024 + 5)
+    ab_sim.faults.chunked = True
+    async with http.stream("GET", "/feedback/ab") as response:
+        assert "content-length" not in response.headers
+        received = sum([len(piece) async for piece in response.aiter_raw()])
+    assert received == 3 * 1024 * 1024 + 5

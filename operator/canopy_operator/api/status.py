@@ -127,11 +127,17 @@ class Negatives(ApiModel):
     """Thumbs-down feedback kept by the operator (the backend forgets it on restart)."""
 
     total: int = Field(default=0, ge=0)
-    """Distinct thumbs-down entries kept."""
+    """Distinct thumbs-down entries read (deduplicated across backend restarts), including any trimmed from the ledger."""
     since_last_evaluation: int = Field(default=0, ge=0)
     """Entries that arrived after the last evaluation started."""
+    at_last_evaluation: int = Field(default=0, ge=0)
+    """The total when the last evaluation started."""
     dataset_secret: str | None = None
-    """Secret holding the dataset in the /feedback/export format (named by content hash)."""
+    """Name of the dataset Secret (the /feedback/export format, named by content hash) for the ledger's current entries; created when an evaluation starts."""
+    ledger_secret: str | None = None
+    """Secret holding every kept thumbs-down entry (the negative-feedback ledger)."""
+    trimmed: int = Field(default=0, ge=0)
+    """Oldest entries dropped from the ledger to keep it under its size cap."""
 
 
 class DeliveryStatus(ApiModel):
@@ -299,3 +305,5 @@ class PromptExperimentStatus(ApiModel):
     """Superseded or concluded tests, newest last (bounded)."""
     evaluations: list[EvaluationRun] = Field(default_factory=list, max_length=EVALUATION_HISTORY_LIMIT)
     """Evaluation runs, newest last (bounded)."""
+    last_run_request: str | None = None
+    """The spec.evaluation.runRequest value last honoured (a different value requests a new evaluation)."""

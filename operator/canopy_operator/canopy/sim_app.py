@@ -78,6 +78,24 @@ class Faults:
     """Make the model call fail: streams carry ``{"error": ...}`` events instead of deltas."""
     chunk_delay: float = 0.0
     """Seconds between two stream events."""
+    drip: float = 0.0
+    """Send the body of a plain (non-stream) answer in 64-byte pieces, this many seconds apart."""
+    chunked: bool = False
+    """Send plain bodies chunked, without Content-Length (a client cannot reject a big one up front)."""
+    paths: frozenset[str] = frozenset()
+    """Apply the faults above only to these paths (e.g. ``{"/feedback/ab"}``); empty means every path."""
+    hits: int = 0
+    """How many requests the faults were applied to so far (a test can wait for one in flight)."""
+
+    def clear(self) -> None:
+        """Heal: every fault off (``hits`` is kept)."""
+        self.status = self.garbage = self.stream_error = None
+        self.delay = self.chunk_delay = self.drip = 0.0
+        self.chunked = False
+        self.paths = frozenset()
+
+    def active(self) -> bool:
+        return bool(self.status is not None or self.garbage is not None or self.delay or self.drip)
 
 
 @dataclass
@@ -312,11 +330,41 @@ async def _stream(request: web.Request, lines: list[str]) -> web.StreamResponse:
 @web.middleware
 async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     faults = request.app[STATE_KEY].faults
+    if not faults.active() or (faults.paths and request.path not in faults.paths):
+        return await handler(request)
+    faults.hits += 1
     if faults.delay:
         await asyncio.sleep(faults.delay)
     if faults.status is not None:
         reason = "Internal Server Error" if faults.status == 500 else "simulated failure"
         return web.Response(status=faults.status, text=reason, content_type="text/plain", charset="utf-8")
     if faults.garbage is not None:
-        return web.Response(body=faults.garbage, content_type="application/json")
-    return await handler(request)
+        response: web.StreamResponse = web.Response(body=faults.garbage, content_type="application/json")
+    else:
+        response = await handler(request)
+    slow = faults.drip or faults.chunked
+    if slow and isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return await _pieces(request, response, faults.drip, faults.chunked)
+    return response
+
+
+async def _pieces(request: web.Request, response: web.Response, delay: float, chunked: bool) -> web.StreamResponse:
+    """The same answer sent in pieces: 64 bytes each ``delay`` seconds (a slow drip), or 1 MiB chunks."""
+    body = response.body
+    assert isinstance(body, bytes)
+    size = 64 if delay else 1024 * 1024
+    slow = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
+    if chunked:
+        slow.enable_chunked_encoding()
+    else:
+        slow.content_length = len(body)
+    await slow.prepare(request)
+    try:
+        for start in range(0, len(body), size):
+            if delay:
+                await asyncio.sleep(delay)
+            await slow.write(body[start : start + size])
+        await slow.write_eof()
+    except ConnectionResetError:
+        pass  # the client gave up, as it should
+    return slow

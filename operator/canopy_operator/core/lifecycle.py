@@ -26,6 +26,7 @@ from canopy_operator.api.status import (
     VoteCounts,
 )
 from canopy_operator.core.collect import text_hash
+from canopy_operator.core.evaluation import gate_released, gate_state
 from canopy_operator.core.stats import Assessment, TestSettings, decision_summary
 from canopy_operator.core.values import ManagedKeys
 
@@ -233,6 +234,8 @@ def apply_assessment(
         if status.awaiting_approval_since_generation is None:
             update["awaiting_approval_since_generation"] = generation
         return status.model_copy(update=update)
+    if outcome == "challenger" and not gate_state(spec, status).open:
+        return status.model_copy(update=update)  # the evaluation gate holds the automatic promotion back
     votes = status.votes
     summary = decision_summary(votes.challenger_wins, votes.champion_wins, votes.ties, assessment, _action(outcome))
     winner_text = spec.challenger.prompt if outcome == "challenger" else status.test.champion_prompt
@@ -249,10 +252,10 @@ def apply_assessment(
 def approve(
     spec: PromptExperimentSpec, status: PromptExperimentStatus, generation: int, now: datetime
 ) -> PromptExperimentStatus:
-    """Turn an awaited approval into the pending promotion (no-op unless it is valid)."""
+    """Turn an awaited approval (or a gate that opened) into the pending promotion (no-op unless valid)."""
     if status.evidence.decision != "challenger" or status.pending_promotion is not None or status.test is None:
         return status
-    if not approval_granted(spec, status, generation):
+    if not approval_granted(spec, status, generation) and not gate_released(spec, status):
         return status
     fake = Assessment(
         decisive_votes=status.evidence.decisive_votes,

@@ -138,9 +138,22 @@ def _read_root(root: Mapping | None) -> ManagedKeys:
     return ManagedKeys(text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing"))
 
 
+READ_CACHE_SIZE = 2048
+"""Distinct texts whose managed values ``read_managed`` remembers (oldest forgotten first). Every reconcile
+pass reads the ConfigMap; parsing the same text again cost a few ms of CPU per pass (bench/RESULTS.md)."""
+_read_cache: dict[bytes, ManagedKeys] = {}
+
+
 def read_managed(text: str) -> ManagedKeys:
     """The managed values as Helm sees them (``yes`` is a boolean, a quoted "true" is not)."""
-    return _read_root(_root(_document(text)))
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    keys = _read_cache.get(key)
+    if keys is None:
+        keys = _read_root(_root(_document(text)))
+        while len(_read_cache) >= READ_CACHE_SIZE:
+            del _read_cache[next(iter(_read_cache))]
+        _read_cache[key] = keys
+    return keys
 
 
 def _parse(text: str) -> tuple[Document | None, Mapping | None]:

@@ -1,4 +1,4 @@
-"""``python -m canopy_operator.devenv up``: a local API server for the demo and for poking at the CRD.
+"""``python -m canopy_operator.devenv up|demo``: a local API server for poking at the CRD, or the whole demo.
 
 Starts etcd + kube-apiserver with the CRDs installed, prints the kubeconfig paths and the ``export``
 line, and runs until Ctrl-C or SIGTERM, then stops everything and removes its files.
@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also copy the admin kubeconfig here (removed again on exit)",
     )
+    demo = sub.add_parser("demo", help="the whole loop locally: control plane, simulator, operator, voters")
+    demo.add_argument("--kubeconfig", type=Path, default=None, help="use this cluster instead of starting one")
+    demo.add_argument("--namespace", default="canopy-demo")
+    demo.add_argument("--preference", type=float, default=0.75, help="share of users preferring the challenger")
+    demo.add_argument("--max-votes", type=int, default=1000, help="stop voting after this many votes")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     return parser
 
 
@@ -84,6 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "up":
         return up(args.crds, args.kubeconfig_out)
+    if args.command == "demo":
+        from canopy_operator.devenv.demo import DemoOptions, run_demo
+
+        options = DemoOptions(
+            namespace=args.namespace,
+            preference=args.preference,
+            max_votes=args.max_votes,
+            seed=args.seed,
+            timeout=args.timeout,
+            kubeconfig=args.kubeconfig,
+        )
+        return run_demo(options)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -23,6 +23,12 @@ class GitAuthError(GitError):
     reason = "GitAuthFailed"
 
 
+class GitCredentialsError(GitError):
+    """The credentials Secret named in the spec is missing or holds neither a password/token nor an SSH key."""
+
+    reason = "GitCredentialsMissing"
+
+
 class GitConflictError(GitError):
     """A human changed managed keys in the repository in a way that conflicts with the experiment."""
 

@@ -6,11 +6,20 @@ from datetime import datetime
 from typing import Protocol
 
 from canopy_operator.api.spec import PromptExperimentSpec
-from canopy_operator.api.status import EpochPrompts, PromptExperimentStatus
+from canopy_operator.api.status import Collection, EpochPrompts, Negatives, PromptExperimentStatus
 from canopy_operator.canopy.client import CanopyClient
 from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core import lifecycle as lc
-from canopy_operator.core.collect import add_negatives, ingest_ab, ingest_feedback, text_hash
+from canopy_operator.core.collect import (
+    FeedbackEntry,
+    FeedbackIngestResult,
+    add_negatives,
+    ingest_ab,
+    ingest_feedback,
+    text_hash,
+)
+from canopy_operator.core.evaluation import with_negatives_counts
+from canopy_operator.core.ledger import Ledger, add_entries
 
 
 class BackendReader(Protocol):
@@ -23,6 +32,18 @@ class BackendReader(Protocol):
     async def ab_feedback(self) -> AbFeedbackList: ...
 
     async def feedback(self) -> FeedbackList: ...
+
+
+class LedgerStore(Protocol):
+    """Where the thumbs-down entries read are kept (the experiment's ledger Secret)."""
+
+    def ledger_name(self) -> str: ...
+
+    def dataset_name(self, ledger: Ledger) -> str | None: ...
+
+    async def load(self) -> Ledger: ...
+
+    async def save(self, ledger: Ledger) -> None: ...
 
 
 class ClientReader:
@@ -46,9 +67,14 @@ class ClientReader:
 
 
 async def poll_backend(
-    spec: PromptExperimentSpec, st: PromptExperimentStatus, backend: BackendReader, now: datetime
+    spec: PromptExperimentSpec,
+    st: PromptExperimentStatus,
+    backend: BackendReader,
+    now: datetime,
+    ledger: LedgerStore | None = None,
 ) -> tuple[PromptExperimentStatus, bool]:
-    """Read both stores, then count what is new. Both reads succeed before anything is counted."""
+    """Read both stores, then count what is new. Both reads succeed before anything is counted, and new
+    thumbs-down entries are in the ledger before the returned status moves the read position past them."""
     assert st.test is not None
     assert st.original is not None
     ab = await backend.ab_feedback()
@@ -74,8 +100,32 @@ async def poll_backend(
     collection = votes.collection
     restarted = votes.restart_detected
     if spec.feedback.enabled:
-        fed = ingest_feedback(collection, fb.to_entries(), fb.total, set(), now=now)
-        collection = fed.collection
-        negatives = add_negatives(negatives, len(fed.new_negatives))
-        restarted = restarted or fed.restart_detected
+        collection, negatives, fed_restart = await _keep_negatives(collection, negatives, fb, ledger, now)
+        restarted = restarted or fed_restart
     return st.model_copy(update={"collection": collection, "votes": votes.votes, "negatives": negatives}), restarted
+
+
+async def _keep_negatives(
+    collection: Collection, negatives: Negatives, fb: FeedbackList, ledger: LedgerStore | None, now: datetime
+) -> tuple[Collection, Negatives, bool]:
+    entries = fb.to_entries()
+    fed = ingest_feedback(collection, entries, fb.total, set(), now=now)
+    if ledger is None:
+        return fed.collection, add_negatives(negatives, len(fed.new_negatives)), fed.restart_detected
+    if fed.new_negatives:
+        # Only now is the ledger worth a read: dedupe against every entry kept, across restarts and crashes.
+        kept = await ledger.load()
+        fed = ingest_feedback(collection, entries, fb.total, kept.fingerprints(), now=now)
+        kept = await _append(ledger, kept, fed)
+        negatives = with_negatives_counts(negatives, kept.seen, kept.trimmed, ledger.dataset_name(kept))
+        negatives = negatives.model_copy(update={"ledger_secret": ledger.ledger_name()})
+    return fed.collection, negatives, fed.restart_detected
+
+
+async def _append(ledger: LedgerStore, kept: Ledger, fed: FeedbackIngestResult) -> Ledger:
+    if not fed.new_negatives:
+        return kept
+    new: tuple[FeedbackEntry, ...] = fed.new_negatives
+    grown = add_entries(kept, new, fed.new_fingerprints)
+    await ledger.save(grown)  # before the status write moves the read position past these entries
+    return grown

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -14,8 +15,18 @@ from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
+from canopy_operator.failpoints import failpoint
+from canopy_operator.handlers import access, observe
+from canopy_operator.handlers.evaluation import Evaluations
 from canopy_operator.handlers.reconcile import Pass, Report
-from canopy_operator.handlers.wiring import OperatorSettings, api_client, backend_for, delivery_for
+from canopy_operator.handlers.wiring import (
+    OperatorSettings,
+    api_client,
+    backend_for,
+    close_git_workspace,
+    delivery_for,
+    open_git_workspace,
+)
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
 from canopy_operator.k8s.gateway import Gateway
 
@@ -53,10 +64,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     STATE["settings"] = OperatorSettings.from_env()
     STATE["gateway"] = Gateway(await api_client())
+    STATE["git"] = open_git_workspace(STATE["settings"])
+    observe.reset()
+    # A namespaced install (a Role) cannot list CRDs or namespaces: skip Kopf's scanning, not retry it for a minute.
+    settings.scanning.disabled = not await access.may_scan_cluster(STATE["gateway"].api)
 
 
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
+    git = STATE.pop("git", None)
+    if git is not None:
+        close_git_workspace(git, STATE["settings"])
     gateway = STATE.pop("gateway", None)
     if isinstance(gateway, Gateway):
         await gateway.api.close()
@@ -78,7 +96,9 @@ async def reconcile_once(namespace: str, name: str, body: dict[str, Any]) -> Rep
         new = _status_dump(status)
         patch = _merge_patch(old, new)
         if patch:
+            failpoint("before-status-write")
             obj = await gateway.patch_experiment_status(namespace, name, patch, rv["value"])
+            failpoint("after-status-write")
             rv["value"] = obj["metadata"]["resourceVersion"]
             old.clear()
             old.update(obj.get("status") or {})
@@ -86,12 +106,17 @@ async def reconcile_once(namespace: str, name: str, body: dict[str, Any]) -> Rep
     def backend(spec: PromptExperimentSpec) -> Any:
         http, reader = backend_for(spec, settings)
         http_clients.append(http)
-        return reader
+        return observe.TimedReader(reader)
 
+    watch = observe.PassWatch(namespace, name, body)
     try:
-        report = await Pass(body, lambda s: delivery_for(gateway, namespace, s), backend, persist, _now).run()
+        factory = partial(delivery_for, gateway, STATE["git"], namespace, name)
+        evaluations = Evaluations.for_body(gateway, namespace, body)
+        report = await Pass(body, factory, backend, persist, _now, evaluations).run()
         await persist(report.status)
+        watch.report(report)
     finally:
+        watch.close()
         for http in http_clients:
             await http.aclose()
     return report
@@ -164,6 +189,7 @@ def _post(body: kopf.Body, report: Report) -> None:
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="restore", optional=False)
 async def restore(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
     """onDelete Restore: put back the champion-only config; never hang (bounded attempts, then release)."""
+    observe.forget(namespace or "", name)
     try:
         spec = PromptExperimentSpec.model_validate(body.get("spec") or {})
         status = PromptExperimentStatus.model_validate(body.get("status") or {})
@@ -179,7 +205,7 @@ async def restore(namespace: str | None, name: str, body: kopf.Body, **_: Any) -
     last = ""
     for attempt in range(settings.delete_attempts):
         try:
-            delivery = delivery_for(_gateway(), namespace, spec)
+            delivery = await delivery_for(_gateway(), STATE["git"], namespace, name, spec, status, restoring=True)
             result = await delivery.write(keys)
             kopf.info(body, reason="ConfigRestored", message=f"champion-only config restored ({result.revision})")
             return

@@ -19,10 +19,13 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.canopy.errors import BackendError
 from canopy_operator.core import lifecycle as lc
-from canopy_operator.core.conditions import set_condition
+from canopy_operator.core.conditions import get_condition, set_condition
 from canopy_operator.core.stats import assess
 from canopy_operator.core.values import ManagedKeys, managed_hash
+from canopy_operator.failpoints import failpoint
+from canopy_operator.gitops.delivery import GitDelivery
 from canopy_operator.handlers.collection import BackendReader, poll_backend
+from canopy_operator.handlers.evaluation import Evaluations
 from canopy_operator.k8s.configmap_delivery import DeliveryError, SourceState, WriteResult
 from canopy_operator.k8s.errors import KubeError
 
@@ -35,6 +38,10 @@ class Delivery(Protocol):
     async def read(self) -> SourceState: ...
 
     async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult: ...
+
+    async def rollout_pending(self) -> str | None:
+        """What the rollout of the written config still waits for (None when done or not observable)."""
+        ...
 
 
 @dataclass
@@ -55,10 +62,11 @@ class Pass:
     def __init__(
         self,
         body: Mapping[str, Any],
-        delivery_factory: Callable[[PromptExperimentSpec], Delivery],
+        delivery_factory: Callable[[PromptExperimentSpec, PromptExperimentStatus], Awaitable[Delivery]],
         backend_factory: Callable[[PromptExperimentSpec], BackendReader],
         persist: Callable[[PromptExperimentStatus], Awaitable[None]],
         now: Callable[[], datetime],
+        evaluations: Evaluations | None = None,
     ) -> None:
         self.body = body
         self.generation = int(body.get("metadata", {}).get("generation") or 0)
@@ -70,6 +78,9 @@ class Pass:
         self.degraded: tuple[str, str] | None = None
         self.delivered: str | None = None
         self.decision: str | None = None
+        self.awaiting_merge = False  # Git PullRequest mode: the change waits for a human merge
+        self.evaluations = evaluations  # ledger, evaluation Jobs and the promotion gate (handlers/evaluation.py)
+        self.gate_block: str | None = None  # why the evaluation gate holds back an automatic promotion
 
     # -- helpers -----------------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -115,8 +126,10 @@ class Pass:
         return self.finish(st, spec, interval)
 
     async def reconcile(self, spec: PromptExperimentSpec, st: PromptExperimentStatus) -> PromptExperimentStatus:
-        delivery = self.delivery_factory(spec)
+        failpoint("reconcile-start")
+        delivery = await self.delivery_factory(spec, st)
         source = await delivery.read()
+        failpoint("after-source-read")
         if st.original is None:
             st = st.model_copy(update={"original": lc.original_from(source.keys)})
         if source.argo_managed and not st.delivery.argo_managed:
@@ -143,20 +156,32 @@ class Pass:
         st = await self.deliver(spec, st, delivery, source, desired)
         if self.is_degraded():
             return st
+        if isinstance(delivery, GitDelivery):
+            st, self.awaiting_merge = delivery.track(st, source, desired, self.now(), self.event)
+            if self.awaiting_merge:
+                return st
         backend = self.backend_factory(spec)
-        st = await self.verify(spec, st, backend, desired)
+        st = await self.verify(spec, st, backend, desired, delivery)
         if st.delivery.verified_at is None or self.is_degraded():
             return st
         if lc.outcome_of(st) is None and st.evidence.decision == "continue":
-            st = await self.collect_and_decide(spec, st, backend)
+            try:
+                st = await self.collect_and_decide(spec, st, backend)
+            except BackendError as exc:
+                # Nothing of this poll is counted (both reads must succeed): say why, back off, retry.
+                return self.degrade(st, type(exc).__name__, f"cannot read votes from {spec.backend.url}: {exc}")
             if st.pending_promotion is not None:
                 # Record the decision before the config changes, then deliver it on the next pass.
                 self.event("Decided", st.pending_promotion.summary)
+                failpoint("after-decision")
         elif st.pending_promotion is not None:
             st = lc.conclude(st, st.delivery.revision, self.now())
+            failpoint("after-conclude")
             record = st.promotions[-1]
             reason = "Promoted" if record.outcome == "challenger" else "Concluded"
             self.event(reason, record.summary)
+        if self.evaluations is not None:
+            st, self.gate_block = await self.evaluations.step(spec, st, self.generation, self.now(), self.event)
         return st
 
     def ensure_test(
@@ -194,13 +219,17 @@ class Pass:
         if source.keys == desired:
             st = self.cond(st, C.CONFIG_DRIFT, False, "InSync", "the managed keys are as the experiment wants")
             if d.desired_hash != dh:
-                # Already as desired (someone, or a previous pass that died, wrote it): adopt it.
+                # Already as desired (someone, or a previous pass that died, wrote it): adopt it, and roll
+                # unless it is live already (a pass that died between the write and the roll left it unrolled).
+                result = await delivery.write(desired, ensure_rolled=True)
+                self.delivered = "changed" if result.rolled else None
                 st = st.model_copy(
                     update={
                         "delivery": d.model_copy(
                             update={
                                 "desired_hash": dh,
                                 "applied_hash": dh,
+                                "revision": result.revision,
                                 "applied_at": self.now(),
                                 "verified_at": None,
                             }
@@ -223,10 +252,14 @@ class Pass:
                 st = await self.collect_and_decide(spec, st, self.backend_factory(spec), decide=False)
             except BackendError as exc:
                 self.event("FinalReadFailed", f"could not read votes before the config change: {exc}", warning=True)
+        if isinstance(delivery, GitDelivery) and delivery.awaiting_merge(d, desired):
+            return st  # pushed for review already: nothing to write until it is merged
         # Intent first: the original config, the test and the counts are in status before the write
         # (a conflict here means nothing was written; the next pass starts from the fresh object).
-        await self.persist(st)
+        await self.persist(self.intent_status(st))
+        failpoint("before-config-write")
         result = await delivery.write(desired)
+        failpoint("after-config-write")
         self.delivered = "changed" if result.changed or result.rolled else "unchanged"
         self.event("ConfigDelivered", f"{spec.delivery.mode}: {_diff(source.keys, desired)} ({result.revision})")
         delivery_status = st.delivery.model_copy(
@@ -238,7 +271,23 @@ class Pass:
                 "verified_at": None,
             }
         )
+        if get_condition(st.conditions, C.CONFIG_DRIFT) is None:
+            # Record "in sync" with the first write, not at the first idle poll (a status write for nothing).
+            st = self.cond(st, C.CONFIG_DRIFT, False, "InSync", "the managed keys are as the experiment wants")
         return st.model_copy(update={"delivery": delivery_status})
+
+    def intent_status(self, st: PromptExperimentStatus) -> PromptExperimentStatus:
+        """The status written just before a config change: a Running test is no longer Running or Ready.
+
+        Without this, a new test's id appears next to the old config's phase Running and Ready=True until
+        the pass ends. Only Pending and Running are rewritten (a first delivery shows Progressing too):
+        Concluded (and Promoting) are read back by the lifecycle.
+        """
+        if st.phase not in ("Pending", "Running"):
+            return st
+        st = self.cond(st, C.READY, False, "NotVerified", "")
+        st = self.cond(st, C.PROGRESSING, True, "Delivering", "waiting for the backend to report the new config")
+        return st.model_copy(update={"phase": "Progressing", "message": "delivering config"})
 
     async def verify(
         self,
@@ -246,9 +295,13 @@ class Pass:
         st: PromptExperimentStatus,
         backend: BackendReader,
         desired: ManagedKeys,
+        delivery: Delivery,
     ) -> PromptExperimentStatus:
         if st.delivery.verified_at is not None:
             return st
+        # An old pod answers with the old prompts (and, when only a text changed, the same flags) until it
+        # is replaced: the flags count only once the rollout is complete.
+        rollout = await delivery.rollout_pending()
         expected = lc.expected_flags(desired)
         seen: dict[str, object]
         try:
@@ -260,8 +313,9 @@ class Pass:
                 seen = {**seen, "ab_ready": ok}
         except BackendError as exc:
             ok, seen = False, {"error": str(exc)}
-        if ok:
+        if ok and rollout is None:
             self.event("ConfigVerified", f"backend reports {_flags(expected)}")
+            failpoint("after-verify")
             return st.model_copy(update={"delivery": st.delivery.model_copy(update={"verified_at": self.now()})})
         applied_at = st.delivery.applied_at or self.now()
         waited = (self.now() - applied_at).total_seconds()
@@ -270,7 +324,8 @@ class Pass:
                 st,
                 "VerifyTimeout",
                 f"expected {_flags(expected)}{' and /summarize/ab serving' if desired.ab_testing_enabled else ''}"
-                f" within {spec.delivery.verify_timeout}; backend reports {_flags(seen)}",
+                f" within {spec.delivery.verify_timeout}; backend reports {_flags(seen)}"
+                + (f"; rollout not finished: {rollout}" if rollout else ""),
             )
         return st
 
@@ -281,7 +336,8 @@ class Pass:
         backend: BackendReader,
         decide: bool = True,
     ) -> PromptExperimentStatus:
-        st, restarted = await poll_backend(spec, st, backend, self.now())
+        st, restarted = await poll_backend(spec, st, backend, self.now(), self.evaluations)
+        failpoint("after-poll")
         if restarted:
             self.event("BackendRestarted", "the backend restarted (its stores start again); counted votes are kept")
         if not decide:
@@ -296,7 +352,7 @@ class Pass:
     # -- report ------------------------------------------------------------------------------------------
     def finish(self, st: PromptExperimentStatus, spec: PromptExperimentSpec | None, interval: float) -> Report:
         st = self.conditions(st)
-        fast = st.phase in ("Progressing", "Promoting") and not self.degraded
+        fast = st.phase in ("Progressing", "Promoting") and not self.degraded and not self.awaiting_merge
         return Report(
             status=st,
             events=self.events,
@@ -337,8 +393,8 @@ class Pass:
             st,
             C.AWAITING_APPROVAL,
             awaiting,
-            "ManualPolicy" if awaiting else "NotAwaiting",
-            st.evidence.reason if awaiting else "",
+            ("EvaluationGate" if self.gate_block else "ManualPolicy") if awaiting else "NotAwaiting",
+            (self.gate_block or st.evidence.reason) if awaiting else "",
         )
         decided = st.evidence.decision != "continue"
         st = self.cond(st, C.DECIDED, decided, st.evidence.decision if decided else "Collecting", st.evidence.reason)
@@ -353,7 +409,7 @@ class Pass:
         message = message or {
             "Progressing": "delivering config and waiting for the backend to report it",
             "Running": "collecting votes",
-            "AwaitingApproval": "challenger won; set spec.promotion.approved: true to promote",
+            "AwaitingApproval": self.gate_block or "challenger won; set spec.promotion.approved: true to promote",
             "Promoting": "delivering the decision",
             "Concluded": st.promotions[-1].summary if st.promotions else "concluded",
         }.get(phase, "")

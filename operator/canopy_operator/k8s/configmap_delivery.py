@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from canopy_operator.core.values import ManagedKeys, apply_managed, read_managed, validate_values
+from canopy_operator.failpoints import failpoint
 from canopy_operator.k8s.errors import Conflict, KubeError
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
 
@@ -113,19 +114,28 @@ class ConfigMapDelivery:
             changed = new_text != text
             if changed:
                 try:
+                    failpoint("before-configmap-write")
                     await self.gateway.write_configmap_key(view, self.key, new_text)
                 except Conflict:
                     continue
+                failpoint("after-configmap-write")
             rolled = await self._roll(new_text) if changed or ensure_rolled else False
             return WriteResult(changed=changed, revision=f"config-sha256:{config_sha(new_text)[:12]}", rolled=rolled)
         raise DeliveryError(
             f"ConfigMap {self.namespace}/{self.configmap} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
         )
 
+    async def rollout_pending(self) -> str | None:
+        """What the Deployment's rollout still waits for; None once every replica runs the written config."""
+        view = await self.gateway.get_rollout(self.namespace, self.deployment)
+        return view.pending()
+
     async def _roll(self, text: str) -> bool:
         sha = config_sha(text)
         current = await self.gateway.get_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION)
         if current == sha:
             return False
+        failpoint("before-roll")
         await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
+        failpoint("after-roll")
         return True

@@ -11,6 +11,7 @@ from kubernetes_asyncio import client
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.k8s.errors import translate
+from canopy_operator.k8s.rollout import RolloutView
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -26,6 +27,16 @@ class ConfigMapView:
     resource_version: str
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """A Secret's decoded data and the version it was read at."""
+
+    name: str
+    namespace: str
+    data: dict[str, str]
+    resource_version: str
 
 
 async def _call(what: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -86,6 +97,24 @@ class Gateway:
             lambda: self.apps.patch_namespaced_deployment(name, namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
 
+    async def get_rollout(self, namespace: str, name: str) -> RolloutView:
+        """The Deployment's rollout progress as its controller reports it."""
+        dep = await _call(
+            f"get Deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+        status = dep.status
+        desired = dep.spec.replicas if dep.spec.replicas is not None else 1
+        return RolloutView(
+            name=name,
+            generation=int(dep.metadata.generation or 0),
+            observed_generation=status.observed_generation if status else None,
+            desired_replicas=int(desired),
+            replicas=int((status.replicas if status else 0) or 0),
+            updated_replicas=int((status.updated_replicas if status else 0) or 0),
+            available_replicas=int((status.available_replicas if status else 0) or 0),
+        )
+
     # PromptExperiments ----------------------------------------------------------------------------------
     async def get_experiment(self, namespace: str, name: str) -> dict[str, Any]:
         obj = await _call(
@@ -121,6 +150,24 @@ class Gateway:
             f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
         )
         return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
+
+    async def read_secret(self, namespace: str, name: str) -> SecretView:
+        """A Secret's decoded data and resourceVersion (for a precondition on the next write)."""
+        secret = await _call(
+            f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
+        )
+        data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
+        return SecretView(name=name, namespace=namespace, data=data, resource_version=secret.metadata.resource_version)
+
+    async def patch_secret(self, body: dict[str, Any]) -> str:
+        """Merge-patch a Secret; a ``metadata.resourceVersion`` in ``body`` makes it conditional (409 Conflict).
+        Returns the new resourceVersion."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        secret = await _call(
+            f"patch Secret {ns}/{name}",
+            lambda: self.core.patch_namespaced_secret(name, ns, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
+        )
+        return str(secret.metadata.resource_version)
 
     async def create_secret(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]

@@ -100,9 +100,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("secrets",),
-        ("get", "list", "create", "delete"),
+        ("get", "list", "create", "patch", "delete"),
         "Reads the Git credentials and judge API key Secrets named in the spec; creates, lists (by "
-        "label) and deletes the dataset Secrets it owns for evaluation Jobs.",
+        "label) and deletes the dataset Secrets it owns for evaluation Jobs; creates and patches (with a "
+        "resourceVersion precondition) the negative-feedback ledger Secret it owns.",
     ),
     Rule(
         ("batch",),

@@ -1,0 +1,158 @@
+"""The real pieces a benchmark drives: the control plane with the shipped RBAC, and the operator as a process.
+
+The operator runs as ``canopy-operator run --all-namespaces`` (what the shipped Deployment runs) in its own
+process, authenticated as its ServiceAccount user bound only to ``manifests/rbac/clusterrole.yaml``, so its
+CPU and memory can be read from /proc and nothing of the benchmark shares its event loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+import yaml
+
+from canopy_operator.devenv import ControlPlane
+from canopy_operator.devenv.processes import free_ports
+from common import REPO_ROOT
+
+CLUSTERROLE = REPO_ROOT / "manifests" / "rbac" / "clusterrole.yaml"
+OPERATOR_NAMESPACE = "canopy-system"
+OPERATOR_SA = "canopy-operator"
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
+_METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+RequestKey = tuple[str, str, str, str]
+"""(verb, resource, subresource, code) of apiserver_request_total."""
+
+
+def apply_operator_rbac(plane: ControlPlane) -> None:
+    """The shipped ClusterRole(s), bound to ServiceAccount canopy-system/canopy-operator (the operator's user)."""
+    with plane.admin_client() as admin:
+        admin.create_or_replace(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}, "namespaces"
+        )
+        admin.create_or_replace(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE},
+            },
+            "serviceaccounts",
+        )
+        roles = [doc for doc in yaml.safe_load_all(CLUSTERROLE.read_text(encoding="utf-8")) if doc]
+        for role in roles:
+            admin.create_or_replace(role, "clusterroles")
+            name = role["metadata"]["name"]
+            binding = {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"bench-{name}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}],
+            }
+            admin.create_or_replace(binding, "clusterrolebindings")
+
+
+def create_namespace(plane: ControlPlane, name: str) -> None:
+    with plane.admin_client() as admin:
+        admin.create_or_replace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces")
+
+
+def apiserver_requests(plane: ControlPlane) -> collections.Counter[RequestKey]:
+    """``apiserver_request_total`` summed over scopes, by (verb, resource, subresource, code)."""
+    with plane.admin_client() as admin:
+        response = admin.request("GET", "/metrics")
+    response.raise_for_status()
+    counts: collections.Counter[RequestKey] = collections.Counter()
+    for line in response.text.splitlines():
+        match = _METRIC.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        verb, resource, sub, code = (labels.get(k, "") for k in ("verb", "resource", "subresource", "code"))
+        key = (verb, resource, sub, code)
+        counts[key] += int(float(match["value"]))
+    return counts
+
+
+class OperatorProcess:
+    """``canopy-operator run --all-namespaces`` as the operator's user; ready when Kopf's liveness answers."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, log_level: str = "INFO", profile: Path | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.log_level = log_level
+        self.profile = profile
+        """Run the operator under cProfile, writing its statistics here on exit."""
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.liveness = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the operator is not running"
+        return self.process.pid
+
+    def start(self, ready_timeout: float = 120.0) -> None:
+        (port,) = free_ports(1)
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO_ROOT / "operator")}
+        python = str(REPO_ROOT / ".venv" / "bin" / "python")
+        profiling = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+        command = [
+            python,
+            *profiling,
+            "-m",
+            "canopy_operator.cli",
+            "run",
+            "--all-namespaces",
+            "--liveness",
+            self.liveness,
+            "--log-level",
+            self.log_level,
+        ]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout
+        while not self._live():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not become live; see {self.log_path}")
+            time.sleep(0.2)
+
+    def _live(self) -> bool:
+        try:
+            return httpx.get(self.liveness, timeout=2.0, trust_env=False).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> OperatorProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,240 @@
+"""Reconcile latency and steady-state cost of the operator, on a real API server with simulated backends.
+
+Run from the repository root (not a test; not run in CI)::
+
+    .venv/bin/python bench/reconcile_bench.py --scales 1,100,500 [--window 120] [--interval 30s]
+
+For each scale N, a fresh control plane (etcd + kube-apiserver) gets the shipped RBAC; N backends (ConfigMap,
+Deployment, simulator on its own port, restarted on rollout) are created in one namespace; the operator runs
+as a separate process (``canopy-operator run --all-namespaces``) as its ServiceAccount user. Then:
+
+1. floor: 50 sequential ConfigMap merge patches (one API round trip each) with the same client library;
+2. burst: N PromptExperiments created at once; per experiment, the time from its creation (the create call
+   returned) to its ConfigMap holding the experiment's config, and to status.phase Running; the floor is
+   sampled every 0.25 s during the burst as well;
+3. idle: after one poll interval of settling, a window in which nothing changes: apiserver_request_total
+   deltas by verb and resource, backend requests by path, operator CPU and memory.
+
+Output: a Markdown report on stdout and the raw figures as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.config import new_client_from_config
+
+from canopy_operator.api.base import GROUP, PLURAL, VERSION, parse_duration
+from canopy_operator.devenv import ControlPlane
+from cluster import WRITE_VERBS, OperatorProcess, apiserver_requests, apply_operator_rbac, create_namespace
+from common import cpu_seconds, load_average, machine, memory_kib, summary
+from fleet import Fleet, configmap_name, deployment_name
+from observe import FloorUnderLoad, Observer, create_configmap, patch_round_trips
+from report import render
+
+CHALLENGER = "Provide a brief, concise summary:\n"
+
+
+def experiment(i: int, url: str, interval: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PromptExperiment",
+        "metadata": {"name": f"exp-{i}"},
+        "spec": {
+            "backend": {"url": url},
+            "challenger": {"prompt": CHALLENGER},
+            "analysis": {"interval": interval},
+            "delivery": {"configMap": {"name": configmap_name(i), "deployment": deployment_name(i)}},
+        },
+    }
+
+
+def process_usage(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def wait_until(predicate: Any, timeout: float, poll: float = 0.5) -> bool:  # noqa: ASYNC109 - a deadline
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True
+
+
+async def burst(
+    api: client.ApiClient, fleet: Fleet, observer: Observer, namespace: str, interval: str, limit: float
+) -> dict[str, Any]:
+    """Create every experiment at once; return per-experiment latencies (seconds) and what did not finish."""
+    custom = client.CustomObjectsApi(api)
+    n = len(fleet.backends)
+    created: dict[int, float] = {}
+
+    async def create(i: int) -> None:
+        body = experiment(i, fleet.backends[i].url, interval)
+        await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        created[i] = time.monotonic()
+
+    began = time.monotonic()
+    await asyncio.gather(*(create(i) for i in range(n)))
+    creation_spread = max(created.values()) - began
+    finished = await wait_until(lambda: observer.count_in_phase("Running") >= n, limit)
+    config = [
+        observer.config_written[configmap_name(i)] - created[i]
+        for i in range(n)
+        if configmap_name(i) in observer.config_written
+    ]
+    running = [
+        observer.phases[f"exp-{i}"]["Running"] - created[i]
+        for i in range(n)
+        if "Running" in observer.phases.get(f"exp-{i}", {})
+    ]
+    rollout = [fleet.rollouts[i][0] - created[i] for i in range(n) if fleet.rollouts.get(i)]
+    stuck = collections.Counter(
+        max(seen, key=seen.__getitem__) for name, seen in observer.phases.items() if "Running" not in seen
+    )
+    return {
+        "finished": finished,
+        "creation_spread": creation_spread,
+        "config": config,
+        "running": running,
+        "rollout": rollout,
+        "wall": time.monotonic() - began,
+        "not_running": dict(stuck) | ({"no status": n - len(observer.phases)} if len(observer.phases) < n else {}),
+    }
+
+
+async def idle_window(plane: ControlPlane, fleet: Fleet, operator: OperatorProcess, window: float) -> dict[str, Any]:
+    """Counts over ``window`` seconds in which no experiment has anything to do."""
+    pids = {"operator": operator.pid, **plane.pids, "harness": os.getpid()}
+    before_req = await asyncio.to_thread(apiserver_requests, plane)
+    before_backend = collections.Counter(fleet.counts)
+    before_cpu = process_usage(pids)
+    rss_samples: list[int] = []
+    began = time.monotonic()
+    while time.monotonic() - began < window:
+        rss_samples.append(memory_kib(operator.pid)["rss"])
+        await asyncio.sleep(min(5.0, window / 10))
+    elapsed = time.monotonic() - began
+    after_req = await asyncio.to_thread(apiserver_requests, plane)
+    after_cpu = process_usage(pids)
+    requests = {"/".join(p for p in k if p): v for k, v in (after_req - before_req).items() if v}
+    return {
+        "seconds": elapsed,
+        "requests": requests,
+        "writes": {k: v for k, v in requests.items() if k.split("/")[0] in WRITE_VERBS},
+        "backend": dict(collections.Counter(fleet.counts) - before_backend),
+        "cpu": {name: after_cpu[name] - before_cpu[name] for name in pids},
+        "operator_memory_kib": {**memory_kib(operator.pid), "rss_max_in_window": max(rss_samples)},
+    }
+
+
+async def run_scale(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    namespace = f"bench-{n}"
+    plane = ControlPlane()
+    await asyncio.to_thread(plane.start)
+    try:
+        await asyncio.to_thread(apply_operator_rbac, plane)
+        await asyncio.to_thread(create_namespace, plane, namespace)
+        api = await new_client_from_config(config_file=str(plane.admin_kubeconfig()))
+        try:
+            return await _measure(n, args, workdir, plane, api, namespace)
+        finally:
+            await api.close()
+    finally:
+        await asyncio.to_thread(plane.stop)
+
+
+async def _measure(
+    n: int, args: argparse.Namespace, workdir: Path, plane: ControlPlane, api: client.ApiClient, namespace: str
+) -> dict[str, Any]:
+    fleet = Fleet(api, namespace, workdir, n)
+    await fleet.start()
+    observer = Observer(api, namespace)
+    profile = Path(args.profile_dir) / f"operator-{n}.prof" if args.profile_dir else None
+    operator = OperatorProcess(plane.operator_kubeconfig(), workdir / f"operator-{n}.log", profile=profile)
+    await asyncio.to_thread(operator.start)
+    try:
+        await create_configmap(api, namespace, "floor")
+        floor = await patch_round_trips(api, namespace, "floor", args.floor_samples)
+        await observer.start()
+        under_load = FloorUnderLoad(api, namespace)
+        await under_load.start()
+        pids = {"operator": operator.pid, **plane.pids, "harness": os.getpid()}
+        cpu_before = process_usage(pids)
+        load_before = load_average()
+        result = await burst(api, fleet, observer, namespace, args.interval, args.timeout)
+        cpu_burst = {k: v - cpu_before[k] for k, v in process_usage(pids).items()}
+        await under_load.stop()
+        await asyncio.sleep(parse_duration(args.interval) + 5)
+        observer.status_changes.clear()
+        idle = await idle_window(plane, fleet, operator, args.window)
+        idle["status_changes"] = dict(observer.status_changes.most_common(20))
+        await observer.stop()
+        return {
+            "n": n,
+            "load_before_burst": load_before,
+            "floor_idle": floor,
+            "floor_under_load": under_load.samples,
+            **result,
+            "cpu_burst": cpu_burst,
+            "idle": idle,
+            "rollouts_total": sum(len(v) for v in fleet.rollouts.values()),
+            "interval": parse_duration(args.interval),
+        }
+    finally:
+        await asyncio.to_thread(operator.stop)
+        await fleet.stop()
+
+
+async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    results = []
+    info = machine()
+    for n in args.scales:
+        began = time.monotonic()
+        result = await run_scale(n, args, workdir)
+        result["seconds_total"] = time.monotonic() - began
+        results.append(result)
+        if args.json:  # after every scale, so a failure at a larger one keeps the smaller ones' figures
+            text = json.dumps({"machine": info, "results": results}, indent=1, default=str)
+            await asyncio.to_thread(Path(args.json).write_text, text, encoding="utf-8")
+        print(f"scale {n}: done in {result['seconds_total']:.0f}s", file=sys.stderr, flush=True)
+    return {"machine": info, "load_after": load_average(), "args": vars(args), "results": results}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--scales", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500])
+    parser.add_argument("--interval", default="30s", help="spec.analysis.interval of every experiment")
+    parser.add_argument("--window", type=float, default=120.0, help="seconds of the idle window")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every experiment")
+    parser.add_argument("--floor-samples", type=int, default=50)
+    parser.add_argument("--json", help="also write the raw figures here")
+    parser.add_argument("--profile-dir", help="run the operator under cProfile, statistics here")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the operator logs")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
+    report = asyncio.run(main_async(args, workdir))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    print(render(report, summary))
+    if args.keep_workdir:
+        print(f"work dir (operator logs): {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if all(r["finished"] for r in report["results"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Failpoints: named places where a test can make the operator die (or stop) on purpose.
+
+``failpoint("after-config-write")`` does nothing unless the environment variable ``CANOPY_FAILPOINTS``
+names that point. The variable is read once, at import; when it is unset or empty a failpoint costs one
+dictionary lookup on an empty dict. It is a comma-separated list of ``name:hit[=action]``:
+
+- ``after-config-write:2`` kills the process with ``os._exit(137)`` (as SIGKILL would: no cleanup, no
+  finalizers, no flushing) the 2nd time the point is reached;
+- ``before-status-write:3=pause`` stops the whole process at the 3rd hit until the file
+  ``$CANOPY_FAILPOINT_DIR/before-status-write.3`` (created at the hit) is deleted, for at most
+  ``PAUSE_LIMIT`` seconds, so a test can change the world at exactly that moment (e.g. write a
+  conflicting object) and then let the operator go on.
+
+Hits are counted per process from 1. A restarted process without the variable runs normally. Points are
+named ``before-``/``after-`` the step they guard; :data:`KNOWN` lists every point the operator has.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = "CANOPY_FAILPOINTS"
+DIR_ENV = "CANOPY_FAILPOINT_DIR"
+EXIT_CODE = 137
+PAUSE_LIMIT = 120.0
+
+KNOWN = (
+    "reconcile-start",
+    "after-source-read",
+    "before-status-write",
+    "after-status-write",
+    "before-config-write",
+    "before-configmap-write",
+    "after-configmap-write",
+    "before-roll",
+    "after-roll",
+    "after-config-write",
+    "after-verify",
+    "after-poll",
+    "after-decision",
+    "after-conclude",
+)
+"""Every failpoint placed in the operator (the unit tests check the code names no other)."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What to do at one hit of one point."""
+
+    hit: int
+    action: str  # "exit" or "pause"
+
+
+def parse(text: str) -> dict[str, Trigger]:
+    """``"a:2,b:1=pause"`` -> ``{"a": Trigger(2, "exit"), "b": Trigger(1, "pause")}``; ValueError if malformed."""
+    triggers: dict[str, Trigger] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        spec, _, action = item.partition("=")
+        name, sep, hit = spec.partition(":")
+        action = action or "exit"
+        if not name or not sep or not hit.isdigit() or int(hit) < 1 or action not in ("exit", "pause"):
+            raise ValueError(f"{ENV}: {item!r} is not name:hit[=exit|pause] with hit >= 1")
+        triggers[name] = Trigger(int(hit), action)
+    return triggers
+
+
+_TRIGGERS: dict[str, Trigger] = parse(os.environ.get(ENV, ""))
+_HITS: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Die or pause here if ``CANOPY_FAILPOINTS`` asks for this hit of ``name``; otherwise nothing."""
+    trigger = _TRIGGERS.get(name)
+    if trigger is None:
+        return
+    hits = _HITS.get(name, 0) + 1
+    _HITS[name] = hits
+    if hits != trigger.hit:
+        return
+    if trigger.action == "pause":
+        _pause(name, hits)
+        return
+    print(f"failpoint {name}:{hits} reached: exiting {EXIT_CODE}", file=sys.stderr, flush=True)
+    os._exit(EXIT_CODE)
+
+
+def _pause(name: str, hit: int) -> None:
+    """Block the process (deliberately, event loop included) until the marker file is removed."""
+    marker = Path(os.environ.get(DIR_ENV, ".")) / f"{name}.{hit}"
+    marker.write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def configure(text: str) -> None:
+    """Replace the triggers and reset the hit counts (for unit tests; processes use the variable)."""
+    _TRIGGERS.clear()
+    _TRIGGERS.update(parse(text))
+    _HITS.clear()

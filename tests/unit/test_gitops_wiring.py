@@ -1,0 +1,213 @@
+"""Git mode wiring: credentials from the Secret, commit texts from status, PR branches, and Git's status step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from canopy_operator import logs
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.api.status import (
+    ConfidenceSequence,
+    DeliveryStatus,
+    Evidence,
+    PendingPromotion,
+    PromptExperimentStatus,
+    VoteCounts,
+)
+from canopy_operator.core.values import ManagedKeys, managed_hash
+from canopy_operator.gitops.delivery import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.forge import PullRequest
+from canopy_operator.gitops.repo import CommitInfo, GitTarget, GitWorkspace, Observation
+from canopy_operator.handlers.wiring import OperatorSettings, delivery_for, open_git_workspace
+from canopy_operator.k8s.configmap_delivery import ConfigMapDelivery, SourceState
+from canopy_operator.k8s.errors import NotFound
+from canopy_operator.k8s.gateway import Gateway
+
+NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+AB = ManagedKeys("Champion.\n", "Challenger.\n", True, True)
+BEFORE = ManagedKeys("Champion.\n", None, False, False)
+
+
+class FakeGateway:
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        if name not in self.secrets:
+            raise NotFound(f"get Secret {namespace}/{name}: not found")
+        return self.secrets[name]
+
+
+def spec(method: str = "Push", **git: Any) -> PromptExperimentSpec:
+    return PromptExperimentSpec.model_validate(
+        {
+            "challenger": {"prompt": "Challenger.\n"},
+            "delivery": {
+                "mode": "Git",
+                "git": {"repository": "https://gitea.example.com/user1/backend.git", "method": method, **git},
+            },
+        }
+    )
+
+
+async def git_delivery(
+    tmp_path: Path,
+    spec_: PromptExperimentSpec,
+    status: PromptExperimentStatus | None = None,
+    secrets: dict[str, dict[str, str]] | None = None,
+    restoring: bool = False,
+) -> GitDelivery:
+    gateway = cast(Gateway, FakeGateway(secrets or {}))
+    made = await delivery_for(
+        gateway,
+        GitWorkspace(tmp_path),
+        "user1-test",
+        "exp",
+        spec_,
+        status or PromptExperimentStatus(),
+        restoring=restoring,
+    )
+    assert isinstance(made, GitDelivery)
+    return made
+
+
+async def test_credentials_come_from_the_secret_and_are_redacted_from_logs(tmp_path: Path) -> None:
+    secrets = {"repo": {"username": "user1", "password": "tok-9f8e7d6c5b4a\n"}}
+    made = await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets=secrets)
+    assert made.credentials is not None
+    assert (made.credentials.username, made.credentials.password) == ("user1", "tok-9f8e7d6c5b4a")
+    assert logs.redact("push with tok-9f8e7d6c5b4a failed") == "push with *** failed"
+
+
+async def test_ssh_key_secret_gives_ssh_credentials(tmp_path: Path) -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    secrets = {"repo": {"ssh-privatekey": key, "known_hosts": "gitea ssh-ed25519 AAAA\n"}}
+    made = await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets=secrets)
+    assert made.credentials is not None
+    assert (made.credentials.ssh_private_key, made.credentials.password) == (key, None)
+    assert made.credentials.known_hosts == "gitea ssh-ed25519 AAAA\n"
+
+
+async def test_missing_credentials_secret_is_a_named_delivery_error(tmp_path: Path) -> None:
+    with pytest.raises(GitDeliveryError) as info:
+        await git_delivery(tmp_path, spec(credentialsSecret="nope"))
+    assert info.value.reason == "GitCredentialsMissing"
+    assert "user1-test/nope" in str(info.value)
+
+
+async def test_secret_without_password_or_key_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(GitDeliveryError) as info:
+        await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets={"repo": {"username": "user1"}})
+    assert info.value.reason == "GitCredentialsMissing"
+
+
+async def test_configmap_mode_still_gets_the_configmap_delivery(tmp_path: Path) -> None:
+    plain = PromptExperimentSpec.model_validate({"challenger": {"prompt": "Challenger.\n"}})
+    made = await delivery_for(
+        cast(Gateway, FakeGateway({})), GitWorkspace(tmp_path), "ns", "exp", plain, PromptExperimentStatus()
+    )
+    assert isinstance(made, ConfigMapDelivery)
+
+
+async def test_commit_names_the_experiment_author_and_last_applied_hash(tmp_path: Path) -> None:
+    status = PromptExperimentStatus(delivery=DeliveryStatus(applied_hash=managed_hash(AB)))
+    made = await git_delivery(tmp_path, spec(author={"name": "Bot", "email": "bot@example.com"}), status)
+    assert (made.info.experiment, made.info.change) == ("user1-test/exp", "start the A/B test")
+    assert (made.info.author_name, made.info.author_email) == ("Bot", "bot@example.com")
+    assert made.last_applied == managed_hash(AB)
+    assert not made.pull_request_mode
+
+
+async def test_promotion_commit_carries_the_evidence(tmp_path: Path) -> None:
+    status = PromptExperimentStatus(
+        votes=VoteCounts(challenger_wins=25, champion_wins=5, ties=2),
+        evidence=Evidence(p_value=0.039, confidence_sequence=ConfidenceSequence(lower=0.5115, upper=1.0)),
+        pending_promotion=PendingPromotion(
+            test_id="t-1", outcome="challenger", prompt_hash="h", decided_at=NOW, summary="challenger preferred 25-5"
+        ),
+    )
+    made = await git_delivery(tmp_path, spec(), status)
+    assert made.info.change == "promote the challenger"
+    assert "Votes: challenger 25, champion 5, ties 2" in made.info.evidence
+    assert "[0.5115, 1.0000]" in made.info.evidence
+    assert "challenger preferred 25-5" in made.info.evidence
+
+
+async def test_restore_commit_says_so(tmp_path: Path) -> None:
+    made = await git_delivery(tmp_path, spec(), restoring=True)
+    assert made.info.change == "restore the champion-only config"
+
+
+async def test_pull_request_branch_is_the_same_for_the_same_change(tmp_path: Path) -> None:
+    first = await git_delivery(tmp_path, spec("PullRequest"))
+    again = await git_delivery(tmp_path, spec("PullRequest"))
+    assert first.branch_for(AB) == again.branch_for(AB)
+    assert first.branch_for(AB) != first.branch_for(BEFORE)
+    assert str(first.branch_for(AB)).startswith("canopy/user1-test-exp-start-the-a-b-test-")
+    assert first.forge is None
+
+
+def test_temporary_git_cache_is_made_when_none_is_configured() -> None:
+    workspace = open_git_workspace(OperatorSettings())
+    try:
+        assert workspace.cache_dir.is_dir()
+        assert workspace.cache_dir.name.startswith("canopy-git-cache-")
+    finally:
+        workspace.cache_dir.rmdir()
+
+
+def source(keys: ManagedKeys, sha: str) -> SourceState:
+    return SourceState(keys=keys, text="", version=sha, argo_managed=False)
+
+
+def pr_delivery(tmp_path: Path, seen: ManagedKeys, sha: str) -> GitDelivery:
+    made = GitDelivery(
+        GitWorkspace(tmp_path),
+        target=GitTarget("file:///r.git"),
+        credentials=None,
+        info=CommitInfo("ns/exp", "start"),
+        pr_branch="canopy/ns-exp-start-1",
+    )
+    made.seen = Observation(seen, "", sha)
+    return made
+
+
+def test_pull_request_waits_for_the_merge_and_links_the_pull_request(tmp_path: Path) -> None:
+    made = pr_delivery(tmp_path, BEFORE, "base1")
+    made.pushed_branch = "canopy/ns-exp-start-1"
+    made.pull_request = PullRequest(1, "http://forge/pulls/1", "open", False, "canopy/ns-exp-start-1", "main")
+    st = PromptExperimentStatus(delivery=DeliveryStatus(applied_hash=managed_hash(AB), revision="branch-head"))
+    events: list[tuple[str, str]] = []
+    st, waiting = made.track(st, source(BEFORE, "base1"), AB, NOW, lambda r, m: events.append((r, m)))
+    assert waiting
+    assert (st.delivery.branch, st.delivery.pull_request_url) == ("canopy/ns-exp-start-1", "http://forge/pulls/1")
+    assert st.delivery.revision == "branch-head"
+    assert [r for r, _ in events] == ["PullRequestOpened"]
+
+
+def test_merged_pull_request_records_the_merge_commit_from_the_moment_it_is_seen(tmp_path: Path) -> None:
+    made = pr_delivery(tmp_path, AB, "merge1")
+    earlier = datetime(2026, 5, 4, 11, 0, tzinfo=UTC)
+    delivery = DeliveryStatus(
+        applied_hash=managed_hash(AB), revision="branch-head", applied_at=earlier, branch="canopy/ns-exp-start-1"
+    )
+    events: list[tuple[str, str]] = []
+    st, waiting = made.track(
+        PromptExperimentStatus(delivery=delivery), source(AB, "merge1"), AB, NOW, lambda r, m: events.append((r, m))
+    )
+    assert not waiting
+    assert (st.delivery.revision, st.delivery.applied_at) == ("merge1", NOW)
+    assert [r for r, _ in events] == ["PullRequestMerged"]
+
+
+def test_push_mode_clears_pull_request_fields_and_keeps_its_commit(tmp_path: Path) -> None:
+    made = pr_delivery(tmp_path, AB, "c1")
+    made.pr_branch = None
+    delivery = DeliveryStatus(applied_hash=managed_hash(AB), revision="c1", branch="old", pull_request_url="u")
+    st, waiting = made.track(PromptExperimentStatus(delivery=delivery), source(AB, "c1"), AB, NOW, lambda r, m: None)
+    assert not waiting
+    assert (st.delivery.branch, st.delivery.pull_request_url, st.delivery.revision) == (None, None, "c1")
