@@ -26,25 +26,8 @@ from kubernetes_asyncio import client, watch
 
 from canopy_operator.canopy.sim_app import BackendState, Faults, build_app
 from canopy_operator.canopy.sim_config import load_config
+from canopy_operator.devenv.kubelet import RENDERED_VALUES
 
-RENDERED_VALUES = """\
-LLAMA_STACK_URL: http://llama-stack.canopy-test.svc.cluster.local:8321
-summarize:
-  enabled: true
-  model: llama32
-  max_tokens: 512
-  temperature: 0.2
-  prompt: |
-    Summarize the following text in a clear and detailed manner:
-feedback:
-  enabled: false
-ab_testing:
-  enabled: false
-information-search:
-  enabled: false
-student-assistant:
-  enabled: false
-"""
 KEY = "canopy-config.yaml"
 
 

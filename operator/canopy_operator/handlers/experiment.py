@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import random
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -155,9 +155,11 @@ async def run(
     assert namespace is not None, "PromptExperiment is namespaced"
     wake_event = memo.setdefault("wake", asyncio.Event())
     failures = 0
+    loop = asyncio.get_running_loop()
     while not stopped:
         if body.get("metadata", {}).get("deletionTimestamp"):
             return
+        started = loop.time()
         try:
             report = await reconcile_once(namespace, name, dict(body))
             _post(body, report)
@@ -172,13 +174,19 @@ async def run(
             delay = min(2.0 * 2**failures, MAX_BACKOFF)
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
         wake_event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_until(stopped, wake_event), timeout=delay)
+        # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created together.
+        await _sleep(stopped, wake_event, max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started)))  # noqa: S311 - jitter
 
 
-async def _until(stopped: kopf.DaemonStopped, wake_event: asyncio.Event) -> None:
-    while not stopped and not wake_event.is_set():  # noqa: ASYNC110 - kopf's stop flag is not an asyncio.Event
-        await asyncio.sleep(0.2)
+async def _sleep(stopped: kopf.DaemonStopped, wake_event: asyncio.Event, delay: float) -> None:
+    """Sleep ``delay`` seconds, or until the daemon is stopped or woken (no polling while idle)."""
+    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake_event.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def _post(body: kopf.Body, report: Report) -> None:
