@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ from tests.support.faults import (
     create_experiment,
     cut_connections_tolerated,
     experiment,
-    status_of,
-    vote,
+    run_until_concluded,
 )
 from tests.support.gitserver import history, make_repo, show
 from tests.support.kubelet import deployment_manifest
@@ -104,30 +102,10 @@ async def run_story(
     async with synced_backend(api, namespace, bare, workdir) as kubelet:
         await create_experiment(api, namespace, git_experiment(kubelet.url, bare.as_uri()))
         proc = OperatorProcess(kubeconfig, namespace, workdir / "operator", failpoints=failpoints)
-        proc.start()
-        exits: list[int] = []
-        voted = False
-        deadline = time.monotonic() + STORY_TIMEOUT
-        try:
-            while True:
-                code = proc.returncode()
-                if code is not None:
-                    exits.append(code)
-                    assert code == EXIT_CODE, f"operator exited {code}:\n{proc.tail()}"
-                    proc = proc.again()
-                    proc.start()
-                status = await status_of(api, namespace)
-                if not voted and status.get("phase") == "Running":
-                    await vote(kubelet.url, *VOTES)
-                    voted = True
-                if status.get("phase") == "Concluded":
-                    break
-                assert time.monotonic() < deadline, f"not Concluded: {status.get('phase')}\n{proc.tail()}"
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(2.0)  # room for a duplicate push to show up on main
-            status = await status_of(api, namespace)
-        finally:
-            assert proc.stop() in (0, EXIT_CODE), proc.tail()
+        # 2 s of room for a duplicate push to show up on main.
+        exits, status = await run_until_concluded(
+            api, namespace, proc, kubelet.url, VOTES, within=STORY_TIMEOUT, settle=2.0
+        )
     return exits, status, bare
 
 

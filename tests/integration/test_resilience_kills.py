@@ -13,7 +13,6 @@ then restarts it without the failpoint. Afterwards:
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,7 @@ from tests.support.faults import (
     create_experiment,
     cut_connections_tolerated,
     experiment,
-    status_of,
-    vote,
+    run_until_concluded,
 )
 from tests.support.operator_process import OperatorProcess
 
@@ -79,30 +77,12 @@ async def run_story(
         await dep_log.start()
         await create_experiment(api, namespace, experiment(kubelet.url, min_votes=VOTES[0] + VOTES[1]))
         proc = OperatorProcess(kubeconfig, namespace, workdir / "operator", failpoints=failpoints)
-        proc.start()
-        exits: list[int] = []
-        voted = False
-        deadline = time.monotonic() + STORY_TIMEOUT
         try:
-            while True:
-                code = proc.returncode()
-                if code is not None:
-                    exits.append(code)
-                    assert code == EXIT_CODE, f"operator exited {code}:\n{proc.tail()}"
-                    proc = proc.again()
-                    proc.start()
-                status = await status_of(api, namespace)
-                if not voted and status.get("phase") == "Running":
-                    await vote(kubelet.url, *VOTES)
-                    voted = True
-                if status.get("phase") == "Concluded":
-                    break
-                assert time.monotonic() < deadline, f"not Concluded: {status.get('phase')}\n{proc.tail()}"
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)  # room for a duplicate write to show up in the watches
-            status = await status_of(api, namespace)
+            # 1 s of room for a duplicate write to show up in the watches.
+            exits, status = await run_until_concluded(
+                api, namespace, proc, kubelet.url, VOTES, within=STORY_TIMEOUT, settle=1.0
+            )
         finally:
-            assert proc.stop() in (0, EXIT_CODE), proc.tail()
             await cm_log.stop()
             await dep_log.stop()
         return exits, status, cm_log, dep_log, kubelet.rollouts

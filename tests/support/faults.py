@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import random
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,8 +25,10 @@ from kubernetes_asyncio.client import ApiClient
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.failpoints import EXIT_CODE
 from canopy_operator.k8s.configmap_delivery import ROLLOUT_ANNOTATION
 from tests.support.kubelet import RENDERED_VALUES, FakeKubelet, deployment_manifest
+from tests.support.operator_process import OperatorProcess
 
 CHALLENGER = "Provide a brief, concise summary:\n"
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
@@ -219,3 +222,44 @@ def cut_connections_tolerated() -> Iterator[None]:
             yield
         finally:
             gc.collect()
+
+
+async def run_until_concluded(
+    api: ApiClient,
+    namespace: str,
+    proc: OperatorProcess,
+    backend_url: str,
+    votes: tuple[int, int, int],
+    *,
+    within: float,
+    settle: float,
+) -> tuple[list[int], dict[str, Any]]:
+    """Start ``proc``, restart it each time its failpoint kills it, vote once Running, until Concluded.
+
+    Returns the exit codes of the killed runs and the status ``settle`` seconds after Concluded (room for a
+    duplicate write to show). The operator is stopped at the end, whatever happened.
+    """
+    proc.start()
+    exits: list[int] = []
+    voted = False
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            code = proc.returncode()
+            if code is not None:
+                exits.append(code)
+                assert code == EXIT_CODE, f"operator exited {code}:\n{proc.tail()}"
+                proc = proc.again()
+                proc.start()
+            status = await status_of(api, namespace)
+            if not voted and status.get("phase") == "Running":
+                await vote(backend_url, *votes)
+                voted = True
+            if status.get("phase") == "Concluded":
+                break
+            assert time.monotonic() < deadline, f"not Concluded: {status.get('phase')}\n{proc.tail()}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(settle)
+        return exits, await status_of(api, namespace)
+    finally:
+        assert proc.stop() in (0, EXIT_CODE), proc.tail()
