@@ -163,6 +163,14 @@ async def _has_jobs(api: ApiClient, namespace: str, count: int) -> bool:
     return len(await eval_jobs(api, namespace)) >= count
 
 
+async def _new_job(api: ApiClient, namespace: str, seen: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one Job not among ``seen`` (creationTimestamp has whole seconds: two Jobs can share one)."""
+    names = {job["metadata"]["name"] for job in seen}
+    fresh = [job for job in await eval_jobs(api, namespace) if job["metadata"]["name"] not in names]
+    assert len(fresh) == 1, [job["metadata"]["name"] for job in fresh]
+    return fresh[0]
+
+
 async def test_gate_holds_promotion_until_an_evaluation_passes(
     admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path, kubectl: Kubectl
 ) -> None:
@@ -200,7 +208,7 @@ async def test_gate_holds_promotion_until_an_evaluation_passes(
             # 2. Asked again (runRequest, as a Git commit would set it): below the threshold, still held.
             await exp.patch_spec({"evaluation": {"runRequest": "retry-1"}})
             await wait_for(lambda: _has_jobs(admin_api, namespace, 2), timeout=WAIT, what="the requested Job")
-            second = (await eval_jobs(admin_api, namespace))[1]
+            second = await _new_job(admin_api, namespace, seen=[first])
             await finish_job(admin_api, second, message=summary(2, 0.5, 0.6))
             status = await exp.wait_status(
                 lambda s: (
@@ -217,7 +225,7 @@ async def test_gate_holds_promotion_until_an_evaluation_passes(
             # 3. A passing evaluation opens the gate: the challenger is promoted.
             await exp.patch_spec({"evaluation": {"runRequest": "retry-2"}})
             await wait_for(lambda: _has_jobs(admin_api, namespace, 3), timeout=WAIT, what="the third Job")
-            third = (await eval_jobs(admin_api, namespace))[2]
+            third = await _new_job(admin_api, namespace, seen=[first, second])
             await finish_job(admin_api, third, message=summary(2, 1.0, 0.6))
             status = await exp.wait_phase("Concluded", timeout=WAIT)
             assert len(await eval_jobs(admin_api, namespace)) == 3  # one Job per evaluation, none doubled
