@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 
 from canopy_operator.api.status import Collection, EpochPrompts, VoteCounts
-from canopy_operator.canopy.client import CanopyClient
-from canopy_operator.canopy.errors import BackendError
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.errors import BackendError
 from canopy_operator.canopy.sim_http import json_response
 from canopy_operator.core.collect import ingest_ab, ingest_feedback, text_hash
 from canopy_operator.core.export import parse_export, render_export

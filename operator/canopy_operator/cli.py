@@ -30,14 +30,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from canopy_operator.crdgen import write_crds
+    from canopy_operator.gen.crds import write_crds
 
     print(write_crds(Path(args.output_dir)))
     return 0
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    from canopy_operator.k8s.manifests import write_manifests
+    from canopy_operator.gen.manifests import write_manifests
 
     for path in write_manifests(Path(args.root)):
         print(path)

@@ -14,7 +14,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.core.evaljob import DATASET_KEY
 from canopy_operator.core.export import render_export
 from canopy_operator.core.ledger import LEDGER_KEY, decode_ledger

@@ -11,7 +11,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.canopy.sim_app import answer_chunks
 from canopy_operator.canopy.simulator import free_port
 from canopy_operator.k8s.configmap_delivery import ROLLOUT_ANNOTATION

@@ -27,8 +27,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.canopy.client import CanopyClient
-from canopy_operator.canopy.models import AbAnswers
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.models import AbAnswers
 from canopy_operator.canopy.simulator import RunningSimulator
 from canopy_operator.core.values import ManagedKeys
 from canopy_operator.k8s.configmap_delivery import ConfigMapDelivery, WriteResult

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from canopy_operator.canopy.client import CanopyClient
-from canopy_operator.canopy.errors import (
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.errors import (
     BackendHTTPError,
     BackendProtocolError,
     BackendStreamError,

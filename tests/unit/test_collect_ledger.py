@@ -8,7 +8,7 @@ import pytest
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import OriginalConfig, PromptExperimentStatus
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.ledger import Ledger
 from canopy_operator.handlers.collection import poll_backend

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from canopy_operator.api import PromptExperimentSpec
-from canopy_operator.crdgen import CRD_FILE, CRDGenerationError, build_crd, model_schema, render_crd
+from canopy_operator.gen.crds import CRD_FILE, CRDGenerationError, build_crd, model_schema, render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from canopy_operator.canopy.errors import BackendHTTPError, BackendUnreachable
-from canopy_operator.canopy.models import AbAnswers
+from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendUnreachable
+from canopy_operator.sources.canopy.models import AbAnswers
 from canopy_operator.canopy.simulator import free_port
 from canopy_operator.core.evaljob import parse_job_result, parse_runner_error, parse_summary
 from canopy_operator.core.export import render_export

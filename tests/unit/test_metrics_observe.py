@@ -13,8 +13,8 @@ import pytest
 
 from canopy_operator import metrics
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.canopy.errors import BackendHTTPError, BackendProtocolError, BackendUnreachable
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendProtocolError, BackendUnreachable
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.handlers import observe
 from canopy_operator.handlers.reconcile import Report
 from canopy_operator.logs import configure_logging

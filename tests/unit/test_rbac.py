@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from canopy_operator.k8s.manifests import drifted_manifests, render_manifests, write_manifests
-from canopy_operator.k8s.rbac import NAME, NAMESPACE, RULES, Rule, namespaced_rules, render_rbac_yaml
+from canopy_operator.gen.manifests import drifted_manifests, render_manifests, write_manifests
+from canopy_operator.gen.rbac import NAME, NAMESPACE, RULES, Rule, namespaced_rules, render_rbac_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from canopy_operator.api.base import PLURAL
-from canopy_operator.k8s.rbac import render_rbac_yaml
+from canopy_operator.gen.rbac import render_rbac_yaml
 
 
 def _roles() -> dict[str, dict[str, Any]]:

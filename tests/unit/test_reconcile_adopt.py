@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core.values import ManagedKeys
 from canopy_operator.handlers.reconcile import Pass, Report
 from canopy_operator.k8s.configmap_delivery import SourceState, WriteResult

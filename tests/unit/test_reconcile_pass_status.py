@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.canopy.errors import BackendProtocolError
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.errors import BackendProtocolError
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core.values import ManagedKeys
 from canopy_operator.handlers.reconcile import Pass, Report
 from canopy_operator.k8s.configmap_delivery import SourceState, WriteResult

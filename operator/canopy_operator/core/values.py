@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
-from canopy_operator.core.yamledit import (
+from canopy_operator.yamlsplice.edit import (
     Edit,
     Layout,
     New,
@@ -33,7 +33,7 @@ from canopy_operator.core.yamledit import (
     replace_value,
     splice,
 )
-from canopy_operator.core.yamlpos import (
+from canopy_operator.yamlsplice.pos import (
     Alias,
     Document,
     Mapping,

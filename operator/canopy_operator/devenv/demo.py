@@ -32,7 +32,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.config import new_client_from_config
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.canopy.errors import BackendError
+from canopy_operator.sources.canopy.errors import BackendError
 from canopy_operator.devenv.controlplane import ControlPlane
 from canopy_operator.devenv.crds import default_crd_dir
 from canopy_operator.devenv.kubelet import running_backend

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.client import CanopyClient
 
 Pick = Literal["challenger", "champion", "tie"]
 CHALLENGER_KEY = "prompt_b"

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import Collection, EpochPrompts, Negatives, PromptExperimentStatus
-from canopy_operator.canopy.client import CanopyClient
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.collect import (
     FeedbackEntry,

@@ -25,13 +25,13 @@ from pydantic import ValidationError
 
 from canopy_operator import metrics
 from canopy_operator.api.status import EvaluationRun, PromptExperimentStatus
-from canopy_operator.canopy.errors import (
+from canopy_operator.sources.canopy.errors import (
     BackendError,
     BackendHTTPError,
     BackendStreamError,
     BackendUnreachable,
 )
-from canopy_operator.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.handlers.collection import BackendReader
 from canopy_operator.handlers.reconcile import Report
 from canopy_operator.logs import log_event, prompt_ref

@@ -17,7 +17,7 @@ from canopy_operator.api.base import parse_duration
 from canopy_operator.api.conditions import ConditionType as C
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.canopy.errors import BackendError
+from canopy_operator.sources.canopy.errors import BackendError
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.conditions import get_condition, set_condition
 from canopy_operator.core.stats import assess

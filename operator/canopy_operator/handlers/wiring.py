@@ -16,7 +16,7 @@ from canopy_operator.api.base import parse_duration
 from canopy_operator.api.spec import GitDelivery as GitSpec
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.core.values import ManagedKeys, managed_hash
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.delivery import GitDelivery, GitDeliveryError

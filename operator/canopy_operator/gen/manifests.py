@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from canopy_operator.k8s.rbac import render_rbac_yaml
+from canopy_operator.gen.rbac import render_rbac_yaml
 
 RBAC_DIR = Path("manifests/rbac")
 CRD_COPY_DIR = Path("manifests/crd")

@@ -2,7 +2,7 @@
 
 Every call is bounded by ``timeout`` seconds in total (connect, answer and the whole body, streams included)
 and by ``max_body_bytes`` (the body is read in chunks and abandoned past the limit). httpx errors never
-leave this module: they become :mod:`canopy_operator.canopy.errors`.
+leave this module: they become :mod:`canopy_operator.sources.canopy.errors`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, Self, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from canopy_operator.canopy.errors import (
+from canopy_operator.sources.canopy.errors import (
     BackendError,
     BackendHTTPError,
     BackendProtocolError,
     BackendStreamError,
     BackendUnreachable,
 )
-from canopy_operator.canopy.models import (
+from canopy_operator.sources.canopy.models import (
     AbAnswers,
     AbFeedbackList,
     ErrorDetail,
@@ -35,7 +35,7 @@ from canopy_operator.canopy.models import (
     FeedbackList,
     PromptKey,
 )
-from canopy_operator.canopy.sse import SseDecoder
+from canopy_operator.sources.canopy.sse import SseDecoder
 from canopy_operator.core.export import parse_export
 
 PROMPT_B_MISSING = "prompt_b is not configured in summarize config"

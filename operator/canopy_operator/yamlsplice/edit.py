@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from canopy_operator.core.yamlpos import Alias, Document, Mapping, Node, Scalar, Sequence, key_name
-from canopy_operator.core.yamlrender import render_flow, render_value
+from canopy_operator.yamlsplice.pos import Alias, Document, Mapping, Node, Scalar, Sequence, key_name
+from canopy_operator.yamlsplice.render import render_flow, render_value
 
 Value = str | bool | None
 

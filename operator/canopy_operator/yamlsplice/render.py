@@ -9,7 +9,7 @@ parsed back before it is used; anything that does not survive falls back to doub
 
 from __future__ import annotations
 
-from canopy_operator.core.yamlpos import Mapping, Scalar, YamlSyntaxError, compose, deref, scalar_kind
+from canopy_operator.yamlsplice.pos import Mapping, Scalar, YamlSyntaxError, compose, deref, scalar_kind
 
 _SAFE_PUNCTUATION = frozenset(" _.,;!?()/'\"-+=%$@&*<>")
 _FLOW_UNSAFE = frozenset(",[]{}")
