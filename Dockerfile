@@ -1,5 +1,7 @@
-# canopy-operator image: `docker build -t canopy-operator:0.1.0 .`
+# canopy-operator image: `docker build -t canopy-operator:0.1.0 .` (the last stage, the default target).
 # Also the default image of the evaluation Jobs (the operator sets CANOPY_OPERATOR_IMAGE to it).
+# The dev-only Canopy backend simulator (devkit/) is a separate target that the operator's stages never copy:
+# `docker build --target simulator -t canopy-simulator:0.1.0 .`
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -16,6 +18,46 @@ RUN pip wheel --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-index --find-links /wheels canopy-operator \
  && /opt/venv/bin/pip uninstall -y setuptools pip \
  && rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1
+
+# --- simulator-builder: the devkit's wheel on the operator's wheels, in a venv of its own --------------
+FROM builder AS simulator-builder
+COPY devkit ./devkit
+# The devkit wheel is installed by path and canopy-operator from /wheels only, so no index can substitute either.
+RUN pip wheel --no-deps --wheel-dir /devkit-wheel ./devkit \
+ && python -m venv /opt/simulator \
+ && /opt/simulator/bin/pip install --no-index --find-links /wheels canopy-operator \
+ && /opt/simulator/bin/pip install /devkit-wheel/canopy_devkit-*.whl \
+ && /opt/simulator/bin/pip uninstall -y setuptools pip \
+ && rm -f /opt/simulator/bin/activate* /opt/simulator/bin/Activate.ps1
+
+# --- simulator: the simulated Canopy backend for kind e2e and demos (dev/test only, never the product) ---
+FROM ${PYTHON_IMAGE} AS simulator
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="canopy-simulator" \
+      org.opencontainers.image.description="Simulated Canopy backend (Generation 1) from canopy-devkit, for tests and demos only" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+RUN python -m pip uninstall -y pip setuptools wheel \
+ && rm -rf /root/.cache \
+ && groupadd --gid 65532 canopy \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin canopy
+COPY --from=simulator-builder /opt/simulator /opt/simulator
+ENV PATH=/opt/simulator/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    CANOPY_CONFIG_PATH=/canopy/canopy-config.yaml
+WORKDIR /tmp
+USER 65532:65532
+EXPOSE 8000
+# Kubernetes probes GET /feature-flags; no Docker health check.
+HEALTHCHECK NONE
+ENTRYPOINT ["canopy-devkit", "simulate"]
+CMD ["--host", "0.0.0.0", "--port", "8000"]
 
 # --- final: runtime only (git for GitOps delivery), non-root, no pip, no build tools ------------------
 FROM ${PYTHON_IMAGE}

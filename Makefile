@@ -10,18 +10,20 @@ STAMP := $(VENV)/.installed
         cluster-up envtest-kubeconfig run simulate bench e2e clean
 
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_.-]+( [a-zA-Z0-9_.-]+)*:.*## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*## "}; {n = split($$1, names, " "); for (i = 1; i <= n; i++) printf "  \033[36m%-20s\033[0m %s\n", names[i], $$2}'
 
 demo: $(STAMP) envtest-assets ## The whole loop locally: control plane, simulator, operator, voters, promotion (ARGS="--kubeconfig PATH" for a cluster)
-	$(PY) -m canopy_operator.devenv demo $(ARGS)
+	$(VENV)/bin/canopy-devkit demo $(ARGS)
 
-$(STAMP): pyproject.toml
+# The operator and its dev-only kit (devkit/: simulator, control plane, demo), both editable.
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./devkit
 	@touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv and install the project with its dev tools
+venv: $(STAMP) ## Create .venv and install the project, its dev tools and the devkit
 
 crds: $(STAMP) ## Generate crds/ from the pydantic API models
 	$(VENV)/bin/canopy-operator crds --output-dir crds
@@ -34,10 +36,11 @@ generate: crds manifests ## Generate everything generated
 check-generated: generate ## Fail if generated files differ from what is committed
 	@git diff --exit-code -- crds manifests || { echo "generated files drifted: run make generate and commit"; exit 1; }
 
-lint: $(STAMP) ## ruff and mypy --strict
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+lint: $(STAMP) ## ruff, mypy --strict and the import contracts (.importlinter)
+	$(VENV)/bin/ruff check operator devkit tests bench
+	$(VENV)/bin/ruff format --check operator devkit tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 envtest-assets: ## Build (or reuse) kube-apiserver and etcd for the integration tests
 	bash hack/envtest-assets.sh
@@ -52,13 +55,13 @@ test-integration: $(STAMP) envtest-assets ## Integration tests against a real ku
 	$(VENV)/bin/pytest -m integration tests
 
 cluster-up envtest-kubeconfig: $(STAMP) envtest-assets ## Start the test control plane and print its kubeconfig (Ctrl-C stops it)
-	$(PY) -m canopy_operator.devenv up
+	$(VENV)/bin/canopy-devkit up
 
 run: $(STAMP) ## Run the operator against the current kubeconfig
 	$(VENV)/bin/canopy-operator run --all-namespaces
 
 simulate: $(STAMP) ## Run the Canopy backend simulator on 127.0.0.1:8000 (CONFIG=path to a values file)
-	$(VENV)/bin/canopy-operator simulate --config $(CONFIG) --port 8000
+	$(VENV)/bin/canopy-devkit simulate $(if $(CONFIG),--config $(CONFIG)) --port 8000
 
 bench: $(STAMP) envtest-assets ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
 	$(PY) bench/decision_sim.py && $(PY) bench/collect_bench.py && $(PY) bench/reconcile_bench.py --scales 1,100,500

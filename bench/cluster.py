@@ -20,8 +20,8 @@ from typing import IO
 import httpx
 import yaml
 
-from canopy_operator.devenv import ControlPlane
-from canopy_operator.devenv.processes import free_ports
+from canopy_devkit.controlplane import ControlPlane
+from canopy_devkit.controlplane.processes import free_ports
 from common import REPO_ROOT
 
 CLUSTERROLE = REPO_ROOT / "manifests" / "rbac" / "clusterrole.yaml"

@@ -30,13 +30,13 @@ from typing import Any
 
 import httpx
 
+from canopy_devkit.controlplane.processes import free_ports
+from canopy_devkit.simulator.http import json_response
 from canopy_operator.api.status import Collection, EpochPrompts, VoteCounts
-from canopy_operator.sources.canopy.client import CanopyClient
-from canopy_operator.sources.canopy.errors import BackendError
-from canopy_operator.canopy.sim_http import json_response
 from canopy_operator.core.collect import ingest_ab, ingest_feedback, text_hash
 from canopy_operator.core.export import parse_export, render_export
-from canopy_operator.devenv.processes import free_ports
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.errors import BackendError
 from common import REPO_ROOT, load_average, machine
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"

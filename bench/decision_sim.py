@@ -32,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from canopy_operator.core.stats import Decision, TestSettings, assess
+from canopy_operator.api.status import Decision
+from canopy_operator.core.stats import TestSettings, assess
 
 MAX_VOTES = 5000
 NEVER = 10**9

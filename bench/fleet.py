@@ -2,7 +2,7 @@
 
 Backend ``i`` serves on its own 127.0.0.1 port and belongs to ConfigMap ``canopy-config-<i>`` and Deployment
 ``canopy-backend-<i>`` in one namespace. A single Deployment watch plays the kubelet for all of them (one
-poller per Deployment as in ``devenv.kubelet.FakeKubelet`` would cost N reads every 0.2 s): when a pod
+poller per Deployment as in ``canopy_devkit.kubelet.FakeKubelet`` would cost N reads every 0.2 s): when a pod
 template changes, that backend restarts with the ConfigMap's current values (stores wiped, ids from 1) and
 the Deployment's status reports the rollout complete, as the deployment controller would (envtest runs none).
 Every request a backend answers is counted by path, across restarts.
@@ -24,9 +24,9 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client, watch
 
-from canopy_operator.canopy.sim_app import BackendState, Faults, build_app
-from canopy_operator.canopy.sim_config import load_config
-from canopy_operator.devenv.kubelet import RENDERED_VALUES
+from canopy_devkit.kubelet import RENDERED_VALUES
+from canopy_devkit.simulator.app import BackendState, Faults, build_app
+from canopy_devkit.simulator.config import load_config
 
 KEY = "canopy-config.yaml"
 

@@ -35,8 +35,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.config import new_client_from_config
 
+from canopy_devkit.controlplane import ControlPlane
 from canopy_operator.api.base import GROUP, PLURAL, VERSION, parse_duration
-from canopy_operator.devenv import ControlPlane
 from cluster import WRITE_VERBS, OperatorProcess, apiserver_requests, apply_operator_rbac, create_namespace
 from common import cpu_seconds, load_average, machine, memory_kib, summary
 from fleet import Fleet, configmap_name, deployment_name

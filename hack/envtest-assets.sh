@@ -41,8 +41,21 @@ fi
 command -v go >/dev/null || { log "go is required to build the binaries (Go >= 1.24 for Kubernetes 1.34)"; exit 1; }
 mkdir -p "$CACHE_ROOT"
 exec 9>"$CACHE_ROOT/.lock"
-flock 9   # one build at a time; a second caller waits and then finds the cache warm
-if [[ -x "$DEST/kube-apiserver" && -x "$DEST/etcd" ]]; then echo "$DEST"; exit 0; fi
+# One build at a time; a second caller waits and then finds the cache warm. Say so before blocking.
+if ! flock -n 9; then
+  log "waiting for another build of kube-apiserver v$K8S_VERSION and etcd v$ETCD_VERSION to finish"
+  log "(it holds $CACHE_ROOT/.lock; a cold build takes about 5-12 minutes on 2 cores)"
+  waited=$(date +%s)
+  flock 9
+  log "the other build finished after $(( $(date +%s) - waited ))s"
+fi
+if [[ -x "$DEST/kube-apiserver" && -x "$DEST/etcd" ]]; then
+  log "cache is warm: $DEST"
+  echo "$DEST"
+  exit 0
+fi
+log "cold cache: building kube-apiserver v$K8S_VERSION and etcd v$ETCD_VERSION from source with Go;"
+log "this takes about 5-12 minutes on 2 cores, once: the result is cached in $DEST"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/canopy-envtest-build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from canopy_operator.devenv import AssetsMissing, find_assets
+from canopy_devkit.controlplane import AssetsMissing, find_assets
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 

@@ -1,8 +1,9 @@
 """Failpoints: named places where a test can make the operator die (or stop) on purpose.
 
-``failpoint("after-config-write")`` does nothing unless the environment variable ``CANOPY_FAILPOINTS``
-names that point. The variable is read once, at import; when it is unset or empty a failpoint costs one
-dictionary lookup on an empty dict. It is a comma-separated list of ``name:hit[=action]``:
+``failpoints("after-config-write")`` does nothing unless the environment variable ``CANOPY_FAILPOINTS``
+names that point. The service settings read the variable once, at start-up, into a :class:`Failpoints`
+that the pass and the adapters are given; unset or empty, a failpoint costs one lookup on an empty dict.
+The variable is a comma-separated list of ``name:hit[=action]``:
 
 - ``after-config-write:2`` kills the process with ``os._exit(137)`` (as SIGKILL would: no cleanup, no
   finalizers, no flushing) the 2nd time the point is reached;
@@ -68,37 +69,38 @@ def parse(text: str) -> dict[str, Trigger]:
     return triggers
 
 
-_TRIGGERS: dict[str, Trigger] = parse(os.environ.get(ENV, ""))
-_HITS: dict[str, int] = {}
+class Failpoints:
+    """The failpoints of one operator process: triggers parsed from ``CANOPY_FAILPOINTS`` at start-up."""
 
+    def __init__(self, triggers: dict[str, Trigger] | None = None, pause_dir: Path | None = None) -> None:
+        self.triggers = dict(triggers or {})
+        self.pause_dir = pause_dir or Path()
+        self.hits: dict[str, int] = {}
 
-def failpoint(name: str) -> None:
-    """Die or pause here if ``CANOPY_FAILPOINTS`` asks for this hit of ``name``; otherwise nothing."""
-    trigger = _TRIGGERS.get(name)
-    if trigger is None:
-        return
-    hits = _HITS.get(name, 0) + 1
-    _HITS[name] = hits
-    if hits != trigger.hit:
-        return
-    if trigger.action == "pause":
-        _pause(name, hits)
-        return
-    print(f"failpoint {name}:{hits} reached: exiting {EXIT_CODE}", file=sys.stderr, flush=True)
-    os._exit(EXIT_CODE)
+    @classmethod
+    def from_text(cls, text: str, pause_dir: str | None = None) -> Failpoints:
+        """From the variable's text (``""``: none); ValueError when malformed."""
+        return cls(parse(text), Path(pause_dir) if pause_dir else None)
 
+    def __call__(self, name: str) -> None:
+        """Die or pause here if the triggers ask for this hit of ``name``; otherwise nothing."""
+        trigger = self.triggers.get(name)
+        if trigger is None:
+            return
+        hits = self.hits.get(name, 0) + 1
+        self.hits[name] = hits
+        if hits != trigger.hit:
+            return
+        if trigger.action == "pause":
+            self._pause(name, hits)
+            return
+        print(f"failpoint {name}:{hits} reached: exiting {EXIT_CODE}", file=sys.stderr, flush=True)
+        os._exit(EXIT_CODE)
 
-def _pause(name: str, hit: int) -> None:
-    """Block the process (deliberately, event loop included) until the marker file is removed."""
-    marker = Path(os.environ.get(DIR_ENV, ".")) / f"{name}.{hit}"
-    marker.write_text(str(os.getpid()), encoding="utf-8")
-    deadline = time.monotonic() + PAUSE_LIMIT
-    while marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def configure(text: str) -> None:
-    """Replace the triggers and reset the hit counts (for unit tests; processes use the variable)."""
-    _TRIGGERS.clear()
-    _TRIGGERS.update(parse(text))
-    _HITS.clear()
+    def _pause(self, name: str, hit: int) -> None:
+        """Block the process (deliberately, event loop included) until the marker file is removed."""
+        marker = self.pause_dir / f"{name}.{hit}"
+        marker.write_text(str(os.getpid()), encoding="utf-8")
+        deadline = time.monotonic() + PAUSE_LIMIT
+        while marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)

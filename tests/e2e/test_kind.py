@@ -1,10 +1,11 @@
 """End to end on a kind cluster: the real image, installed with the shipped manifests, runs a full experiment.
 
 ``make e2e`` (``hack/e2e.sh``). Needs Docker and kind; skips with the reason where either is missing.
-The simulator runs as the ``canopy-backend`` Deployment (the operator's image ships it), so a promotion
-really rolls a pod. Environment: ``E2E_CLUSTER`` (default ``canopy-e2e``), ``E2E_KEEP_CLUSTER=1`` to keep
-the cluster afterwards (a kept cluster is reused by the next run), ``E2E_IMAGE`` (default
-``canopy-operator:e2e``).
+The simulator runs as the ``canopy-backend`` Deployment (the Dockerfile's ``simulator`` target: the devkit on
+top of the operator's wheel), so a promotion really rolls a pod. Environment: ``E2E_CLUSTER`` (default
+``canopy-e2e``), ``E2E_KEEP_CLUSTER=1`` to keep the cluster afterwards (a kept cluster is reused by the next
+run), ``E2E_IMAGE`` (default ``canopy-operator:e2e``), ``E2E_SIMULATOR_IMAGE`` (default
+``canopy-simulator:e2e``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from typing import Any
 import pytest
 import yaml
 
-from canopy_operator.devenv.kubelet import RENDERED_VALUES
-from canopy_operator.devenv.voters import fixed_picks, post_votes
+from canopy_devkit.kubelet import RENDERED_VALUES
+from canopy_devkit.voters import fixed_picks, post_votes
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("E2E_CLUSTER", "canopy-e2e")
 IMAGE = os.environ.get("E2E_IMAGE", "canopy-operator:e2e")
+SIMULATOR_IMAGE = os.environ.get("E2E_SIMULATOR_IMAGE", "canopy-simulator:e2e")
 NAMESPACE = "canopy-e2e"
 CHALLENGER = "Provide a brief, concise summary:\n"
 
@@ -82,9 +84,10 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 @pytest.fixture(scope="module")
 def installed(kube: Kube) -> Kube:
-    """The image built and loaded into kind, then ``kubectl apply -k manifests/`` with that image."""
+    """The images built and loaded into kind, then ``kubectl apply -k manifests/`` with the operator's."""
     run("docker", "build", "-t", IMAGE, str(ROOT), timeout=1800)
-    run("kind", "load", "docker-image", IMAGE, "--name", CLUSTER, timeout=600)
+    run("docker", "build", "--target", "simulator", "-t", SIMULATOR_IMAGE, str(ROOT), timeout=1800)
+    run("kind", "load", "docker-image", IMAGE, SIMULATOR_IMAGE, "--name", CLUSTER, timeout=600)
     rendered = run("kubectl", "kustomize", str(ROOT / "manifests"))
     kube("apply", "-f", "-", input=rendered.replace("canopy-operator:0.1.0", IMAGE))
     kube("-n", "canopy-system", "rollout", "status", "deployment/canopy-operator", "--timeout=180s")
@@ -92,7 +95,7 @@ def installed(kube: Kube) -> Kube:
 
 
 def backend_manifests() -> str:
-    """The chart's shape: ConfigMap, Deployment (the simulator in the operator's image) and Service."""
+    """The chart's shape: ConfigMap, Deployment (the simulator image) and Service."""
     labels = {"app": "canopy-backend"}
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
@@ -115,8 +118,8 @@ def backend_manifests() -> str:
                         "containers": [
                             {
                                 "name": "backend",
-                                "image": IMAGE,
-                                "args": ["simulate", "--host", "0.0.0.0", "--port", "8000"],  # noqa: S104 - a pod serves its Service
+                                "image": SIMULATOR_IMAGE,  # entrypoint: canopy-devkit simulate
+                                "args": ["--host", "0.0.0.0", "--port", "8000"],  # noqa: S104 - a pod serves its Service
                                 "env": [{"name": "CANOPY_CONFIG_PATH", "value": "/canopy/canopy-config.yaml"}],
                                 "ports": [{"containerPort": 8000}],
                                 "readinessProbe": {"httpGet": {"path": "/feature-flags", "port": 8000}},

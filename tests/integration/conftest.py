@@ -22,7 +22,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config
 
-from canopy_operator.devenv import AssetPaths, AssetsMissing, ControlPlane, find_assets
+from canopy_devkit.controlplane import AssetPaths, AssetsMissing, ControlPlane, find_assets
 from tests.support.envtest import (
     CLUSTERROLE_PATH,
     OPERATOR_NAMESPACE,

@@ -27,6 +27,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown-method", {"analysis": {"method": "t-test"}}, "spec.analysis.method"),
     ("delta-too-big", {"analysis": {"equivalenceDelta": 0.7}}, "spec.analysis.equivalenceDelta"),
     ("empty-challenger", {"challenger": {"prompt": ""}}, "spec.challenger.prompt"),
+    (
+        "blank-challenger",
+        {"challenger": {"prompt": "  \n\t \n"}},
+        "spec.challenger.prompt must contain a non-whitespace",
+    ),
+    ("blank-champion", {"champion": {"prompt": " "}}, "spec.champion.prompt must contain a non-whitespace"),
     ("same-prompts", {"champion": {"prompt": "same"}, "challenger": {"prompt": "same"}}, "spec.challenger.prompt"),
     ("git-without-block", {"delivery": {"mode": "Git"}}, "spec.delivery.git"),
     ("unknown-mode", {"delivery": {"mode": "Helm"}}, "spec.delivery.mode"),

@@ -14,10 +14,10 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.sources.canopy.client import CanopyClient
-from canopy_operator.core.evaljob import DATASET_KEY
+from canopy_operator.core.evaluation.jobs import DATASET_KEY
 from canopy_operator.core.export import render_export
 from canopy_operator.core.ledger import LEDGER_KEY, decode_ledger
+from canopy_operator.sources.canopy.client import CanopyClient
 from tests.support.envtest import Kubectl
 from tests.support.eval_jobs import eval_jobs, finish_job, summary
 from tests.support.experiments import (

@@ -11,12 +11,12 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.sources.canopy.client import CanopyClient
-from canopy_operator.canopy.sim_app import answer_chunks
-from canopy_operator.canopy.simulator import free_port
-from canopy_operator.k8s.configmap_delivery import ROLLOUT_ANNOTATION
+from canopy_devkit.simulator import free_port
+from canopy_devkit.simulator.app import answer_chunks
+from canopy_operator.delivery.configmap import ROLLOUT_ANNOTATION
 from canopy_operator.k8s.errors import Conflict
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+from canopy_operator.sources.canopy.client import CanopyClient
 from tests.support.envtest import Kubectl
 from tests.support.experiments import (
     CHALLENGER,

@@ -17,8 +17,8 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
+from canopy_devkit.voters import Pick, post_votes
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.devenv.voters import Pick, post_votes
 from tests.support.argocd import FakeArgoCD
 from tests.support.envtest import Kubectl
 from tests.support.gitserver import (

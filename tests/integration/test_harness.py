@@ -10,8 +10,8 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
+from canopy_devkit.controlplane import AssetPaths, ControlPlane
 from canopy_operator.api import GROUP, PLURAL, VERSION
-from canopy_operator.devenv import AssetPaths, ControlPlane
 from tests.support import minimal_operator
 from tests.support.envtest import SAMPLES_DIR, USER_ROLES_PATH, Kubectl
 from tests.support.kopf_runner import run_operator, wait_for

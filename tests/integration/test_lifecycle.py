@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.handlers.collection import ClientReader
+from canopy_operator.sources.canopy.client import CanopyClient
 from tests.support.envtest import Kubectl
 from tests.support.experiments import (
     CHALLENGER,
@@ -220,9 +220,9 @@ async def test_garbage_from_the_backend_degrades_backs_off_and_recovers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     polls: list[tuple[float, bool]] = []  # (when, succeeded) of every GET /feedback/ab the operator makes
-    read = ClientReader.ab_feedback
+    read = CanopyClient.ab_feedback
 
-    async def counted(self: ClientReader) -> Any:
+    async def counted(self: CanopyClient) -> Any:
         try:
             answer = await read(self)
         except Exception:
@@ -231,7 +231,7 @@ async def test_garbage_from_the_backend_degrades_backs_off_and_recovers(
         polls.append((time.monotonic(), True))
         return answer
 
-    monkeypatch.setattr(ClientReader, "ab_feedback", counted)
+    monkeypatch.setattr(CanopyClient, "ab_feedback", counted)
     await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
         await exp.wait_phase("Running")

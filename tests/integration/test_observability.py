@@ -6,6 +6,7 @@ fake kubelet); the metrics server is the one the CLI starts, on a free 127.0.0.1
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,10 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator import metrics
+from canopy_devkit.kubelet import FakeKubelet, running_backend
+from canopy_devkit.voters import fixed_picks, post_votes
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.devenv.kubelet import FakeKubelet, running_backend
-from canopy_operator.devenv.voters import fixed_picks, post_votes
-from canopy_operator.logs import prompt_ref
+from canopy_operator.telemetry.logs import prompt_ref
 from tests.support.kopf_runner import run_operator, wait_for
 from tests.support.observability import LogCapture, Samples, json_logs, scrape, served, value
 
@@ -37,12 +37,14 @@ async def backend(admin_api: ApiClient, namespace: str, tmp_path: Path) -> Async
 
 
 @pytest.fixture
-def metrics_port() -> Iterator[int]:
-    server = metrics.start_metrics_server(0, addr="127.0.0.1")
-    try:
-        yield server.port
-    finally:
-        server.close()
+def metrics_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The operator serves its metrics on this free 127.0.0.1 port (read from the environment at start-up)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    monkeypatch.setenv("CANOPY_METRICS_PORT", str(port))
+    monkeypatch.setenv("CANOPY_METRICS_ADDR", "127.0.0.1")
+    return port
 
 
 def experiment(url: str) -> dict[str, Any]:
@@ -72,7 +74,7 @@ async def run_to_promotion(
     await client.CustomObjectsApi(admin_api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, experiment(url_with_secret)
     )
-    before = scrape(port)
+    before: Samples = {}  # the operator's registry starts with the process: every counter from zero
     with json_logs() as logs, run_operator(kubeconfig, namespace=namespace):
         await wait_for(lambda: phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
         await post_votes(backend.url, fixed_picks(challenger=25, champion=5, ties=2), seed=3)

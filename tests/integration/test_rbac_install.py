@@ -17,10 +17,10 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
+from canopy_devkit.controlplane import ControlPlane
+from canopy_devkit.kubelet import FakeKubelet, running_backend
+from canopy_devkit.voters import fixed_picks, post_votes
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.devenv import ControlPlane
-from canopy_operator.devenv.kubelet import FakeKubelet, running_backend
-from canopy_operator.devenv.voters import fixed_picks, post_votes
 from tests.support.envtest import REPO_ROOT, Kubectl
 from tests.support.kopf_runner import run_operator, wait_for
 

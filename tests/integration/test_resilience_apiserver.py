@@ -18,8 +18,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config
 
+from canopy_devkit.controlplane import AssetPaths, ControlPlane
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.devenv import AssetPaths, ControlPlane
 from tests.support.envtest import namespace_name
 from tests.support.faults import (
     CHALLENGER,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.canopy.sim_app import Faults
+from canopy_devkit.simulator.app import Faults
 from tests.support.faults import (
     backend_scene,
     condition,

@@ -26,7 +26,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.devenv import ControlPlane
+from canopy_devkit.controlplane import ControlPlane
 from canopy_operator.failpoints import EXIT_CODE
 from tests.support.argocd import FakeArgoCD
 from tests.support.envtest import namespace_name

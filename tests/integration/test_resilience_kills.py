@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.devenv import ControlPlane
+from canopy_devkit.controlplane import ControlPlane
 from canopy_operator.failpoints import EXIT_CODE
 from tests.support.envtest import namespace_name
 from tests.support.faults import (

@@ -16,8 +16,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
+from canopy_devkit.simulator import free_port
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.canopy.simulator import free_port
 from tests.support.faults import CHALLENGER, CHAMPION, KEY, condition
 from tests.support.kopf_runner import wait_for
 from tests.support.kubelet import RENDERED_VALUES, deployment_manifest

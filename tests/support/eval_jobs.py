@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.core.evaljob import eval_selector
+from canopy_operator.core.evaluation.jobs import eval_selector
 
 MERGE = "application/merge-patch+json"
 

@@ -26,12 +26,13 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
+from canopy_devkit.simulator import RunningSimulator
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.core.values import ManagedKeys
+from canopy_operator.delivery.base import WriteResult
+from canopy_operator.delivery.configmap import ConfigMapDelivery
 from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.sources.canopy.models import AbAnswers
-from canopy_operator.canopy.simulator import RunningSimulator
-from canopy_operator.core.values import ManagedKeys
-from canopy_operator.k8s.configmap_delivery import ConfigMapDelivery, WriteResult
 from tests.support.envtest import Kubectl
 from tests.support.kopf_runner import wait_for
 from tests.support.kubelet import RENDERED_VALUES, FakeKubelet, deployment_manifest

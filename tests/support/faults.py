@@ -24,9 +24,9 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client import ApiClient
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.delivery.configmap import ROLLOUT_ANNOTATION
 from canopy_operator.failpoints import EXIT_CODE
-from canopy_operator.k8s.configmap_delivery import ROLLOUT_ANNOTATION
+from canopy_operator.sources.canopy.client import CanopyClient
 from tests.support.kubelet import RENDERED_VALUES, FakeKubelet, deployment_manifest
 from tests.support.operator_process import OperatorProcess
 

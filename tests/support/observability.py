@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from canopy_operator.logs import JsonHandler, configure_logging
+from canopy_operator.telemetry.logs import JsonHandler, configure_logging
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

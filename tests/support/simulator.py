@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import yaml
 
-from canopy_operator.canopy.simulator import RunningSimulator
+from canopy_devkit.simulator import RunningSimulator
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 CHALLENGER = "Provide a brief, concise summary:\n"

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from canopy_devkit.simulator import RunningSimulator, free_port
+from canopy_devkit.simulator.app import answer_chunks
+from canopy_operator.core.collect import AbEntry, FeedbackEntry
+from canopy_operator.core.export import render_export
 from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.sources.canopy.errors import (
     BackendHTTPError,
@@ -17,10 +21,6 @@ from canopy_operator.sources.canopy.errors import (
     BackendStreamError,
     BackendUnreachable,
 )
-from canopy_operator.canopy.sim_app import answer_chunks
-from canopy_operator.canopy.simulator import RunningSimulator, free_port
-from canopy_operator.core.collect import AbEntry, FeedbackEntry
-from canopy_operator.core.export import render_export
 from tests.support.simulator import (
     CHALLENGER,
     CHAMPION,

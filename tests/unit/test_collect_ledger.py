@@ -8,33 +8,29 @@ import pytest
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import OriginalConfig, PromptExperimentStatus
-from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.ledger import Ledger
-from canopy_operator.handlers.collection import poll_backend
+from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, Window
+from canopy_operator.service.collect import poll_votes
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from tests.support.collect import CHALLENGER, CHAMPION, NOW, FakeBackend, roundtrip
 
 
 class Reader:
-    """BackendReader over the FakeBackend's stores."""
+    """VoteSource over the FakeBackend's stores, through the backend's own answer models."""
+
+    where = "http://canopy-backend:8000"
 
     def __init__(self, backend: FakeBackend) -> None:
         self.backend = backend
 
-    async def flags(self) -> dict[str, bool]:
-        return {"feedback": True, "ab_testing": True}
-
-    async def ab_ready(self) -> bool:
-        return True
-
-    async def ab_feedback(self) -> AbFeedbackList:
-        return AbFeedbackList.model_validate(
+    async def read(self, window: Window) -> Reading:
+        ab = AbFeedbackList.model_validate(
             {"total": 0, "prompt_a_wins": 0, "prompt_b_wins": 0, "ties": 0, "entries": []}
         )
-
-    async def feedback(self) -> FeedbackList:
         items = [{**asdict(entry)} for entry in self.backend.feedback]
-        return FeedbackList.model_validate({"total": len(items), "feedback": items})
+        fb = FeedbackList.model_validate({"total": len(items), "feedback": items})
+        return Reading(VoteLog(ab.to_entries(), ab.total), FeedbackLog(fb.to_entries(), fb.total))
 
 
 class MemoryLedger:
@@ -76,7 +72,7 @@ async def test_new_thumbs_down_are_saved_to_the_ledger_with_counts_in_status() -
     backend.thumbs("thumbs_down", "rivers")
     backend.thumbs("thumbs_up", "fine")
     backend.thumbs("thumbs_down", "budgets")
-    st, _ = await poll_backend(SPEC, _status(), Reader(backend), NOW, store)
+    st, _ = await poll_votes(SPEC, _status(), Reader(backend), NOW, store)
     assert store.ledger.prompts() == ["rivers", "budgets"]
     assert st.negatives.total == 2
     assert st.negatives.since_last_evaluation == 2
@@ -89,8 +85,8 @@ async def test_crash_before_the_status_write_rereads_without_doubles() -> None:
     backend.thumbs("thumbs_down", "rivers")
     backend.thumbs("thumbs_down", "budgets")
     before = _status()
-    await poll_backend(SPEC, before, Reader(backend), NOW, store)  # ledger saved, then the status write is lost
-    st, _ = await poll_backend(SPEC, roundtrip(before), Reader(backend), NOW, store)
+    await poll_votes(SPEC, before, Reader(backend), NOW, store)  # ledger saved, then the status write is lost
+    st, _ = await poll_votes(SPEC, roundtrip(before), Reader(backend), NOW, store)
     assert store.ledger.prompts() == ["rivers", "budgets"]
     assert store.saves == 1
     assert st.negatives.total == 2  # recovered from the ledger, not counted twice
@@ -100,10 +96,10 @@ async def test_crash_before_the_status_write_rereads_without_doubles() -> None:
 async def test_restart_keeps_earlier_entries_and_adds_only_new_ones() -> None:
     backend, store = FakeBackend(), MemoryLedger()
     backend.thumbs("thumbs_down", "before")
-    st, _ = await poll_backend(SPEC, _status(), Reader(backend), NOW, store)
+    st, _ = await poll_votes(SPEC, _status(), Reader(backend), NOW, store)
     backend.restart()
     backend.thumbs("thumbs_down", "after")
-    st, restarted = await poll_backend(SPEC, roundtrip(st), Reader(backend), NOW, store)
+    st, restarted = await poll_votes(SPEC, roundtrip(st), Reader(backend), NOW, store)
     assert restarted
     assert store.ledger.prompts() == ["before", "after"]
     assert st.negatives.total == 2
@@ -114,9 +110,9 @@ async def test_failed_ledger_write_leaves_the_read_position_where_it_was() -> No
     backend.thumbs("thumbs_down", "rivers")
     store.fail_saves = True
     with pytest.raises(RuntimeError):
-        await poll_backend(SPEC, _status(), Reader(backend), NOW, store)
+        await poll_votes(SPEC, _status(), Reader(backend), NOW, store)
     store.fail_saves = False
-    st, _ = await poll_backend(SPEC, _status(), Reader(backend), NOW, store)
+    st, _ = await poll_votes(SPEC, _status(), Reader(backend), NOW, store)
     assert store.ledger.prompts() == ["rivers"]
     assert st.negatives.total == 1
 
@@ -124,7 +120,7 @@ async def test_failed_ledger_write_leaves_the_read_position_where_it_was() -> No
 async def test_polls_without_new_thumbs_down_do_not_read_the_ledger() -> None:
     backend, store = FakeBackend(), MemoryLedger()
     backend.thumbs("thumbs_up", "fine")
-    st, _ = await poll_backend(SPEC, _status(), Reader(backend), NOW, store)
-    await poll_backend(SPEC, st, Reader(backend), NOW, store)
+    st, _ = await poll_votes(SPEC, _status(), Reader(backend), NOW, store)
+    await poll_votes(SPEC, st, Reader(backend), NOW, store)
     assert (store.loads, store.saves) == (0, 0)
     assert st.negatives.total == 0

@@ -127,3 +127,15 @@ def test_models_reject_what_the_crd_rejects() -> None:
     for extra, needle in bad:
         with pytest.raises(ValidationError, match=needle):
             PromptExperimentSpec.model_validate({**base, **extra})
+
+
+@pytest.mark.parametrize(
+    ("field", "spec"),
+    [
+        ("spec.challenger.prompt", {"challenger": {"prompt": " \n\t"}}),
+        ("spec.champion.prompt", {"champion": {"prompt": "\r\n"}, "challenger": {"prompt": "Be brief."}}),
+    ],
+)
+def test_a_prompt_of_only_whitespace_is_refused_naming_the_field(field: str, spec: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match=f"{field} must contain a non-whitespace character"):
+        PromptExperimentSpec.model_validate(spec)

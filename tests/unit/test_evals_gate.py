@@ -9,9 +9,18 @@ import pytest
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import EvaluationRun, Negatives, OriginalConfig, PromptExperimentStatus
-from canopy_operator.core import evaluation as ev
 from canopy_operator.core import lifecycle as lc
-from canopy_operator.core.evaljob import EvalOutcome, EvalSummary
+from canopy_operator.core.evaluation.gate import gate_state, gate_waiting
+from canopy_operator.core.evaluation.jobs import start_annotations
+from canopy_operator.core.evaluation.results import (
+    EvalOutcome,
+    EvalSummary,
+    finish_run,
+    record_start,
+    run_from_job,
+    unrecorded_jobs,
+)
+from canopy_operator.core.evaluation.trigger import trigger_inputs
 from canopy_operator.core.stats import Assessment
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -67,7 +76,7 @@ def test_challenger_win_is_held_back_without_an_evaluation() -> None:
     st = lc.apply_assessment(_spec(), _status(), WIN, 1, NOW)
     assert st.pending_promotion is None
     assert st.evidence.decision == "challenger"
-    assert ev.gate_waiting(_spec(), st)
+    assert gate_waiting(_spec(), st)
 
 
 def test_challenger_win_is_promoted_when_the_latest_evaluation_passed() -> None:
@@ -85,15 +94,15 @@ def test_challenger_win_is_promoted_when_the_latest_evaluation_passed() -> None:
     ],
 )
 def test_gate_stays_closed_and_says_why(run: EvaluationRun, reason: str, words: str) -> None:
-    gate = ev.gate_state(_spec(), _status(run))
+    gate = gate_state(_spec(), _status(run))
     assert not gate.open
     assert gate.reason == reason
     assert words in gate.message
 
 
 def test_only_the_latest_run_of_the_active_test_counts() -> None:
-    assert not ev.gate_state(_spec(), _status(_run(), _run("Succeeded", False))).open
-    assert not ev.gate_state(_spec(), _status(_run(test_id="old-test"))).open
+    assert not gate_state(_spec(), _status(_run(), _run("Succeeded", False))).open
+    assert not gate_state(_spec(), _status(_run(test_id="old-test"))).open
 
 
 def test_held_promotion_goes_ahead_once_an_evaluation_passes() -> None:
@@ -105,14 +114,14 @@ def test_held_promotion_goes_ahead_once_an_evaluation_passes() -> None:
 
 def test_gate_does_not_hold_manual_promotions_or_when_off() -> None:
     manual = _spec().model_copy(update={"promotion": _spec().promotion.model_copy(update={"policy": "Manual"})})
-    assert ev.gate_state(manual, _status()).open
+    assert gate_state(manual, _status()).open
     assert lc.apply_assessment(_spec(gatePromotion=False), _status(), WIN, 1, NOW).pending_promotion is not None
     assert lc.apply_assessment(_spec(enabled=False), _status(), WIN, 1, NOW).pending_promotion is not None
 
 
 def test_held_promotion_triggers_a_gate_evaluation() -> None:
     held = lc.apply_assessment(_spec(minNewNegatives=100), _status(), WIN, 1, NOW)
-    inputs = ev.trigger_inputs(_spec(minNewNegatives=100), held, job_running=False, test_over=False)
+    inputs = trigger_inputs(_spec(minNewNegatives=100), held, job_running=False, test_over=False)
     assert inputs.automatic_promotion_pending
     assert inputs.gate_promotion
 
@@ -120,13 +129,13 @@ def test_held_promotion_triggers_a_gate_evaluation() -> None:
 def test_finished_run_takes_the_runner_verdict_or_compares_the_rate() -> None:
     running = _run("Running", None)
     verdict = EvalOutcome("Succeeded", "Complete", "3/4", NOW, EvalSummary(cases=4, challenger_better_rate=0.7))
-    assert ev.finish_run(running, verdict, 0.6, NOW).passed is True
-    assert ev.finish_run(running, verdict, 0.8, NOW).passed is False
+    assert finish_run(running, verdict, 0.6, NOW).passed is True
+    assert finish_run(running, verdict, 0.8, NOW).passed is False
     explicit = EvalOutcome(
         "Succeeded", "Complete", "", NOW, EvalSummary(cases=4, challenger_better_rate=0.0, passed=False)
     )
-    assert ev.finish_run(running, explicit, 0.0, NOW).passed is False
-    failed = ev.finish_run(running, EvalOutcome("Failed", "DeadlineExceeded", "DeadlineExceeded", NOW), 0.5, NOW)
+    assert finish_run(running, explicit, 0.0, NOW).passed is False
+    failed = finish_run(running, EvalOutcome("Failed", "DeadlineExceeded", "DeadlineExceeded", NOW), 0.5, NOW)
     assert (failed.state, failed.passed, failed.message) == ("Failed", None, "DeadlineExceeded")
 
 
@@ -136,23 +145,23 @@ def test_a_job_created_before_a_crash_is_adopted_from_its_annotations() -> None:
         "canopy.genaiops.io/test-id": "t1",
         "canopy.genaiops.io/trigger": "request",
         "canopy.genaiops.io/dataset-secret": "exp-dataset-1",
-        **ev.start_annotations(st, _spec(runRequest="r-7"), "request"),
+        **start_annotations(st, _spec(runRequest="r-7"), "request"),
     }
     job = {"metadata": {"name": "exp-eval-1", "annotations": annotations, "creationTimestamp": "2026-11-22T11:00:00Z"}}
-    adopted = ev.run_from_job(job, NOW)
+    adopted = run_from_job(job, NOW)
     assert adopted is not None
     run, seen, request = adopted
     assert (run.name, run.trigger, run.cases, seen, request) == ("exp-eval-1", "request", 4, 4, "r-7")
-    after = ev.record_start(st, run, seen, request)
+    after = record_start(st, run, seen, request)
     assert after.last_run_request == "r-7"
     assert after.negatives.since_last_evaluation == 0
-    assert ev.run_from_job({"metadata": {"name": "other"}}, NOW) is None
+    assert run_from_job({"metadata": {"name": "other"}}, NOW) is None
 
 
 def test_history_of_runs_is_bounded() -> None:
     st = _status()
     for i in range(15):
-        st = ev.record_start(st, _run().model_copy(update={"name": f"exp-eval-{i}"}), 4, None)
+        st = record_start(st, _run().model_copy(update={"name": f"exp-eval-{i}"}), 4, None)
     assert len(st.evaluations) == 10
     assert st.evaluations[-1].name == "exp-eval-14"
 
@@ -178,8 +187,8 @@ def test_jobs_whose_status_write_was_lost_are_adopted_even_if_finished() -> None
         _job("exp-eval-history", "2026-11-22T09:00:00Z", finished=True),
         _job("exp-eval-lost", "2026-11-22T12:05:00Z", finished=True),
     ]
-    assert [j["metadata"]["name"] for j in ev.unrecorded_jobs(st, jobs)] == ["exp-eval-lost"]
-    assert [j["metadata"]["name"] for j in ev.unrecorded_jobs(_status(), jobs)] == [
+    assert [j["metadata"]["name"] for j in unrecorded_jobs(st, jobs)] == ["exp-eval-lost"]
+    assert [j["metadata"]["name"] for j in unrecorded_jobs(_status(), jobs)] == [
         "exp-eval-history",
         "exp-eval-known",
         "exp-eval-lost",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from canopy_operator.api.spec import EvaluationSpec, JudgeSpec
-from canopy_operator.core.evaljob import (
+from canopy_operator.core.evaluation.jobs import (
     API_KEY_ENV,
     DATASET_KEY,
     LABEL_EXPERIMENT,
@@ -18,10 +18,10 @@ from canopy_operator.core.evaljob import (
     eval_job_name,
     eval_selector,
     experiment_label_value,
-    parse_job_result,
     render_dataset_secret,
     render_eval_job,
 )
+from canopy_operator.core.evaluation.results import parse_job_result
 from canopy_operator.core.export import render_export
 from canopy_operator.evals.cli import build_parser
 

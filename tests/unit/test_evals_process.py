@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from canopy_operator.canopy.sim_app import answer_chunks
-from canopy_operator.canopy.simulator import free_port
-from canopy_operator.core.evaljob import parse_runner_error
+from canopy_devkit.simulator import free_port
+from canopy_devkit.simulator.app import answer_chunks
+from canopy_operator.core.evaluation.results import parse_runner_error
 from canopy_operator.core.export import render_export
 from canopy_operator.evals.runner import plan_cases
 from canopy_operator.evals.suites import load_suites
@@ -69,7 +69,7 @@ def _wait_ready(process: subprocess.Popen[str], timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
-    """Start ``python -m canopy_operator.canopy.simulator`` with a config (once per config); returns its URL."""
+    """Start ``python -m canopy_devkit.simulator`` with a config (once per config); returns its URL."""
     processes: list[subprocess.Popen[str]] = []
     urls: dict[str, str] = {}
     tmp_path = tmp_path_factory.mktemp("simulator")
@@ -82,7 +82,7 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[st
         port = free_port()
         args = ["--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--seed", "5"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "canopy_operator.canopy.simulator", *args],
+            [sys.executable, "-m", "canopy_devkit.simulator", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

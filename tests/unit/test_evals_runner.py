@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendUnreachable
-from canopy_operator.sources.canopy.models import AbAnswers
-from canopy_operator.canopy.simulator import free_port
-from canopy_operator.core.evaljob import parse_job_result, parse_runner_error, parse_summary
+from canopy_devkit.simulator import free_port
+from canopy_operator.core.evaluation.results import parse_job_result, parse_runner_error, parse_summary
 from canopy_operator.core.export import render_export
 from canopy_operator.evals import cli
 from canopy_operator.evals.judge import JudgeUnavailable
@@ -23,6 +21,8 @@ from canopy_operator.evals.runner import (
     run_suites,
 )
 from canopy_operator.evals.suites import parse_suite
+from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendUnreachable
+from canopy_operator.sources.canopy.models import AbAnswers
 from tests.support.fake_judge import pairwise_answers
 
 

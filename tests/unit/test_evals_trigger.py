@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from canopy_operator.api.status import EvaluationRun
-from canopy_operator.core.evaljob import TriggerInputs, jobs_to_prune, should_trigger
+from canopy_operator.core.evaluation.results import jobs_to_prune
+from canopy_operator.core.evaluation.trigger import TriggerInputs, should_trigger
 
 BASE = TriggerInputs(
     enabled=True,

@@ -8,28 +8,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from canopy_operator import failpoints
-from canopy_operator.failpoints import KNOWN, Trigger, failpoint, parse
+from canopy_operator.failpoints import KNOWN, Failpoints, Trigger, parse
 
 PACKAGE = Path(failpoints.__file__).parent
 SCRIPT = """\
-from canopy_operator.failpoints import failpoint
+from canopy_operator.service.settings import Settings
+failpoint = Settings.from_env().make_failpoints()
 for i in range(5):
     print(i, flush=True)
     failpoint("p")
 """
-
-
-@pytest.fixture(autouse=True)
-def reset() -> Iterator[None]:
-    failpoints.configure("")
-    yield
-    failpoints.configure("")
 
 
 def run_script(env_value: str | None) -> subprocess.CompletedProcess[str]:
@@ -64,9 +57,8 @@ def test_failpoint_kills_the_process_on_the_named_hit() -> None:
     assert "failpoint p:3 reached" in result.stderr
 
 
-def test_failpoint_pauses_until_the_marker_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(failpoints.DIR_ENV, str(tmp_path))
-    failpoints.configure("p:2=pause")
+def test_failpoint_pauses_until_the_marker_is_removed(tmp_path: Path) -> None:
+    failpoint = Failpoints.from_text("p:2=pause", str(tmp_path))
     failpoint("p")  # hit 1: passes
     marker = tmp_path / "p.2"
     done = threading.Event()

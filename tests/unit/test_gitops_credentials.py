@@ -7,8 +7,9 @@ import shlex
 import stat
 from pathlib import Path
 
+from canopy_operator.core.redact import redact
 from canopy_operator.gitops.credentials import GitCredentials, git_environment
-from canopy_operator.gitops.errors import GitAuthError, GitError, redact
+from canopy_operator.gitops.errors import GitAuthError, GitError
 from canopy_operator.gitops.gitcmd import PushRejected, classify
 
 SECRET = "p@ss/word:1"

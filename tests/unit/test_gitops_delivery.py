@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from canopy_operator.core.changes import CommitInfo
 from canopy_operator.core.values import ManagedKeys, managed_hash, read_managed
-from canopy_operator.gitops.delivery import GitDelivery, GitDeliveryError
-from canopy_operator.gitops.repo import CommitInfo, GitTarget, GitWorkspace
+from canopy_operator.delivery.git import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.repo import GitTarget, GitWorkspace
 from tests.support.gitserver import history, human_commit, make_repo, show
 from tests.support.values_files import REALISTIC
 

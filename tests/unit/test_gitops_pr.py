@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from canopy_operator.core.changes import CommitInfo, branch_name, pull_request_text
 from canopy_operator.core.values import ManagedKeys, read_managed
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.errors import ForgeError, GitAuthError
 from canopy_operator.gitops.forge import Forge, RepoRef, repo_ref
-from canopy_operator.gitops.repo import CommitInfo, GitTarget, GitWorkspace, branch_name, pull_request_text
+from canopy_operator.gitops.repo import GitTarget, GitWorkspace
 from tests.support.gitserver import FakeGitea, GitHttpServer, fake_gitea, git, git_http_server, history, make_repo, show
 from tests.support.values_files import REALISTIC
 
@@ -46,7 +47,7 @@ def gitea() -> Iterator[FakeGitea]:
 async def open_pr(server: GitHttpServer, gitea: FakeGitea, workspace: GitWorkspace) -> tuple[str, int, str]:
     target = GitTarget(repository=server.url("user1/backend"), values_file=VALUES)
     result = await workspace.deliver(target, CREDS, PROMOTE, None, INFO, push_branch=BRANCH)
-    title, body = pull_request_text(INFO, target)
+    title, body = pull_request_text(INFO, target.values_file)
     forge = Forge("Gitea", gitea.api_url, CREDS)
     pr = await forge.ensure_pull_request(repo_ref(target.repository), result.branch, "main", title, body)
     return pr.url, pr.number, result.sha

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from canopy_operator.core.changes import CommitInfo
 from canopy_operator.core.values import ManagedKeys, apply_managed, read_managed
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.errors import GitAuthError, GitConflictError, GitPushRejected, GitValuesError
-from canopy_operator.gitops.repo import CommitInfo, GitTarget, GitWorkspace
+from canopy_operator.gitops.repo import GitTarget, GitWorkspace
 from tests.support.gitserver import (
     GitHttpServer,
     git_http_server,

@@ -8,7 +8,6 @@ from typing import Any, cast
 
 import pytest
 
-from canopy_operator import logs
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import (
     ConfidenceSequence,
@@ -18,14 +17,17 @@ from canopy_operator.api.status import (
     PromptExperimentStatus,
     VoteCounts,
 )
+from canopy_operator.core.changes import CommitInfo
+from canopy_operator.core.plan import Tracking, track_delivery
+from canopy_operator.core.redact import Redactor
 from canopy_operator.core.values import ManagedKeys, managed_hash
-from canopy_operator.gitops.delivery import GitDelivery, GitDeliveryError
-from canopy_operator.gitops.forge import PullRequest
-from canopy_operator.gitops.repo import CommitInfo, GitTarget, GitWorkspace, Observation
-from canopy_operator.handlers.wiring import OperatorSettings, delivery_for, open_git_workspace
-from canopy_operator.k8s.configmap_delivery import ConfigMapDelivery, SourceState
+from canopy_operator.delivery.configmap import ConfigMapDelivery
+from canopy_operator.delivery.git import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.repo import GitTarget, GitWorkspace, Observation
 from canopy_operator.k8s.errors import NotFound
 from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.service.settings import Settings
+from canopy_operator.service.wiring import delivery_for, open_git_workspace
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 AB = ManagedKeys("Champion.\n", "Challenger.\n", True, True)
@@ -60,6 +62,7 @@ async def git_delivery(
     status: PromptExperimentStatus | None = None,
     secrets: dict[str, dict[str, str]] | None = None,
     restoring: bool = False,
+    redactor: Redactor | None = None,
 ) -> GitDelivery:
     gateway = cast(Gateway, FakeGateway(secrets or {}))
     made = await delivery_for(
@@ -70,6 +73,7 @@ async def git_delivery(
         spec_,
         status or PromptExperimentStatus(),
         restoring=restoring,
+        redactor=redactor,
     )
     assert isinstance(made, GitDelivery)
     return made
@@ -77,10 +81,11 @@ async def git_delivery(
 
 async def test_credentials_come_from_the_secret_and_are_redacted_from_logs(tmp_path: Path) -> None:
     secrets = {"repo": {"username": "user1", "password": "tok-9f8e7d6c5b4a\n"}}
-    made = await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets=secrets)
+    redactor = Redactor()
+    made = await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets=secrets, redactor=redactor)
     assert made.credentials is not None
     assert (made.credentials.username, made.credentials.password) == ("user1", "tok-9f8e7d6c5b4a")
-    assert logs.redact("push with tok-9f8e7d6c5b4a failed") == "push with *** failed"
+    assert redactor("push with tok-9f8e7d6c5b4a failed") == "push with *** failed"
 
 
 async def test_ssh_key_secret_gives_ssh_credentials(tmp_path: Path) -> None:
@@ -152,16 +157,12 @@ async def test_pull_request_branch_is_the_same_for_the_same_change(tmp_path: Pat
 
 
 def test_temporary_git_cache_is_made_when_none_is_configured() -> None:
-    workspace = open_git_workspace(OperatorSettings())
+    workspace = open_git_workspace(Settings())
     try:
         assert workspace.cache_dir.is_dir()
         assert workspace.cache_dir.name.startswith("canopy-git-cache-")
     finally:
         workspace.cache_dir.rmdir()
-
-
-def source(keys: ManagedKeys, sha: str) -> SourceState:
-    return SourceState(keys=keys, text="", version=sha, argo_managed=False)
 
 
 def pr_delivery(tmp_path: Path, seen: ManagedKeys, sha: str) -> GitDelivery:
@@ -176,17 +177,39 @@ def pr_delivery(tmp_path: Path, seen: ManagedKeys, sha: str) -> GitDelivery:
     return made
 
 
+def track(
+    made: GitDelivery,
+    st: PromptExperimentStatus,
+    current: ManagedKeys,
+    sha: str,
+    written: tuple[str | None, str | None] = (None, None),
+) -> Tracking:
+    """The core's bookkeeping for this adapter, as the pass calls it (the adapter's traits, not its type)."""
+    traits = made.traits
+    return track_delivery(
+        st,
+        current=current,
+        version=sha,
+        desired=AB,
+        reviewed=traits.reviewed,
+        versioned=traits.versioned,
+        target=traits.target,
+        review_branch=written[0],
+        review_url=written[1],
+        change=made.info.change,
+        now=NOW,
+    )
+
+
 def test_pull_request_waits_for_the_merge_and_links_the_pull_request(tmp_path: Path) -> None:
     made = pr_delivery(tmp_path, BEFORE, "base1")
-    made.pushed_branch = "canopy/ns-exp-start-1"
-    made.pull_request = PullRequest(1, "http://forge/pulls/1", "open", False, "canopy/ns-exp-start-1", "main")
     st = PromptExperimentStatus(delivery=DeliveryStatus(applied_hash=managed_hash(AB), revision="branch-head"))
-    events: list[tuple[str, str]] = []
-    st, waiting = made.track(st, source(BEFORE, "base1"), AB, NOW, lambda r, m: events.append((r, m)))
-    assert waiting
+    tracked = track(made, st, BEFORE, "base1", ("canopy/ns-exp-start-1", "http://forge/pulls/1"))
+    assert tracked.awaiting_review
+    st = tracked.status
     assert (st.delivery.branch, st.delivery.pull_request_url) == ("canopy/ns-exp-start-1", "http://forge/pulls/1")
     assert st.delivery.revision == "branch-head"
-    assert [r for r, _ in events] == ["PullRequestOpened"]
+    assert [reason for _, reason, _ in tracked.events] == ["PullRequestOpened"]
 
 
 def test_merged_pull_request_records_the_merge_commit_from_the_moment_it_is_seen(tmp_path: Path) -> None:
@@ -195,19 +218,23 @@ def test_merged_pull_request_records_the_merge_commit_from_the_moment_it_is_seen
     delivery = DeliveryStatus(
         applied_hash=managed_hash(AB), revision="branch-head", applied_at=earlier, branch="canopy/ns-exp-start-1"
     )
-    events: list[tuple[str, str]] = []
-    st, waiting = made.track(
-        PromptExperimentStatus(delivery=delivery), source(AB, "merge1"), AB, NOW, lambda r, m: events.append((r, m))
-    )
-    assert not waiting
-    assert (st.delivery.revision, st.delivery.applied_at) == ("merge1", NOW)
-    assert [r for r, _ in events] == ["PullRequestMerged"]
+    tracked = track(made, PromptExperimentStatus(delivery=delivery), AB, "merge1")
+    assert not tracked.awaiting_review
+    assert (tracked.status.delivery.revision, tracked.status.delivery.applied_at) == ("merge1", NOW)
+    assert [reason for _, reason, _ in tracked.events] == ["PullRequestMerged"]
+    assert "merged into main (merge1)" in tracked.events[0][2]
 
 
 def test_push_mode_clears_pull_request_fields_and_keeps_its_commit(tmp_path: Path) -> None:
     made = pr_delivery(tmp_path, AB, "c1")
     made.pr_branch = None
     delivery = DeliveryStatus(applied_hash=managed_hash(AB), revision="c1", branch="old", pull_request_url="u")
-    st, waiting = made.track(PromptExperimentStatus(delivery=delivery), source(AB, "c1"), AB, NOW, lambda r, m: None)
-    assert not waiting
+    tracked = track(made, PromptExperimentStatus(delivery=delivery), AB, "c1")
+    assert not tracked.awaiting_review
+    st = tracked.status
     assert (st.delivery.branch, st.delivery.pull_request_url, st.delivery.revision) == (None, None, "c1")
+
+
+def test_configmap_delivery_has_neither_review_nor_versioned_source() -> None:
+    traits = ConfigMapDelivery.traits
+    assert (traits.reviewed, traits.versioned) == (False, False)

@@ -11,15 +11,14 @@ from typing import Any
 import kopf
 import pytest
 
-from canopy_operator import logs
+from canopy_operator.telemetry import logs
 
 TOKEN = "ghp_s3cr3tTokenValue"
 
 
 @pytest.fixture
-def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def stream() -> Iterator[io.StringIO]:
     """Logging configured into a buffer; the root logger and kopf.objects are restored afterwards."""
-    monkeypatch.setattr(logs, "_state", logs._State())
     root, kopf_objects = logging.getLogger(), logging.getLogger("kopf.objects")
     saved = (list(root.handlers), root.level, list(kopf_objects.filters))
     buffer = io.StringIO()
@@ -27,6 +26,12 @@ def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     yield buffer
     root.handlers[:], kopf_objects.filters[:] = saved[0], saved[2]
     root.setLevel(saved[1])
+
+
+def register_secret(value: str) -> None:
+    """What the operator does with a secret it reads: hand it to the installed handler's redactor."""
+    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, logs.JsonHandler)]
+    handler.redactor.register(value)
 
 
 def _lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -73,7 +78,7 @@ def test_url_userinfo_is_redacted(stream: io.StringIO) -> None:
 
 
 def test_registered_secret_never_appears(stream: io.StringIO) -> None:
-    logs.register_secret(TOKEN)
+    register_secret(TOKEN)
     log = logging.getLogger("t")
     log.info("using token %s", TOKEN)
     logs.log_event(log, "judge_called", "ns/e", headers={"Authorization": f"Bearer {TOKEN}"}, note=[TOKEN])
@@ -140,7 +145,7 @@ def test_kopf_object_records_are_redacted_before_kopf_posts_them_as_events(strea
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    logs.register_secret(TOKEN)
+    register_secret(TOKEN)
     capture = Capture()
     kopf_objects = logging.getLogger("kopf.objects")
     kopf_objects.addHandler(capture)
@@ -159,6 +164,6 @@ def test_configuring_twice_leaves_one_writer(stream: io.StringIO) -> None:
 
 
 def test_short_values_are_not_registered_as_secrets(stream: io.StringIO) -> None:
-    logs.register_secret("ab")
+    register_secret("ab")
     logging.getLogger("t").info("about abba")
     assert _lines(stream)[0]["message"] == "about abba"

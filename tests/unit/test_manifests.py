@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from canopy_operator import metrics
 from canopy_operator.cli import build_parser
+from canopy_operator.telemetry import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -194,7 +194,7 @@ def test_monitoring_renders_servicemonitor_and_dashboard() -> None:
 
 def _exposed_names() -> set[str]:
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {family.name + suffix for family in metrics.registry.collect() for suffix in suffixes[family.type]}
+    return {family.name + suffix for family in metrics.Metrics().registry.collect() for suffix in suffixes[family.type]}
 
 
 def test_dashboard_queries_only_metrics_the_operator_exposes() -> None:

@@ -8,17 +8,19 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from canopy_operator import metrics
+from canopy_operator.telemetry.metrics import Metrics, MetricsServer
+
+metrics = Metrics()  # one registry for this module's tests, as one operator process has
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[metrics.MetricsServer]:
-    started = metrics.start_metrics_server(0, addr="127.0.0.1")
+def server() -> Iterator[MetricsServer]:
+    started = metrics.start_server(0, addr="127.0.0.1")
     yield started
     started.close()
 
 
-def _scrape(server: metrics.MetricsServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def _scrape(server: MetricsServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
         assert response.status == 200
         text = response.read().decode("utf-8")
@@ -33,7 +35,7 @@ def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric:
     return samples[(metric, frozenset(labels.items()))]
 
 
-def test_every_metric_is_exposed_after_the_helpers_run(server: metrics.MetricsServer) -> None:
+def test_every_metric_is_exposed_after_the_helpers_run(server: MetricsServer) -> None:
     metrics.observe_votes("ns-a", "exp", challenger=3, champion=2, ties=1)
     metrics.observe_evidence("ns-a", "exp", lower=0.2, upper=0.9, p_value=0.7)
     metrics.record_decision("promote_challenger")
@@ -69,7 +71,7 @@ def test_every_metric_is_exposed_after_the_helpers_run(server: metrics.MetricsSe
     assert expected <= names
 
 
-def test_vote_counter_grows_by_the_increase_and_survives_a_new_test(server: metrics.MetricsServer) -> None:
+def test_vote_counter_grows_by_the_increase_and_survives_a_new_test(server: MetricsServer) -> None:
     metrics.observe_votes("ns-b", "exp", challenger=10, champion=5, ties=1)
     metrics.observe_votes("ns-b", "exp", challenger=12, champion=5, ties=2)
     after_two = _scrape(server)
@@ -84,7 +86,7 @@ def test_vote_counter_grows_by_the_increase_and_survives_a_new_test(server: metr
     assert _value(after_reset, "canopy_operator_experiment_votes", side="challenger", **labels) == 3
 
 
-def test_evidence_gauges_show_the_latest_values(server: metrics.MetricsServer) -> None:
+def test_evidence_gauges_show_the_latest_values(server: MetricsServer) -> None:
     metrics.observe_evidence("ns-c", "exp", lower=0.51, upper=1.0, p_value=0.04)
     samples = _scrape(server)
     labels = {"namespace": "ns-c", "name": "exp"}
@@ -93,7 +95,7 @@ def test_evidence_gauges_show_the_latest_values(server: metrics.MetricsServer) -
     assert _value(samples, "canopy_operator_experiment_p_value", **labels) == pytest.approx(0.04)
 
 
-def test_forget_experiment_removes_its_series_only(server: metrics.MetricsServer) -> None:
+def test_forget_experiment_removes_its_series_only(server: MetricsServer) -> None:
     metrics.observe_votes("ns-d", "gone", challenger=1, champion=1, ties=0)
     metrics.observe_evidence("ns-d", "gone", lower=0.0, upper=1.0, p_value=1.0)
     metrics.observe_votes("ns-d", "kept", challenger=1, champion=1, ties=0)
@@ -109,7 +111,7 @@ def test_forget_experiment_removes_its_series_only(server: metrics.MetricsServer
     assert _value(again, "canopy_operator_votes_total", namespace="ns-d", name="gone", side="challenger") == 2
 
 
-def test_phase_counts_zero_the_phases_left_out(server: metrics.MetricsServer) -> None:
+def test_phase_counts_zero_the_phases_left_out(server: MetricsServer) -> None:
     metrics.set_phase_counts({"Running": 3, "Concluded": 1})
     metrics.set_phase_counts({"Concluded": 2})
     samples = _scrape(server)
@@ -118,7 +120,7 @@ def test_phase_counts_zero_the_phases_left_out(server: metrics.MetricsServer) ->
     assert _value(samples, "canopy_operator_experiments", phase="Pending") == 0
 
 
-def test_backend_poll_is_timed_when_the_request_fails(server: metrics.MetricsServer) -> None:
+def test_backend_poll_is_timed_when_the_request_fails(server: MetricsServer) -> None:
     before = _scrape(server).get(
         ("canopy_operator_backend_poll_duration_seconds_count", frozenset({("endpoint", "/feature-flags")})), 0.0
     )
@@ -128,7 +130,7 @@ def test_backend_poll_is_timed_when_the_request_fails(server: metrics.MetricsSer
     assert after == before + 1
 
 
-def test_counters_count_each_call(server: metrics.MetricsServer) -> None:
+def test_counters_count_each_call(server: MetricsServer) -> None:
     before = _scrape(server)
     metrics.record_delivery("git", "conflict")
     metrics.record_delivery("git", "conflict")

@@ -9,22 +9,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
-from canopy_operator import metrics
 from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.service.observe import Observer
+from canopy_operator.service.report import Report
+from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendProtocolError, BackendUnreachable
-from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
-from canopy_operator.handlers import observe
-from canopy_operator.handlers.reconcile import Report
-from canopy_operator.logs import configure_logging
+from canopy_operator.sources.canopy.source import CanopySource
+from canopy_operator.telemetry.logs import configure_logging
+from canopy_operator.telemetry.metrics import Metrics
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 
 
+OBSERVER = Observer(Metrics())  # what one operator process holds
+
+
 def sample(name: str, /, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    return OBSERVER.metrics.sample(name, labels) or 0.0
 
 
 @pytest.fixture
@@ -76,7 +81,7 @@ def promotion(test_id: str = "t1") -> dict[str, Any]:
 
 
 def run_pass(namespace: str, before: dict[str, Any], after: dict[str, Any], **report: Any) -> None:
-    watch = observe.PassWatch(namespace, "exp", {"spec": {}, "status": before})
+    watch = OBSERVER.watch(namespace, "exp", {"spec": {}, "status": before})
     watch.report(Report(status=PromptExperimentStatus.model_validate(after), **report))
     watch.close()
 
@@ -122,13 +127,13 @@ def test_a_finished_evaluation_is_counted_once_with_its_result(logs: io.StringIO
 
 
 def test_forget_drops_the_experiment_from_phases_and_series() -> None:
-    observe.reset()
+    OBSERVER.phases.clear()
     run_pass("ns-f", status(challenger=2), status(challenger=2))
     assert sample("canopy_operator_experiments", phase="Running") == 1
-    observe.forget("ns-f", "exp")
+    OBSERVER.forget("ns-f", "exp")
     assert sample("canopy_operator_experiments", phase="Running") == 0
     assert (
-        metrics.registry.get_sample_value(
+        OBSERVER.metrics.sample(
             "canopy_operator_votes_total", {"namespace": "ns-f", "name": "exp", "side": "challenger"}
         )
         is None
@@ -141,20 +146,13 @@ def test_prompt_texts_never_reach_the_log(logs: io.StringIO) -> None:
     assert CHAMPION.strip() not in logs.getvalue()
 
 
-class FailingReader:
+class FailingTransport(httpx.AsyncBaseTransport):
+    """Every request fails with the given domain error, raised where the client would raise it."""
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def flags(self) -> dict[str, bool]:
-        raise self.exc
-
-    async def ab_ready(self) -> bool:
-        return True
-
-    async def ab_feedback(self) -> AbFeedbackList:
-        raise self.exc
-
-    async def feedback(self) -> FeedbackList:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         raise self.exc
 
 
@@ -170,9 +168,11 @@ class FailingReader:
 async def test_backend_failures_are_counted_by_kind_and_still_timed(exc: Exception, kind: str) -> None:
     errors = sample("canopy_operator_backend_errors_total", kind=kind)
     timed = sample("canopy_operator_backend_poll_duration_seconds_count", endpoint="/feature-flags")
-    reader = observe.TimedReader(FailingReader(exc))
+    source = CanopySource(
+        CanopyClient("http://canopy-backend:8000", timeout=5, transport=FailingTransport(exc)), OBSERVER.time_request
+    )
     with pytest.raises(type(exc)):
-        await reader.flags()
-    assert await reader.ab_ready() is True
+        await source.flags()
+    await source.aclose()
     assert sample("canopy_operator_backend_errors_total", kind=kind) == errors + 1
     assert sample("canopy_operator_backend_poll_duration_seconds_count", endpoint="/feature-flags") == timed + 1

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, Window
 from canopy_operator.core.values import ManagedKeys
-from canopy_operator.handlers.reconcile import Pass, Report
-from canopy_operator.k8s.configmap_delivery import SourceState, WriteResult
+from canopy_operator.delivery.base import DeliveryTraits, SourceState, WriteResult
+from canopy_operator.service.reconcile import Ports, reconcile
+from canopy_operator.service.report import Report
+from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
+from canopy_operator.sources.prompts import ConfigTextPrompts
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 CHALLENGER = "Provide a brief, concise summary:\n"
@@ -24,6 +27,8 @@ class Killed(BaseException):
 
 class RollingDelivery:
     """The managed keys of a ConfigMap plus what the running backend was started with (the last roll)."""
+
+    traits = DeliveryTraits()
 
     def __init__(self) -> None:
         self.keys = ManagedKeys(prompt=CHAMPION, prompt_b=None, feedback_enabled=False, ab_testing_enabled=False)
@@ -55,6 +60,8 @@ class RollingDelivery:
 class LiveBackend:
     """Reports the flags of the last rolled config."""
 
+    where = "http://canopy-backend:8000"
+
     def __init__(self, delivery: RollingDelivery) -> None:
         self.delivery = delivery
 
@@ -65,11 +72,10 @@ class LiveBackend:
     async def ab_ready(self) -> bool:
         return self.delivery.live.prompt_b is not None
 
-    async def ab_feedback(self) -> AbFeedbackList:
-        return AbFeedbackList(total=0, prompt_a_wins=0, prompt_b_wins=0, ties=0, entries=[])
-
-    async def feedback(self) -> FeedbackList:
-        return FeedbackList(total=0, feedback=[])
+    async def read(self, window: Window) -> Reading:
+        ab = AbFeedbackList(total=0, prompt_a_wins=0, prompt_b_wins=0, ties=0, entries=[])
+        fb = FeedbackList(total=0, feedback=[])
+        return Reading(VoteLog(ab.to_entries(), ab.total), FeedbackLog(fb.to_entries(), fb.total))
 
 
 async def run_pass(status: dict[str, Any], delivery: RollingDelivery, written: list[dict[str, Any]]) -> Report:
@@ -82,7 +88,8 @@ async def run_pass(status: dict[str, Any], delivery: RollingDelivery, written: l
     async def persist(st: PromptExperimentStatus) -> None:
         written.append(st.model_dump(mode="json", by_alias=True, exclude_none=True))
 
-    return await Pass(obj, factory, lambda _: LiveBackend(delivery), persist, lambda: NOW).run()
+    ports = Ports(factory, lambda _: LiveBackend(delivery), lambda _: ConfigTextPrompts(), persist, lambda: NOW)
+    return await reconcile(obj, ports)
 
 
 async def test_config_written_but_not_rolled_is_rolled_by_the_next_pass() -> None:

@@ -6,11 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, VoteTally, Window
+from canopy_operator.core.values import ManagedKeys
+from canopy_operator.delivery.base import DeliveryTraits, SourceState, WriteResult
+from canopy_operator.service.reconcile import Ports, reconcile
+from canopy_operator.service.report import Report
 from canopy_operator.sources.canopy.errors import BackendProtocolError
 from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
-from canopy_operator.core.values import ManagedKeys
-from canopy_operator.handlers.reconcile import Pass, Report
-from canopy_operator.k8s.configmap_delivery import SourceState, WriteResult
+from canopy_operator.sources.prompts import ConfigTextPrompts
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 CHALLENGER = "Provide a brief, concise summary:\n"
@@ -20,6 +23,8 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 class FakeDelivery:
     """The managed keys of one config source; a write replaces them."""
+
+    traits = DeliveryTraits()
 
     def __init__(self) -> None:
         self.keys = ManagedKeys(prompt=CHAMPION, prompt_b=None, feedback_enabled=False, ab_testing_enabled=False)
@@ -39,6 +44,8 @@ class FakeDelivery:
 class FakeBackend:
     """A backend that serves whatever the delivery last wrote; ``garbage`` makes its vote list unreadable."""
 
+    where = URL
+
     def __init__(self, delivery: FakeDelivery) -> None:
         self.delivery = delivery
         self.garbage = False
@@ -50,13 +57,12 @@ class FakeBackend:
     async def ab_ready(self) -> bool:
         return self.delivery.keys.prompt_b is not None
 
-    async def ab_feedback(self) -> AbFeedbackList:
+    async def read(self, window: Window) -> Reading:
         if self.garbage:
             raise BackendProtocolError("GET /feedback/ab", "unexpected answer at entries.0.id: Input should be an int")
-        return AbFeedbackList(total=0, prompt_a_wins=0, prompt_b_wins=0, ties=0, entries=[])
-
-    async def feedback(self) -> FeedbackList:
-        return FeedbackList(total=0, feedback=[])
+        ab = AbFeedbackList(total=0, prompt_a_wins=0, prompt_b_wins=0, ties=0, entries=[])
+        fb = FeedbackList(total=0, feedback=[])
+        return Reading(VoteLog(ab.to_entries(), ab.total), FeedbackLog(fb.to_entries(), fb.total))
 
 
 def body(status: dict[str, Any] | None, challenger: str = CHALLENGER, generation: int = 1) -> dict[str, Any]:
@@ -73,7 +79,8 @@ async def run_pass(
     async def persist(status: PromptExperimentStatus) -> None:
         written.append(status)
 
-    return await Pass(obj, factory, lambda _: backend, persist, lambda: NOW).run()
+    ports = Ports(factory, lambda _: backend, lambda _: ConfigTextPrompts(), persist, lambda: NOW)
+    return await reconcile(obj, ports)
 
 
 def dump(status: PromptExperimentStatus) -> dict[str, Any]:
@@ -136,3 +143,49 @@ async def test_flags_count_only_once_the_rollout_is_complete() -> None:
     second = await run_pass(body(dump(first.status)), delivery, backend, [])
     assert second.status.phase == "Running"
     assert second.status.delivery.verified_at is not None
+
+
+async def test_unreadable_status_degrades_naming_the_field_and_keeps_everything() -> None:
+    delivery, backend, status = await running()
+    status["votes"]["challengerWins"] = "many"  # not a count: someone edited the status by hand
+    written: list[PromptExperimentStatus] = []
+    report = await run_pass(body(status), delivery, backend, written)
+    assert report.failed
+    assert written == []  # no intent write, no config write: nothing starts over
+    raw = report.raw_status
+    assert raw is not None
+    assert raw["phase"] == "Degraded"
+    (degraded,) = [c for c in raw["conditions"] if c["type"] == "Degraded"]
+    assert degraded["reason"] == "StatusUnreadable"
+    assert "status.votes.challengerWins" in degraded["message"]
+    assert {k: v for k, v in raw.items() if k not in ("phase", "message", "conditions")} == {
+        k: v for k, v in status.items() if k not in ("phase", "message", "conditions")
+    }
+    assert {c["type"] for c in raw["conditions"]} == {c["type"] for c in status["conditions"]}
+
+
+class TallySource(FakeBackend):
+    """A recounting source (as MLflow assessments or Phoenix annotations are): the window's counts each poll."""
+
+    def __init__(self, delivery: FakeDelivery, challenger: int, champion: int) -> None:
+        super().__init__(delivery)
+        self.tally = VoteTally(challenger_wins=challenger, champion_wins=champion)
+        self.windows: list[Window] = []
+
+    async def read(self, window: Window) -> Reading:
+        self.windows.append(window)
+        return Reading(self.tally, FeedbackLog((), 0))
+
+
+async def test_a_recounting_vote_source_decides_through_the_same_pass() -> None:
+    delivery, _, status = await running()
+    source = TallySource(delivery, challenger=25, champion=5)
+    report = await run_pass(body(status), delivery, source, [])
+    assert (report.status.votes.challenger_wins, report.status.votes.champion_wins) == (25, 5)
+    assert report.status.phase == "Promoting"  # 25-5 decides (decision-rule.md golden row)
+    assert report.decision == "challenger"
+    again = await run_pass(body(dump(report.status)), delivery, source, [])
+    assert (again.status.votes.challenger_wins, again.status.votes.champion_wins) == (25, 5)  # not added twice
+    test = PromptExperimentStatus.model_validate(status).test
+    assert test is not None
+    assert source.windows[0].started_at == test.started_at

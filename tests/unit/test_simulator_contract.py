@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from canopy_operator.canopy.sim_app import answer_chunks
-from canopy_operator.canopy.simulator import BackendStartupError, RunningSimulator, SimulatorProcess
+from canopy_devkit.simulator import BackendStartupError, RunningSimulator, SimulatorProcess
+from canopy_devkit.simulator.app import answer_chunks
 from tests.support.simulator import (
     CHALLENGER,
     CHAMPION,

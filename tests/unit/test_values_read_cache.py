@@ -1,4 +1,4 @@
-"""read_managed remembers the values of a text it has read (each reconcile pass reads the same ConfigMap)."""
+"""A ValuesReader remembers the values of a text it has read (each reconcile pass reads the same ConfigMap)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from canopy_operator.core import values
-from canopy_operator.core.values import ManagedKeys, ValuesEditError, read_managed
+from canopy_operator.core.values import ManagedKeys, ValuesEditError, ValuesReader
 
 
 def _text(prompt: str = "Summarize") -> str:
@@ -28,6 +28,7 @@ def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_read_managed_parses_a_repeated_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_managed = ValuesReader()
     parsed = _count_parses(monkeypatch)
     text = _text()
     first, second = read_managed(text), read_managed(text)
@@ -36,6 +37,7 @@ def test_read_managed_parses_a_repeated_text_once(monkeypatch: pytest.MonkeyPatc
 
 
 def test_read_managed_reads_a_changed_text_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_managed = ValuesReader()
     parsed = _count_parses(monkeypatch)
     assert read_managed(_text("Old")).prompt == "Old"
     assert read_managed(_text("New")).prompt == "New"
@@ -43,18 +45,18 @@ def test_read_managed_reads_a_changed_text_again(monkeypatch: pytest.MonkeyPatch
 
 
 def test_read_managed_forgets_the_oldest_text_beyond_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(values, "READ_CACHE_SIZE", 2)
-    monkeypatch.setattr(values, "_read_cache", {})
+    read_managed = ValuesReader(size=2)
     parsed = _count_parses(monkeypatch)
     texts = [_text(f"P{i}") for i in range(3)]
     for text in texts:
         read_managed(text)
-    assert len(values._read_cache) == 2
+    assert len(read_managed.seen) == 2
     assert read_managed(texts[0]).prompt == "P0"
     assert parsed == [*texts, texts[0]]
 
 
 def test_read_managed_rejects_invalid_yaml_every_time() -> None:
+    read_managed = ValuesReader()
     for _ in range(2):
         with pytest.raises(ValuesEditError, match="not valid YAML"):
             read_managed("summarize: [unclosed\n")

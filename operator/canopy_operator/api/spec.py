@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from canopy_operator.api.base import ApiModel, Duration, parse_duration
@@ -14,6 +15,16 @@ K8sName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
 ]
+
+
+_VISIBLE = re.compile(r"[^\t\n\f\r ]")
+"""What RE2's ``\\S`` matches (the CRD's CEL rule): a prompt must hold one such character."""
+
+
+def _visible(text: str, field: str) -> str:
+    if not _VISIBLE.search(text):
+        raise ValueError(f"{field} must contain a non-whitespace character")
+    return text
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -51,7 +62,7 @@ class GitAuthor(ApiModel):
     """Author and committer of the operator's commits."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "canopy-operator"
-    """Author name."""
+    """Name written as the author and committer of the operator's commits."""
     email: Annotated[str, StringConstraints(min_length=3, max_length=256, pattern=r"^[^@\s]+@[^@\s]+$")] = (
         "canopy-operator@noreply.canopy.genaiops.io"
     )
@@ -136,15 +147,49 @@ class FeedbackSpec(ApiModel):
 class ChampionSpec(ApiModel):
     """The current prompt."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.prompt) || self.prompt.matches('\\\\S')",
+                    "spec.champion.prompt must contain a non-whitespace character",
+                    ".prompt",
+                ),
+            ]
+        }
+    )
+
     prompt: NonEmptyText | None = None
     """The champion prompt text. Defaults to the summarize.prompt configured when the test starts."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return value if value is None else _visible(value, "spec.champion.prompt")
 
 
 class ChallengerSpec(ApiModel):
     """The candidate prompt."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.prompt.matches('\\\\S')",
+                    "spec.challenger.prompt must contain a non-whitespace character",
+                    ".prompt",
+                ),
+            ]
+        }
+    )
+
     prompt: NonEmptyText
     """The challenger prompt text, served as summarize.prompt_b during the test."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _visible(value, "spec.challenger.prompt")
 
 
 class AnalysisSpec(ApiModel):
@@ -223,7 +268,7 @@ class EvaluationSpec(ApiModel):
     """Evaluation Jobs run on the negative feedback the experiment collected."""
 
     enabled: bool = False
-    """Run evaluations."""
+    """Run evaluation Jobs on the negative feedback (off by default)."""
     min_new_negatives: int = Field(default=10, ge=1, le=100000)
     """Start an evaluation when at least this many new thumbs-down entries arrived since the last one."""
     run_request: Annotated[str, StringConstraints(max_length=63)] | None = None
@@ -237,11 +282,11 @@ class EvaluationSpec(ApiModel):
     min_challenger_better_rate: float = Field(default=0.5, ge=0, le=1)
     """Pass threshold: share of negative cases where the pairwise judge prefers the challenger."""
     active_deadline: Duration = "15m"
-    """Job activeDeadlineSeconds."""
+    """How long one evaluation Job may run (its activeDeadlineSeconds), e.g. 15m."""
     backoff_limit: int = Field(default=1, ge=0, le=10)
-    """Job backoffLimit."""
+    """How many times a failed evaluation pod is retried (the Job's backoffLimit)."""
     ttl_after_finished: Duration = "24h"
-    """Job ttlSecondsAfterFinished."""
+    """How long a finished Job stays before Kubernetes deletes it (its ttlSecondsAfterFinished), e.g. 24h."""
     history_limit: int = Field(default=5, ge=1, le=50)
     """Finished evaluation Jobs kept."""
 

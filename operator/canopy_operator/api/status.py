@@ -40,9 +40,9 @@ class ConfidenceSequence(ApiModel):
     """An always-valid confidence interval for P(challenger preferred)."""
 
     lower: float = Field(ge=0, le=1)
-    """Lower end."""
+    """Lower end of the interval (0 to 1): below it, P(challenger preferred) is ruled out at level alpha."""
     upper: float = Field(ge=0, le=1)
-    """Upper end."""
+    """Upper end of the interval (0 to 1): above it, P(challenger preferred) is ruled out at level alpha."""
 
 
 class Evidence(ApiModel):
@@ -78,11 +78,11 @@ class TestIdentity(ApiModel):
     champion_prompt: str
     """The champion text pinned when the test started (spec.champion.prompt or the configured prompt)."""
     method: str
-    """Decision method."""
+    """Decision method fixed at the test's start: msprt, bayes-factor or one-sided."""
     alpha: float
-    """Alpha."""
+    """False-promotion bound (significance level) fixed at the test's start."""
     tau: float
-    """Tau."""
+    """Mixture width of the mSPRT (tau), fixed at the test's start."""
     min_votes: int
     """Minimum decisive votes."""
     max_votes: int
@@ -167,9 +167,9 @@ class OriginalConfig(ApiModel):
     """The managed keys as they were before the experiment, restored on deletion with onDelete: Restore."""
 
     prompt: str | None = None
-    """summarize.prompt."""
+    """summarize.prompt before the experiment (the champion text then)."""
     prompt_b: str | None = None
-    """summarize.prompt_b."""
+    """summarize.prompt_b before the experiment (null: absent)."""
     feedback_enabled: bool | None = None
     """feedback.enabled (null: the section was absent)."""
     ab_testing_enabled: bool | None = None
@@ -195,7 +195,7 @@ class PromotionRecord(ApiModel):
     """One concluded test in the bounded promotion history."""
 
     test_id: str
-    """The test."""
+    """Id of the concluded test (a hash of its prompts and settings)."""
     outcome: Literal["challenger", "champion", "no_winner", "equivalent"]
     """What was concluded."""
     promoted_hash: str
@@ -213,7 +213,7 @@ class PromotionRecord(ApiModel):
     summary: str
     """One-line summary."""
     decided_at: datetime
-    """When decided."""
+    """When the test decided (the pending promotion was recorded)."""
     completed_at: datetime
     """When the resulting config was verified in the running backend."""
     revision: str
@@ -224,17 +224,17 @@ class TestRecord(ApiModel):
     """A test that ended because the spec changed (superseded) or concluded."""
 
     test_id: str
-    """The test."""
+    """Id of the ended test (a hash of its prompts and settings)."""
     ended_at: datetime
     """When it ended."""
     result: str
     """superseded, or the decision."""
     challenger_wins: int = Field(ge=0)
-    """w_B."""
+    """Votes preferring the challenger (w_B in the decision rule)."""
     champion_wins: int = Field(ge=0)
-    """w_A."""
+    """Votes preferring the champion (w_A in the decision rule)."""
     ties: int = Field(ge=0)
-    """Ties."""
+    """Tie votes (counted, but not part of the test)."""
     p_value: float = Field(ge=0, le=1)
     """Always-valid p-value."""
 
@@ -243,7 +243,7 @@ class EvaluationRun(ApiModel):
     """One evaluation Job and its machine-readable result."""
 
     name: str
-    """Job name."""
+    """Name of the evaluation Job in the experiment's namespace."""
     test_id: str
     """Test it evaluated."""
     trigger: str
@@ -257,9 +257,9 @@ class EvaluationRun(ApiModel):
     finished_at: datetime | None = None
     """When it finished."""
     state: Literal["Running", "Succeeded", "Failed"] = "Running"
-    """Job state."""
+    """Running, Succeeded or Failed (read from the Job and its termination message)."""
     scored: int | None = None
-    """Cases scored."""
+    """Cases the runner scored (out of cases; the rest failed to score)."""
     challenger_better_rate: float | None = None
     """Share of cases where the pairwise judge preferred the challenger."""
     passed: bool | None = None

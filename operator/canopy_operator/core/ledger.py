@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from canopy_operator.core.collect import FeedbackEntry
-from canopy_operator.core.evaljob import (
+from canopy_operator.core.evaluation.jobs import (
     LABEL_COMPONENT,
     LABEL_EXPERIMENT,
     LABEL_MANAGED_BY,

@@ -26,7 +26,7 @@ from canopy_operator.api.status import (
     VoteCounts,
 )
 from canopy_operator.core.collect import text_hash
-from canopy_operator.core.evaluation import gate_released, gate_state
+from canopy_operator.core.evaluation.gate import gate_released, gate_state
 from canopy_operator.core.stats import Assessment, TestSettings, decision_summary
 from canopy_operator.core.values import ManagedKeys
 

@@ -27,8 +27,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from canopy_operator.api.status import Decision
+
 Method = Literal["msprt", "bayes-factor", "one-sided"]
-Decision = Literal["continue", "challenger", "champion", "no_winner", "equivalent"]
 
 BAYES_PRIOR_A = 10.0
 """Beta(a, a) mixture of the Bayes-factor method."""

@@ -139,21 +139,32 @@ def _read_root(root: Mapping | None) -> ManagedKeys:
 
 
 READ_CACHE_SIZE = 2048
-"""Distinct texts whose managed values ``read_managed`` remembers (oldest forgotten first). Every reconcile
-pass reads the ConfigMap; parsing the same text again cost a few ms of CPU per pass (bench/RESULTS.md)."""
-_read_cache: dict[bytes, ManagedKeys] = {}
+"""Distinct texts whose managed values a :class:`ValuesReader` remembers (oldest forgotten first). Every
+reconcile pass reads the ConfigMap; parsing the same text again cost a few ms of CPU per pass
+(bench/RESULTS.md)."""
 
 
 def read_managed(text: str) -> ManagedKeys:
     """The managed values as Helm sees them (``yes`` is a boolean, a quoted "true" is not)."""
-    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-    keys = _read_cache.get(key)
-    if keys is None:
-        keys = _read_root(_root(_document(text)))
-        while len(_read_cache) >= READ_CACHE_SIZE:
-            del _read_cache[next(iter(_read_cache))]
-        _read_cache[key] = keys
-    return keys
+    return _read_root(_root(_document(text)))
+
+
+class ValuesReader:
+    """:func:`read_managed` that remembers the texts it has read, up to ``size`` (one per operator process)."""
+
+    def __init__(self, size: int = READ_CACHE_SIZE) -> None:
+        self.size = size
+        self.seen: dict[bytes, ManagedKeys] = {}
+
+    def __call__(self, text: str) -> ManagedKeys:
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        keys = self.seen.get(key)
+        if keys is None:
+            keys = read_managed(text)
+            while len(self.seen) >= self.size:
+                del self.seen[next(iter(self.seen))]
+            self.seen[key] = keys
+        return keys
 
 
 def _parse(text: str) -> tuple[Document | None, Mapping | None]:

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.evals.judge import JudgeClient, JudgeConfig
 from canopy_operator.evals.runner import RunConfig, RunState, build_summary, render_summary, run_suites
 from canopy_operator.evals.suites import Suite, SuiteError, load_suites
+from canopy_operator.sources.canopy.client import CanopyClient
 
 EXIT_OK = 0
 EXIT_ALL_FAILED = 1

@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from canopy_operator.sources.canopy.errors import BackendError, BackendHTTPError
-from canopy_operator.sources.canopy.models import AbAnswers
 from canopy_operator.evals.judge import JudgeError
 from canopy_operator.evals.scorers import ChatJudge, excerpt, judge_grade, judge_pairwise, subset_of
 from canopy_operator.evals.suites import EvalCase, Suite
+from canopy_operator.sources.canopy.errors import BackendError, BackendHTTPError
+from canopy_operator.sources.canopy.models import AbAnswers
 
 Mode = Literal["auto", "ab", "single"]
 SUMMARY_LIMIT = 4096

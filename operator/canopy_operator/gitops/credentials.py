@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from canopy_operator.gitops.errors import Redactor
+from canopy_operator.core.redact import Redactor
 
 _ASKPASS = """#!/bin/sh
 case "$1" in

@@ -1,14 +1,6 @@
-"""Git delivery's domain errors and the redaction every message passes through before anyone sees it."""
+"""Git delivery's domain errors; every message passes through :mod:`canopy_operator.core.redact` first."""
 
 from __future__ import annotations
-
-import base64
-import re
-from collections.abc import Iterable
-from urllib.parse import quote
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-MASK = "***"
 
 
 class GitError(Exception):
@@ -59,26 +51,3 @@ class ForgeError(GitError):
     """The forge's API (Gitea or GitHub) failed to open or report a pull request."""
 
     reason = "PullRequestFailed"
-
-
-class Redactor:
-    """Strips URL userinfo and every secret value (raw, URL-encoded, and as a Basic-auth token) from text."""
-
-    def __init__(self, secrets: Iterable[str | None] = (), username: str | None = None) -> None:
-        values = {s for s in secrets if s}
-        for secret in list(values):
-            values.add(quote(secret, safe=""))
-            if username:
-                values.add(base64.b64encode(f"{username}:{secret}".encode()).decode())
-        self._secrets = sorted(values, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        out = text
-        for secret in self._secrets:
-            out = out.replace(secret, MASK)
-        return _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
-
-
-def redact(text: str, secrets: Iterable[str | None] = (), username: str | None = None) -> str:
-    """``text`` without URL userinfo or any of ``secrets``."""
-    return Redactor(secrets, username)(text)

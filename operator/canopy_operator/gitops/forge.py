@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import httpx
 
+from canopy_operator.core.redact import Redactor
 from canopy_operator.gitops.credentials import GitCredentials
-from canopy_operator.gitops.errors import ForgeError, GitAuthError, Redactor
+from canopy_operator.gitops.errors import ForgeError, GitAuthError
 
 Provider = Literal["Gitea", "GitHub"]
 _MAX_PAGES = 20

@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from canopy_operator.gitops.errors import GitAuthError, GitError, Redactor
+from canopy_operator.core.redact import Redactor
+from canopy_operator.gitops.errors import GitAuthError, GitError
 
 _AUTH_MARKERS = (
     "authentication failed",

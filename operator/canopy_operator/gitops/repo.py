@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from canopy_operator.core.changes import CommitInfo, commit_message
+from canopy_operator.core.redact import Redactor
 from canopy_operator.core.values import (
-    PATHS,
     ManagedKeys,
     ValuesConflict,
     ValuesEditError,
     apply_managed,
     check_conflict,
-    managed_hash,
     read_managed,
     validate_values,
 )
@@ -42,7 +41,6 @@ from canopy_operator.gitops.errors import (
     GitError,
     GitPushRejected,
     GitValuesError,
-    Redactor,
 )
 from canopy_operator.gitops.gitcmd import PushRejected, run_git
 
@@ -54,19 +52,6 @@ class GitTarget:
     repository: str
     branch: str = "main"
     values_file: str = "chart/values-test.yaml"
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    """Who commits and why; ``evidence`` is free text from the caller (the test's numbers, say)."""
-
-    experiment: str
-    """``namespace/name``."""
-    change: str
-    """Short description, e.g. ``start A/B test`` or ``promote challenger``."""
-    evidence: str = ""
-    author_name: str = "canopy-operator"
-    author_email: str = "canopy-operator@noreply.canopy.genaiops.io"
 
 
 @dataclass(frozen=True)
@@ -89,46 +74,8 @@ class Observation:
     sha: str
 
 
-def branch_name(namespace: str, name: str, change: str, test_id: str) -> str:
-    """``canopy/<namespace>-<name>-<change>-<short test id>``, reduced to characters every forge accepts."""
-
-    def clean(text: str) -> str:
-        return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.") or "x"
-
-    return f"canopy/{clean(namespace)}-{clean(name)}-{clean(change)}-{clean(test_id)[:8]}"
-
-
-def pull_request_text(info: CommitInfo, target: GitTarget) -> tuple[str, str]:
-    """Title and body of the pull request for a change."""
-    body = [
-        f"Experiment `{info.experiment}`: {info.change}.",
-        "",
-        f"Edits only the managed keys of `{target.values_file}`; merging it applies the change.",
-    ]
-    if info.evidence.strip():
-        body += ["", info.evidence.strip()]
-    body += ["", "Opened by canopy-operator."]
-    return f"canopy: {info.change} ({info.experiment})", "\n".join(body) + "\n"
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def commit_message(info: CommitInfo, before: ManagedKeys, after: ManagedKeys) -> str:
-    """Subject, the changed key paths (no prompt texts: the diff shows them), evidence and trailers."""
-    changes = []
-    for name, (section, key) in PATHS.items():
-        old, new = getattr(before, name), getattr(after, name)
-        if old != new:
-            what = "removed" if new is None else (str(new).lower() if isinstance(new, bool) else "set")
-            changes.append(f"- {section}.{key}: {what}")
-    lines = [f"canopy: {info.change} ({info.experiment})", "", f"Experiment {info.experiment}: {info.change}."]
-    lines += ["", "Changed keys:", *changes]
-    if info.evidence.strip():
-        lines += ["", info.evidence.strip()]
-    lines += ["", f"Canopy-Experiment: {info.experiment}", f"Canopy-Managed-Hash: {managed_hash(after)}"]
-    return "\n".join(lines) + "\n"
 
 
 class GitWorkspace:
@@ -141,11 +88,13 @@ class GitWorkspace:
         max_push_attempts: int = 4,
         timeout: float = 120.0,
         clock: Callable[[], datetime] = _utcnow,
+        read: Callable[[str], ManagedKeys] = read_managed,
     ) -> None:
         self.cache_dir = cache_dir
         self.max_push_attempts = max_push_attempts
         self.timeout = timeout
         self.clock = clock
+        self.read_keys = read
         self._locks: dict[Path, asyncio.Lock] = {}
 
     def clone_dir(self, repository: str, branch: str) -> Path:
@@ -161,7 +110,7 @@ class GitWorkspace:
                 await session.sync(target.branch)
                 text = session.read_values()
                 try:
-                    keys = read_managed(text)
+                    keys = self.read_keys(text)
                 except ValuesEditError as exc:
                     raise GitValuesError(session.redact(f"{target.values_file}: {exc}")) from None
                 return Observation(keys, text, await session.head())
@@ -322,15 +271,3 @@ class _Session:
         message = Path(self.env["HOME"]) / "commit-message"
         message.write_text(commit_message(info, before, after), encoding="utf-8")
         await self.git("commit", "--quiet", "--no-verify", f"--file={message}")
-
-
-__all__ = [
-    "CommitInfo",
-    "GitError",
-    "GitResult",
-    "GitTarget",
-    "GitWorkspace",
-    "Observation",
-    "branch_name",
-    "pull_request_text",
-]

@@ -1,3 +1,3 @@
-"""Kopf handlers: importing this package registers them (kopf run -m canopy_operator.handlers)."""
+"""Kopf handlers (importing this package registers them with Kopf's default registry)."""
 
 from canopy_operator.handlers import experiment as experiment

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,15 +38,10 @@ _NUMBER = re.compile(
 )
 
 
-_LOCAL = threading.local()
-
-
 def _parser() -> YAML:
-    """One round-trip YAML instance per thread (building one costs more than parsing a small file)."""
-    yaml: YAML | None = getattr(_LOCAL, "yaml", None)
-    if yaml is None:
-        yaml = _LOCAL.yaml = YAML(typ="rt")
-    return yaml
+    """A round-trip YAML instance of its own for each parse (callers keep results, not parsers: see
+    ``core.values.ValuesReader``)."""
+    return YAML(typ="rt")
 
 
 class YamlSyntaxError(ValueError):

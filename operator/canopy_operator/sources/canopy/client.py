@@ -8,7 +8,6 @@ leave this module: they become :mod:`canopy_operator.sources.canopy.errors`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, Self, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from canopy_operator.core.export import parse_export
 from canopy_operator.sources.canopy.errors import (
     BackendError,
     BackendHTTPError,
@@ -36,7 +36,6 @@ from canopy_operator.sources.canopy.models import (
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
-from canopy_operator.core.export import parse_export
 
 PROMPT_B_MISSING = "prompt_b is not configured in summarize config"
 """``detail`` of the 400 ``POST /summarize/ab`` answers while no challenger is configured."""
@@ -49,13 +48,6 @@ _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context (the system trust store) for every client: building one per client loads the CA bundle
-    each time, which was half the CPU of an idle reconcile pass (bench/RESULTS.md)."""
-    return ssl.create_default_context()
-
-
 class CanopyClient:
     """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``)."""
 
@@ -66,7 +58,11 @@ class CanopyClient:
         max_body_bytes: int = 32 * 1024 * 1024,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the trust store to verify HTTPS with; share one (``ssl.create_default_context()``) across
+        clients, since building one loads the CA bundle, which was half the CPU of an idle reconcile pass
+        (bench/RESULTS.md)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
@@ -76,7 +72,7 @@ class CanopyClient:
             headers={"Accept-Encoding": "identity"},
             transport=transport,
             follow_redirects=False,
-            verify=_tls_context(),
+            verify=tls if tls is not None else ssl.create_default_context(),
         )
 
     async def __aenter__(self) -> Self:

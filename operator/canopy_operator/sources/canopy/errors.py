@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from canopy_operator.sources.base import ErrorKind, SourceError
 
-class BackendError(Exception):
+
+class BackendError(SourceError):
     """Any failure talking to the Canopy backend; the message is one line naming the endpoint."""
 
     def __init__(self, endpoint: str, problem: str) -> None:
@@ -22,6 +24,8 @@ class BackendError(Exception):
 class BackendUnreachable(BackendError):
     """No usable answer: connection refused, name not resolved, connection lost before the answer, timeout."""
 
+    kind: ErrorKind = "unreachable"
+
 
 class BackendHTTPError(BackendError):
     """The backend answered with a non-200 status; ``detail`` is FastAPI's ``detail`` or the body's start."""
@@ -29,6 +33,7 @@ class BackendHTTPError(BackendError):
     def __init__(self, endpoint: str, status: int, detail: str) -> None:
         self.status = status
         self.detail = detail
+        self.kind = "http_5xx" if status >= 500 else "http_4xx"
         super().__init__(endpoint, f"backend answered {status}: {detail}")
 
 
@@ -38,6 +43,8 @@ class BackendProtocolError(BackendError):
 
 class BackendStreamError(BackendError):
     """A stream event reported a failure (the model call failed); ``variant`` is ``a``/``b`` on A/B."""
+
+    kind: ErrorKind = "stream"
 
     def __init__(self, endpoint: str, detail: str, variant: str | None = None) -> None:
         self.detail = detail

@@ -1,0 +1,302 @@
+"""``make demo``: the whole loop on a laptop, no cluster and no Docker needed.
+
+Starts the local control plane (etcd + kube-apiserver, the tests' harness) with the CRD and the shipped
+RBAC, the chart's ConfigMap and Deployment with the Canopy simulator on 127.0.0.1 (a fake kubelet restarts
+it whenever the Deployment rolls), the operator as its ServiceAccount (a child process, JSON logs to a
+file), applies the sample experiment, and lets simulated users vote through the backend's HTTP API with a
+real preference for the challenger. It prints ``kubectl get pexp -w``-style lines until the challenger
+is promoted, then stops everything (also on Ctrl-C or SIGTERM; nothing is left running).
+
+With ``--kubeconfig`` it uses that cluster instead of starting one (the CRD is applied with kubectl; the
+operator, simulator and kubelet still run locally; the backend Deployment gets zero replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.config import new_client_from_config
+
+from canopy_devkit.controlplane.crds import default_crd_dir
+from canopy_devkit.controlplane.plane import ControlPlane
+from canopy_devkit.controlplane.processes import ManagedProcess, free_ports
+from canopy_devkit.kubelet import running_backend
+from canopy_devkit.voters import draw_picks, post_votes
+from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.sources.canopy.errors import BackendError
+
+REPO = default_crd_dir().parent
+SAMPLE = REPO / "manifests" / "samples" / "configmap-experiment.yaml"
+RBAC = REPO / "manifests" / "rbac"
+HEADER = ("NAME", "PHASE", "CHALLENGER", "CHAMPION", "TIES", "WINNER", "P-VALUE", "AGE")
+WIDTHS = (20, 12, 11, 9, 5, 11, 8, 5)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    namespace: str = "canopy-demo"
+    preference: float = 0.75
+    max_votes: int = 1000
+    batch: int = 5
+    seed: int = 1
+    timeout: float = 600.0
+    kubeconfig: Path | None = None
+
+
+def row(obj: dict[str, Any], started: float) -> tuple[str, ...]:
+    """One ``kubectl get pexp`` line's cells for the object."""
+    st = obj.get("status") or {}
+    votes = st.get("votes") or {}
+    p_value = (st.get("evidence") or {}).get("pValue")
+    age = int(time.monotonic() - started)
+    return (
+        obj["metadata"]["name"],
+        str(st.get("phase", "")),
+        str(votes.get("challengerWins", 0)),
+        str(votes.get("championWins", 0)),
+        str(votes.get("ties", 0)),
+        str(st.get("winner") or ""),
+        f"{p_value:.3g}" if isinstance(p_value, int | float) else "",
+        f"{age}s",
+    )
+
+
+def format_row(cells: Sequence[str]) -> str:
+    return "".join(cell.ljust(width) for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()
+
+
+def sample_experiment(backend_url: str) -> dict[str, Any]:
+    """The shipped sample, pointed at the local simulator and polling every 5 s instead of 30 s."""
+    body: dict[str, Any] = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
+    body["spec"]["backend"]["url"] = backend_url
+    body["spec"]["analysis"]["interval"] = "5s"
+    body["spec"]["delivery"]["verifyTimeout"] = "60s"
+    return body
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.plane: ControlPlane | None = None
+        self.operator: ManagedProcess | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def start_cluster(self) -> tuple[Path, Path]:
+        """(admin kubeconfig, the operator's kubeconfig)."""
+        if self.options.kubeconfig is not None:
+            kubectl("apply", "-f", str(default_crd_dir()), kubeconfig=self.options.kubeconfig)
+            return self.options.kubeconfig, self.options.kubeconfig
+        self.plane = ControlPlane()
+        self.plane.start()
+        say(f"control plane ready at {self.plane.server_url} in {self.plane.startup_seconds or 0:.1f}s")
+        admin = self.plane.admin_kubeconfig()
+        kubectl("create", "namespace", "canopy-system", kubeconfig=admin)
+        for name in ("serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml"):
+            kubectl("apply", "-f", str(RBAC / name), kubeconfig=admin)
+        say("operator runs as ServiceAccount canopy-system/canopy-operator, bound to the shipped ClusterRole")
+        return admin, self.plane.operator_kubeconfig()
+
+    def start_operator(self, kubeconfig: Path) -> str:
+        metrics_port, health_port = free_ports(2)
+        args = [
+            "/usr/bin/env",
+            f"KUBECONFIG={kubeconfig}",
+            sys.executable,
+            "-m",
+            "canopy_operator.cli",
+            "run",
+            f"--namespace={self.options.namespace}",
+            f"--metrics-port={metrics_port}",
+            "--metrics-addr=127.0.0.1",
+            f"--liveness=http://127.0.0.1:{health_port}/healthz",
+        ]
+        self.operator = ManagedProcess("canopy-operator", args, self.workdir / "operator.log")
+        self.operator.start()
+        say(f"operator started (pid {self.operator.pid}); logs: {self.operator.log_path}")
+        return f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def pids(self) -> dict[str, int]:
+        found = dict(self.plane.pids) if self.plane is not None else {}
+        if self.operator is not None and self.operator.pid is not None:
+            found["canopy-operator"] = self.operator.pid
+        return found
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+        if self.plane is not None:
+            self.plane.stop()
+
+    # -- the story ---------------------------------------------------------------------------------
+    async def run(self) -> bool:
+        admin, operator_config = self.start_cluster()
+        api = await new_client_from_config(config_file=str(admin))
+        try:
+            await ensure_namespace(api, self.options.namespace)
+            async with running_backend(api, self.options.namespace, self.workdir, **self._backend_args()) as kubelet:
+                say(f"Canopy simulator serving on {kubelet.url}")
+                metrics_url = self.start_operator(operator_config)
+                say(f"operator metrics: {metrics_url}")
+                say("pids: " + " ".join(f"{name}={pid}" for name, pid in sorted(self.pids().items())))
+                custom = client.CustomObjectsApi(api)
+                body = sample_experiment(kubelet.url)
+                await custom.create_namespaced_custom_object(GROUP, VERSION, self.options.namespace, PLURAL, body)
+                say(f"applied {SAMPLE.relative_to(REPO)} as {self.options.namespace}/{body['metadata']['name']}")
+                say("")
+                return await self.watch_and_vote(custom, body["metadata"]["name"], kubelet.url)
+        finally:
+            await api.close()
+
+    def _backend_args(self) -> dict[str, Any]:
+        # On a real cluster the Deployment must not start pods: the simulator plays the backend locally.
+        return {"replicas": 0} if self.options.kubeconfig is not None else {}
+
+    async def watch_and_vote(self, custom: client.CustomObjectsApi, name: str, url: str) -> bool:
+        """Print a line per change of the experiment (a watch, as ``kubectl get -w``) while users vote."""
+        seen = Seen(started=time.monotonic())
+        voting = asyncio.create_task(self.vote_while_running(seen, url))
+        try:
+            say(format_row(HEADER))
+            async with asyncio.timeout(self.options.timeout):
+                while seen.phase != "Concluded":
+                    await self.watch_once(custom, name, seen)
+        except TimeoutError:
+            say(f"no promotion within {self.options.timeout:.0f}s")
+            return False
+        finally:
+            voting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await voting
+        return seen.winner == "challenger"
+
+    async def watch_once(self, custom: client.CustomObjectsApi, name: str, seen: Seen) -> None:
+        stream = watch.Watch()
+        events = stream.stream(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.options.namespace,
+            PLURAL,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=60,
+        )
+        async with stream:
+            async for event in events:
+                cells = row(event["raw_object"], seen.started)
+                if cells[1] and cells[:-1] != seen.last:
+                    say(format_row(cells))
+                    seen.last = cells[:-1]
+                if seen.phase == "Concluded":
+                    return
+
+    async def vote_while_running(self, seen: Seen, url: str) -> None:
+        """Simulated users vote in small batches whenever the experiment collects votes."""
+        posted = batch = 0
+        while posted < self.options.max_votes:
+            await asyncio.sleep(0.5)
+            if seen.phase != "Running":
+                continue
+            batch += 1
+            picks = draw_picks(self.options.batch, self.options.preference, _rng(self.options.seed, batch))
+            with contextlib.suppress(BackendError):  # the backend may be restarting after a rollout
+                await post_votes(url, picks, seed=self.options.seed * 100_000 + batch, ask_answers=True)
+                posted += len(picks)
+
+
+@dataclass
+class Seen:
+    """The last line printed."""
+
+    started: float
+    last: tuple[str, ...] = ()
+
+    @property
+    def phase(self) -> str:
+        return self.last[1] if self.last else ""
+
+    @property
+    def winner(self) -> str:
+        return self.last[5] if self.last else ""
+
+
+def _rng(seed: int, batch: int) -> random.Random:
+    return random.Random(seed * 1_000_003 + batch)  # noqa: S311 - simulated users, not cryptography
+
+
+async def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    core = client.CoreV1Api(api)
+    try:
+        await core.read_namespace(name)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+
+def kubectl(*args: str, kubeconfig: Path) -> None:
+    if shutil.which("kubectl") is None:
+        raise SystemExit("the demo needs kubectl on PATH")
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0 and "AlreadyExists" not in result.stderr:
+        raise SystemExit(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the demo like Ctrl-C: the finally blocks stop every child."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo; 0 when the challenger was promoted."""
+    workdir = Path(tempfile.mkdtemp(prefix="canopy-demo-"))
+    demo = Demo(options, workdir)
+    promoted = False
+    try:
+        with _terminate_on_sigterm():
+            promoted = asyncio.run(demo.run())
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+    finally:
+        say("stopping the operator, the simulator and the control plane ...")
+        log = demo.operator.log_path if demo.operator is not None else None
+        demo.stop()
+        if not promoted and log is not None and log.exists():
+            say(f"--- last lines of the operator's log:\n{_tail(log)}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    say("promoted: the challenger is now summarize.prompt" if promoted else "the demo ended without a promotion")
+    return 0 if promoted else 1
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-lines:])

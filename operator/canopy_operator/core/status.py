@@ -1,0 +1,196 @@
+"""The experiment's status as a whole: reading it, the phase and condition machine, the write, the cadence.
+
+A pass computes the status whole and writes it once, as a JSON merge patch against what it read. The phase
+follows from the status and from what the pass found (:class:`PassFindings`); every condition is set on
+every pass, and a condition's lastTransitionTime moves only when its status does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from canopy_operator.api.conditions import ConditionType as C
+from canopy_operator.api.status import Phase, PromptExperimentStatus
+from canopy_operator.core import lifecycle as lc
+from canopy_operator.core.conditions import set_condition
+
+PROGRESS_POLL_SECONDS = 2.0
+"""How often a pass runs while a change is in flight (Progressing, Promoting), at most."""
+INVALID_SPEC_POLL_SECONDS = 300.0
+"""How often an invalid spec is looked at again (a spec change wakes the pass at once anyway)."""
+MAX_BACKOFF_SECONDS = 300.0
+STATUS_UNREADABLE = "StatusUnreadable"
+
+
+@dataclass(frozen=True)
+class PassFindings:
+    """What a pass found that is not in the status itself."""
+
+    degraded: tuple[str, str] | None = None
+    """(reason, message) when the experiment cannot go on as it should."""
+    awaiting_review: bool = False
+    """A change waits for a human to merge it (Git PullRequest mode)."""
+    gate_block: str | None = None
+    """Why the evaluation gate holds back an automatic promotion."""
+
+
+class StatusUnreadable(ValueError):
+    """The stored status is not a status this operator wrote; ``where`` names the first bad field."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"status.{where}: {problem}")
+        self.where = where
+
+
+def read_status(raw: Mapping[str, Any] | None) -> PromptExperimentStatus:
+    """The typed status, or :class:`StatusUnreadable` (never a fresh one: the status is the memory)."""
+    try:
+        return PromptExperimentStatus.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise StatusUnreadable(where, str(first["msg"])) from None
+
+
+def unreadable_status(
+    raw: Mapping[str, Any], error: StatusUnreadable, generation: int, now: datetime
+) -> dict[str, Any]:
+    """The raw status with only phase, message and the Degraded condition changed: nothing is forgotten, and
+    a human who repairs the bad field lets the experiment go on from where it was."""
+    message = f"{error}; the operator will not start the experiment over: repair or remove that field"
+    condition = {
+        "type": C.DEGRADED,
+        "status": "True",
+        "reason": STATUS_UNREADABLE,
+        "message": message,
+        "lastTransitionTime": now.isoformat().replace("+00:00", "Z"),
+        "observedGeneration": generation,
+    }
+    kept = raw.get("conditions")
+    others = [c for c in kept if isinstance(c, dict) and c.get("type") != C.DEGRADED] if isinstance(kept, list) else []
+    return {**raw, "phase": "Degraded", "message": message, "conditions": [*others, condition]}
+
+
+def with_condition(
+    st: PromptExperimentStatus, type_: str, ok: bool, reason: str, message: str, generation: int, now: datetime
+) -> PromptExperimentStatus:
+    """``st`` with one condition set (True when ``ok``)."""
+    conditions = set_condition(st.conditions, type_, "True" if ok else "False", reason, message, generation, now)
+    return st.model_copy(update={"conditions": conditions})
+
+
+def intent(st: PromptExperimentStatus, generation: int, now: datetime) -> PromptExperimentStatus:
+    """The status written just before a config change: a Running test is no longer Running or Ready.
+
+    Without this, a new test's id appears next to the old config's phase Running and Ready=True until the
+    pass ends. Only Pending and Running are rewritten (a first delivery shows Progressing too): Concluded (and
+    Promoting) are read back by the lifecycle.
+    """
+    if st.phase not in ("Pending", "Running"):
+        return st
+    st = with_condition(st, C.READY, False, "NotVerified", "", generation, now)
+    message = "waiting for the backend to report the new config"
+    st = with_condition(st, C.PROGRESSING, True, "Delivering", message, generation, now)
+    return st.model_copy(update={"phase": "Progressing", "message": "delivering config"})
+
+
+def phase_of(st: PromptExperimentStatus, findings: PassFindings) -> Phase:
+    """The phase the status and the pass's findings add up to."""
+    outcome = lc.outcome_of(st)
+    if findings.degraded:
+        return "Degraded"
+    if st.pending_promotion is not None:
+        return "Promoting"
+    if outcome is not None:
+        return "Concluded"
+    if awaiting_approval(st):
+        return "AwaitingApproval"
+    if st.delivery.verified_at is None:
+        return "Progressing"
+    return "Running"
+
+
+def awaiting_approval(st: PromptExperimentStatus) -> bool:
+    """The test decided for the challenger and the promotion waits (for a human, or for the gate)."""
+    return st.evidence.decision == "challenger" and st.pending_promotion is None and lc.outcome_of(st) is None
+
+
+def settle(
+    st: PromptExperimentStatus, findings: PassFindings, generation: int, now: datetime
+) -> PromptExperimentStatus:
+    """The final status of a pass: phase, message and every condition, from the status and the findings."""
+    phase = phase_of(st, findings)
+    verified = st.delivery.verified_at is not None
+    awaiting = awaiting_approval(st)
+    outcome = lc.outcome_of(st)
+    reason, message = findings.degraded or ("", "")
+
+    def cond(s: PromptExperimentStatus, type_: str, ok: bool, why: str, text: str) -> PromptExperimentStatus:
+        return with_condition(s, type_, ok, why, text, generation, now)
+
+    st = cond(st, C.DEGRADED, findings.degraded is not None, reason or "AsExpected", message)
+    progressing = phase in ("Progressing", "Promoting")
+    waiting_text = "waiting for the backend to report the new config"
+    st = cond(
+        st, C.PROGRESSING, progressing, "Delivering" if progressing else "Settled", waiting_text if progressing else ""
+    )
+    st = cond(st, C.READY, verified and not findings.degraded, "Verified" if verified else "NotVerified", "")
+    gate = findings.gate_block
+    st = cond(
+        st,
+        C.AWAITING_APPROVAL,
+        awaiting,
+        ("EvaluationGate" if gate else "ManualPolicy") if awaiting else "NotAwaiting",
+        (gate or st.evidence.reason) if awaiting else "",
+    )
+    decided = st.evidence.decision != "continue"
+    st = cond(st, C.DECIDED, decided, st.evidence.decision if decided else "Collecting", st.evidence.reason)
+    promoted = outcome == "challenger" and phase == "Concluded"
+    summary = st.promotions[-1].summary if promoted else ""
+    st = cond(st, C.PROMOTED, promoted, "ChallengerPromoted" if promoted else "NotPromoted", summary)
+    message = message or {
+        "Progressing": "delivering config and waiting for the backend to report it",
+        "Running": "collecting votes",
+        "AwaitingApproval": gate or "challenger won; set spec.promotion.approved: true to promote",
+        "Promoting": "delivering the decision",
+        "Concluded": st.promotions[-1].summary if st.promotions else "concluded",
+    }.get(phase, "")
+    return st.model_copy(update={"phase": phase, "message": message})
+
+
+def next_poll(phase: Phase, findings: PassFindings, interval: float) -> float:
+    """Seconds to the next pass: the interval, or faster while a change is in flight and nothing is wrong."""
+    fast = phase in ("Progressing", "Promoting") and not findings.degraded and not findings.awaiting_review
+    return min(interval, PROGRESS_POLL_SECONDS) if fast else interval
+
+
+def backoff(delay: float, failures: int) -> float:
+    """The delay after ``failures`` failed passes in a row: doubling, capped."""
+    return float(min(delay * 2 ** min(failures, 6), MAX_BACKOFF_SECONDS))
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new`` (nulls delete keys); empty when equal."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif value != old[key]:
+            patch[key] = value
+    return patch
+
+
+def dump(status: PromptExperimentStatus) -> dict[str, Any]:
+    """The status as stored (camelCase keys, no nulls)."""
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)

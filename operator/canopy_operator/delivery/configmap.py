@@ -1,0 +1,123 @@
+"""ConfigMap delivery: edit only the managed keys of canopy-config, write with optimistic concurrency, roll.
+
+The backend reads its config once at start-up, so a written ConfigMap takes effect only after the
+Deployment rolls; the roll is a pod-template annotation set to the sha256 of the new values text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from canopy_operator.core.values import ManagedKeys, apply_managed, read_managed, validate_values
+from canopy_operator.delivery.base import (
+    DeliveryError,
+    DeliveryTraits,
+    Failpoint,
+    InvalidValues,
+    SourceMissing,
+    SourceState,
+    WriteResult,
+    no_failpoint,
+)
+from canopy_operator.k8s.errors import Conflict, NotFound
+from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+
+ROLLOUT_ANNOTATION = "canopy.genaiops.io/config-sha256"
+CONFLICT_RETRIES = 5
+
+
+def config_sha(text: str) -> str:
+    """sha256 of the values text (the rollout annotation's value)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_argo_managed(view: ConfigMapView) -> bool:
+    """Argo CD tracks this ConfigMap (its tracking annotation or instance label is present)."""
+    if "argocd.argoproj.io/tracking-id" in view.annotations:
+        return True
+    return "argocd.argoproj.io/instance" in view.labels
+
+
+class ConfigMapDelivery:
+    """Reads and writes the managed keys in one ConfigMap key and rolls one Deployment."""
+
+    traits = DeliveryTraits()
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        namespace: str,
+        configmap: str,
+        key: str,
+        deployment: str,
+        failpoint: Failpoint = no_failpoint,
+        read: Callable[[str], ManagedKeys] = read_managed,
+    ) -> None:
+        self.gateway = gateway
+        self.namespace = namespace
+        self.configmap = configmap
+        self.key = key
+        self.deployment = deployment
+        self.failpoint = failpoint
+        self.read_keys = read
+
+    async def _view(self) -> ConfigMapView:
+        try:
+            view = await self.gateway.get_configmap(self.namespace, self.configmap)
+        except NotFound as exc:
+            raise SourceMissing(f"ConfigMap {self.namespace}/{self.configmap} not found") from exc
+        if self.key not in view.data:
+            raise SourceMissing(f"ConfigMap {self.namespace}/{self.configmap} has no key {self.key!r}")
+        return view
+
+    async def read(self) -> SourceState:
+        view = await self._view()
+        text = view.data[self.key]
+        try:
+            keys = self.read_keys(text)
+        except ValueError as exc:
+            raise InvalidValues(f"ConfigMap {self.namespace}/{self.configmap} key {self.key}: {exc}") from exc
+        return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
+
+    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+        """Apply ``desired`` on top of the latest text; retry on conflict, never clobber a concurrent edit.
+
+        The Deployment rolls when the text changed, or when ``ensure_rolled`` (the operator wrote this text
+        before but never saw it live, e.g. it died between the write and the roll) and its annotation differs.
+        """
+        for _attempt in range(CONFLICT_RETRIES):
+            view = await self._view()
+            text = view.data[self.key]
+            new_text = apply_managed(text, desired)
+            problems = validate_values(new_text)
+            if problems:
+                raise InvalidValues("refusing to write values the chart would reject: " + "; ".join(problems))
+            changed = new_text != text
+            if changed:
+                try:
+                    self.failpoint("before-configmap-write")
+                    await self.gateway.write_configmap_key(view, self.key, new_text)
+                except Conflict:
+                    continue
+                self.failpoint("after-configmap-write")
+            rolled = await self._roll(new_text) if changed or ensure_rolled else False
+            return WriteResult(changed=changed, revision=f"config-sha256:{config_sha(new_text)[:12]}", rolled=rolled)
+        raise DeliveryError(
+            f"ConfigMap {self.namespace}/{self.configmap} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
+        )
+
+    async def rollout_pending(self) -> str | None:
+        """What the Deployment's rollout still waits for; None once every replica runs the written config."""
+        view = await self.gateway.get_rollout(self.namespace, self.deployment)
+        return view.pending()
+
+    async def _roll(self, text: str) -> bool:
+        sha = config_sha(text)
+        current = await self.gateway.get_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION)
+        if current == sha:
+            return False
+        self.failpoint("before-roll")
+        await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
+        self.failpoint("after-roll")
+        return True

@@ -1,0 +1,273 @@
+"""Evaluation I/O of one reconcile pass: the negative-feedback ledger Secret, dataset Secrets and Jobs.
+
+Deciding happens in ``core.evaluation`` (jobs, results, trigger, gate) and ``core.ledger``; this module reads the Jobs,
+asks the core what to do, does it through the gateway and reports events. One instance per pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from canopy_operator.api.conditions import ConditionType as C
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.api.status import EvaluationRun, PromptExperimentStatus
+from canopy_operator.core import lifecycle as lc
+from canopy_operator.core.conditions import set_condition
+from canopy_operator.core.evaluation.gate import gate_state, gate_waiting, latest_run, run_verdict
+from canopy_operator.core.evaluation.jobs import (
+    ANNOTATION_DATASET,
+    COMPONENT_DATASET,
+    LABEL_COMPONENT,
+    LABEL_EXPERIMENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    dataset_secret_name,
+    eval_selector,
+    experiment_label_value,
+    job_name_for,
+    render_dataset_secret,
+    render_eval_job,
+    seed_for,
+    start_annotations,
+)
+from canopy_operator.core.evaluation.results import (
+    finish_run,
+    job_state,
+    jobs_to_prune,
+    parse_job_result,
+    record_start,
+    run_from_job,
+    unrecorded_jobs,
+    vanished_run,
+)
+from canopy_operator.core.evaluation.trigger import Trigger, should_trigger, trigger_inputs
+from canopy_operator.core.ledger import (
+    LEDGER_KEY,
+    Ledger,
+    dataset_yaml,
+    decode_ledger,
+    ledger_secret_name,
+    render_ledger_secret,
+)
+from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.k8s.gateway import Gateway
+
+EventSink = Callable[[str, str, bool], None]
+
+
+class LedgerUnreadable(KubeError):
+    """The ledger Secret exists but is not a ledger: never overwrite it (its entries would be lost)."""
+
+    reason = "LedgerUnreadable"
+
+
+class Evaluations:
+    """The experiment's ledger, dataset Secrets and evaluation Jobs, seen from one reconcile pass."""
+
+    def __init__(self, gateway: Gateway, namespace: str, name: str, uid: str, default_image: str | None) -> None:
+        self.gateway = gateway
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.default_image = default_image
+        self._cached: tuple[Ledger, str | None] | None = None
+
+    @classmethod
+    def for_body(
+        cls, gateway: Gateway, namespace: str, body: Mapping[str, Any], default_image: str | None
+    ) -> Evaluations:
+        """For the experiment in ``body``; ``default_image`` is the operator's own (``Settings.operator_image``)."""
+        metadata = body.get("metadata") or {}
+        return cls(gateway, namespace, str(metadata.get("name", "")), str(metadata.get("uid", "")), default_image)
+
+    # -- the ledger (core.ledger decides; this reads and writes the Secret) -----------------------------------
+    def ledger_name(self) -> str:
+        return ledger_secret_name(self.name)
+
+    def dataset_name(self, ledger: Ledger) -> str | None:
+        """The dataset Secret the ledger's entries make (None while it holds none)."""
+        return dataset_secret_name(self.name, dataset_yaml(ledger)) if ledger.entries else None
+
+    async def load(self) -> Ledger:
+        if self._cached is None:
+            try:
+                secret = await self.gateway.read_secret(self.namespace, self.ledger_name())
+            except NotFound:
+                self._cached = (Ledger(), None)
+            else:
+                try:
+                    ledger = decode_ledger(secret.data.get(LEDGER_KEY, ""))
+                except ValueError as exc:
+                    where = f"Secret {self.namespace}/{self.ledger_name()}"
+                    raise LedgerUnreadable(f"{where} is not a feedback ledger ({exc}); move it away") from exc
+                self._cached = (ledger, secret.resource_version)
+        return self._cached[0]
+
+    async def save(self, ledger: Ledger) -> None:
+        """Create the ledger Secret, or replace its content if nobody wrote it since it was read."""
+        await self.load()
+        assert self._cached is not None
+        version = self._cached[1]
+        body = render_ledger_secret(self.namespace, self.name, self.uid, ledger, version)
+        if version is None:
+            await self.gateway.create_secret(body)
+            self._cached = None  # re-read for the resourceVersion if it is written again in this pass
+        else:
+            self._cached = (ledger, await self.gateway.patch_secret(body))
+
+    # -- one pass -----------------------------------------------------------------------------------------
+    async def step(
+        self,
+        spec: PromptExperimentSpec,
+        st: PromptExperimentStatus,
+        generation: int,
+        now: datetime,
+        event: EventSink,
+    ) -> tuple[PromptExperimentStatus, str | None]:
+        """Read finished Jobs into status, start one when the trigger says so, prune; return the status and
+        why the promotion gate holds back an automatic promotion (None when it does not)."""
+        test_over = lc.outcome_of(st) is not None
+        running = any(run.state == "Running" for run in st.evaluations)
+        wanted = should_trigger(trigger_inputs(spec, st, running, test_over)).trigger
+        if running or wanted is not None:
+            try:
+                st = await self._jobs(spec, st, test_over, now, event)
+            except KubeError as exc:
+                # Evaluations must not stall the A/B test: report, keep what was read, retry next pass.
+                event("EvaluationError", str(exc)[:1024], True)
+        st = self._condition(spec, st, generation, now)
+        gate = gate_state(spec, st)
+        return st, (gate.message if gate_waiting(spec, st) else None)
+
+    async def _jobs(
+        self, spec: PromptExperimentSpec, st: PromptExperimentStatus, test_over: bool, now: datetime, event: EventSink
+    ) -> PromptExperimentStatus:
+        jobs = await self.gateway.list_jobs(self.namespace, eval_selector(self.name))
+        st = await self._follow(spec, st, jobs, now, event)
+        job_running = any(job_state(job)[0] == "Running" for job in jobs)
+        decision = should_trigger(trigger_inputs(spec, st, job_running, test_over))
+        if decision.trigger is not None:
+            st = await self._start(spec, st, decision.trigger, decision.reason, now, event)
+        await self._prune(spec, st, jobs)
+        return st
+
+    async def _follow(
+        self,
+        spec: PromptExperimentSpec,
+        st: PromptExperimentStatus,
+        jobs: Sequence[Mapping[str, Any]],
+        now: datetime,
+        event: EventSink,
+    ) -> PromptExperimentStatus:
+        """Finished Jobs' results into their runs, after adopting Jobs created but never recorded (the status
+        write after the create was lost: a crash, or a conflict with another write to the object)."""
+        for unrecorded in unrecorded_jobs(st, jobs):
+            adopted = run_from_job(unrecorded, now)
+            if adopted is not None:
+                st = record_start(st, *adopted)
+        by_name = {str(job.get("metadata", {}).get("name")): job for job in jobs}
+        runs: list[EvaluationRun] = []
+        for run in st.evaluations:
+            job = by_name.get(run.name)
+            if run.state == "Running" and job is None:
+                run = vanished_run(run, now)
+                event("EvaluationFailed", f"{run.name}: {run.message}", True)
+            elif run.state == "Running" and job is not None and job_state(job)[0] != "Running":
+                message = await self.gateway.job_termination_message(self.namespace, run.name)
+                threshold = spec.evaluation.min_challenger_better_rate
+                run = finish_run(run, parse_job_result(job, message), threshold, now)
+                ok = run.state == "Succeeded"
+                event("EvaluationSucceeded" if ok else "EvaluationFailed", f"{run.name}: {run.message}", not ok)
+            runs.append(run)
+        return st.model_copy(update={"evaluations": runs})
+
+    async def _start(
+        self,
+        spec: PromptExperimentSpec,
+        st: PromptExperimentStatus,
+        trigger: Trigger,
+        why: str,
+        now: datetime,
+        event: EventSink,
+    ) -> PromptExperimentStatus:
+        assert st.test is not None  # the trigger needs an active test
+        image = spec.evaluation.image or self.default_image
+        if not image:
+            event("EvaluationNotStarted", f"set spec.evaluation.image or $CANOPY_OPERATOR_IMAGE ({why})", True)
+            return st
+        ledger = await self.load()
+        secret = render_dataset_secret(self.namespace, self.name, self.uid, dataset_yaml(ledger))
+        dataset = str(secret["metadata"]["name"])
+        with contextlib.suppress(Conflict):  # named by content hash: an existing one holds the same dataset
+            await self.gateway.create_secret(secret)
+        job_name = job_name_for(self.name, st.test.id, dataset, trigger, now)
+        job = render_eval_job(
+            namespace=self.namespace,
+            experiment_name=self.name,
+            experiment_uid=self.uid,
+            job_name=job_name,
+            image=image,
+            dataset_secret=dataset,
+            backend_url=spec.backend.url,
+            evaluation=spec.evaluation,
+            test_id=st.test.id,
+            trigger=trigger,
+            seed=seed_for(job_name),
+        )
+        job["metadata"]["annotations"].update(start_annotations(st, spec, trigger))
+        await self.gateway.create_job(job)
+        run = EvaluationRun(
+            name=job_name,
+            test_id=st.test.id,
+            trigger=trigger,
+            dataset_secret=dataset,
+            cases=len(ledger.entries),
+            started_at=now,
+        )
+        st = st.model_copy(update={"negatives": st.negatives.model_copy(update={"dataset_secret": dataset})})
+        event("EvaluationStarted", f"{job_name}: {why}; {len(ledger.entries)} negative cases", False)
+        return record_start(st, run, st.negatives.total, spec.evaluation.run_request)
+
+    async def _prune(
+        self, spec: PromptExperimentSpec, st: PromptExperimentStatus, jobs: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Finished Jobs beyond historyLimit, then dataset Secrets no kept Job or run reads."""
+        doomed = set(jobs_to_prune(jobs, spec.evaluation.history_limit))
+        for name in doomed:
+            with contextlib.suppress(NotFound):
+                await self.gateway.delete_job(self.namespace, name)
+        if not doomed:
+            return
+        keep = {st.negatives.dataset_secret} | {r.dataset_secret for r in st.evaluations if r.state == "Running"}
+        for job in jobs:
+            if job.get("metadata", {}).get("name") not in doomed:
+                keep.add((job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_DATASET))
+        selector = (
+            f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_DATASET},"
+            f"{LABEL_EXPERIMENT}={experiment_label_value(self.name)}"
+        )
+        for secret in await self.gateway.list_secrets(self.namespace, selector):
+            name = secret.get("metadata", {}).get("name")
+            if isinstance(name, str) and name not in keep:
+                with contextlib.suppress(NotFound):
+                    await self.gateway.delete_secret(self.namespace, name)
+
+    def _condition(
+        self, spec: PromptExperimentSpec, st: PromptExperimentStatus, generation: int, now: datetime
+    ) -> PromptExperimentStatus:
+        if not spec.evaluation.enabled and not st.evaluations:
+            return st
+        verdict = run_verdict(latest_run(st))
+        conditions = set_condition(
+            st.conditions,
+            C.EVALUATION_PASSED,
+            "True" if verdict.open else "False",
+            verdict.reason,
+            verdict.message,
+            generation,
+            now,
+        )
+        return st.model_copy(update={"conditions": conditions})

@@ -1,0 +1,357 @@
+"""One reconcile pass of a PromptExperiment: observe -> plan (pure core) -> act -> report.
+
+Called by the experiment's daemon at the poll interval. Everything the pass must remember lives in status,
+which is written through ``persist`` (with a resourceVersion precondition) before any step that restarts the
+backend. Each step below returns the status it leads to and the :class:`Effects` it adds (events, a reason
+to degrade, what was delivered or decided); the last one, :func:`report`, settles phase and conditions.
+The pass sees ports only: a :class:`~canopy_operator.delivery.base.Delivery`, an
+:class:`~canopy_operator.sources.base.AppProbe` and :class:`~canopy_operator.sources.base.VoteSource`, a
+:class:`~canopy_operator.sources.prompts.PromptStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from canopy_operator.api.base import parse_duration
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.core import lifecycle as lc
+from canopy_operator.core import plan
+from canopy_operator.core.changes import change_of
+from canopy_operator.core.stats import assess
+from canopy_operator.core.status import (
+    INVALID_SPEC_POLL_SECONDS,
+    PassFindings,
+    StatusUnreadable,
+    intent,
+    next_poll,
+    read_status,
+    settle,
+    unreadable_status,
+)
+from canopy_operator.core.values import ManagedKeys
+from canopy_operator.delivery.base import Delivery, DeliveryError, Failpoint, SourceState, no_failpoint
+from canopy_operator.k8s.errors import KubeError
+from canopy_operator.service.collect import poll_votes
+from canopy_operator.service.evaluations import Evaluations
+from canopy_operator.service.report import Effects, Report
+from canopy_operator.sources.base import AppProbe, SourceError, VoteSource
+from canopy_operator.sources.prompts import PromptStore
+
+
+class Backend(AppProbe, VoteSource, Protocol):
+    """The application the experiment runs on: what it serves, and where its votes are read."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What one pass works with; built by the caller for each pass."""
+
+    delivery: Callable[[PromptExperimentSpec, PromptExperimentStatus], Awaitable[Delivery]]
+    backend: Callable[[PromptExperimentSpec], Backend]
+    prompts: Callable[[PromptExperimentSpec], PromptStore]
+    persist: Callable[[PromptExperimentStatus], Awaitable[None]]
+    now: Callable[[], datetime]
+    evaluations: Evaluations | None = None
+    failpoint: Failpoint = no_failpoint
+
+
+@dataclass(frozen=True)
+class Context:
+    """The fixed inputs of a pass."""
+
+    spec: PromptExperimentSpec
+    generation: int
+    ports: Ports
+
+
+async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
+    """The whole story of a pass, from the object as read to the report."""
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    raw = dict(body.get("status") or {})
+    try:
+        st = read_status(raw)
+    except StatusUnreadable as exc:
+        degraded = unreadable_status(raw, exc, generation, ports.now())
+        empty = PromptExperimentStatus(phase="Degraded", message=str(degraded["message"]))
+        return Report(status=empty, failed=True, next_in=INVALID_SPEC_POLL_SECONDS, raw_status=degraded)
+    st = st.model_copy(update={"observed_generation": generation})
+    try:
+        spec = PromptExperimentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        effects = Effects().degrade("InvalidSpec", f"{where}: {first['msg']}")
+        return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
+    ctx = Context(spec, generation, ports)
+    try:
+        st, effects = await run_steps(ctx, st)
+    except (DeliveryError, KubeError) as exc:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        effects = Effects(delivered="failed").degrade(reason, str(exc))
+    return report(st, effects, parse_duration(spec.analysis.interval), generation, ports.now())
+
+
+async def run_steps(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExperimentStatus, Effects]:
+    """Observe the config source, start or keep the test, deliver, verify, collect and decide, evaluate."""
+    ctx.ports.failpoint("reconcile-start")
+    delivery = await ctx.ports.delivery(ctx.spec, st)
+    source = await delivery.read()
+    ctx.ports.failpoint("after-source-read")
+    st, effects = observe_source(ctx, st, source)
+    st, effects = await start_test(ctx, st, source, effects)
+    if effects.degraded:
+        return st, effects
+    st = lc.approve(ctx.spec, st, ctx.generation, ctx.ports.now())
+    assert st.original is not None
+    assert st.test is not None
+    desired = lc.desired_keys(ctx.spec, st, st.original)
+    assert desired is not None
+    backend = ctx.ports.backend(ctx.spec)
+    st, effects, written = await deliver(ctx, st, delivery, backend, source, desired, effects)
+    if effects.degraded:
+        return st, effects
+    st, effects = track(ctx, st, delivery, source, desired, written, effects)
+    if effects.awaiting_review:
+        return st, effects
+    st, effects = await verify(ctx, st, delivery, backend, desired, effects)
+    if st.delivery.verified_at is None or effects.degraded:
+        return st, effects
+    if lc.outcome_of(st) is None and st.evidence.decision == "continue":
+        st, effects = await collect_and_decide(ctx, st, backend, effects)
+    elif st.pending_promotion is not None:
+        st, effects = await conclude(ctx, st, effects)
+    return await evaluate(ctx, st, effects)
+
+
+def observe_source(
+    ctx: Context, st: PromptExperimentStatus, source: SourceState
+) -> tuple[PromptExperimentStatus, Effects]:
+    """Snapshot the original keys once; note a source Argo CD self-heals."""
+    effects = Effects()
+    if st.original is None:
+        st = st.model_copy(update={"original": lc.original_from(source.keys)})
+    if source.argo_managed and not st.delivery.argo_managed:
+        message = "the ConfigMap is tracked by Argo CD, whose self-heal reverts direct patches: use delivery.mode Git"
+        effects = effects.event("ArgoManagedConfig", message, warning=True)
+    update = {"argo_managed": source.argo_managed, "mode": ctx.spec.delivery.mode}
+    return st.model_copy(update={"delivery": st.delivery.model_copy(update=update)}), effects
+
+
+async def start_test(
+    ctx: Context, st: PromptExperimentStatus, source: SourceState, effects: Effects
+) -> tuple[PromptExperimentStatus, Effects]:
+    """A new test when the spec asks for one: its arms from the prompt store."""
+    if not lc.needs_new_test(ctx.spec, st):
+        return st, effects
+    arms = await ctx.ports.prompts(ctx.spec).arms(ctx.spec, source.keys.prompt)
+    if arms is None:
+        message = "summarize.prompt is not configured and spec.champion.prompt is not set"
+        return st, effects.degrade("NoChampion", message)
+    if arms.champion == arms.challenger:
+        message = "spec.challenger.prompt equals the configured summarize.prompt (the champion)"
+        return st, effects.degrade("InvalidSpec", message)
+    old = st.test.id if st.test else None
+    st = lc.start_test(ctx.spec, st, arms.champion, ctx.ports.now())
+    assert st.test is not None
+    return st, effects.event("TestStarted", f"test {st.test.id} started" + (f" (supersedes {old})" if old else ""))
+
+
+async def deliver(
+    ctx: Context,
+    st: PromptExperimentStatus,
+    delivery: Delivery,
+    backend: Backend,
+    source: SourceState,
+    desired: ManagedKeys,
+    effects: Effects,
+) -> tuple[PromptExperimentStatus, Effects, tuple[str | None, str | None]]:
+    """Act on the delivery plan; returns the review branch and URL a write reported (or Nones)."""
+    now = ctx.ports.now
+    p = plan.plan_delivery(
+        ctx.spec, st, source.keys, desired, reviewed=delivery.traits.reviewed, generation=ctx.generation, now=now()
+    )
+    st, effects = p.status, effects.with_events(p.events)
+    nothing: tuple[str | None, str | None] = (None, None)
+    if p.action == "stop":
+        return st, effects.degrade("ConfigDrift", p.stop_message), nothing
+    if p.action in ("adopt", "reroll"):
+        result = await delivery.write(desired, ensure_rolled=True)
+        effects = replace(effects, delivered="changed" if result.rolled else None)
+        if p.action == "adopt":
+            st = plan.record_write(st, desired, result.revision, now())
+        return st, effects, nothing
+    if p.action == "none":
+        return st, effects, nothing
+    if p.final_read:
+        try:
+            st, effects = await collect_and_decide(ctx, st, backend, effects, decide=False)
+        except SourceError as exc:
+            message = f"could not read votes before the config change: {exc}"
+            effects = effects.event("FinalReadFailed", message, warning=True)
+    if p.action == "await_review":
+        return st, effects, nothing
+    # Intent first: the original config, the test and the counts are in status before the write
+    # (a conflict here means nothing was written; the next pass starts from the fresh object).
+    await ctx.ports.persist(intent(st, ctx.generation, now()))
+    ctx.ports.failpoint("before-config-write")
+    result = await delivery.write(desired)
+    ctx.ports.failpoint("after-config-write")
+    effects = replace(effects, delivered="changed" if result.changed or result.rolled else "unchanged")
+    change = plan.describe_change(source.keys, desired)
+    effects = effects.event("ConfigDelivered", f"{ctx.spec.delivery.mode}: {change} ({result.revision})")
+    st = plan.record_write(st, desired, result.revision, now())
+    st = plan.record_first_sync(st, ctx.generation, now())
+    return st, effects, (result.review_branch, result.review_url)
+
+
+def track(
+    ctx: Context,
+    st: PromptExperimentStatus,
+    delivery: Delivery,
+    source: SourceState,
+    desired: ManagedKeys,
+    written: tuple[str | None, str | None],
+    effects: Effects,
+) -> tuple[PromptExperimentStatus, Effects]:
+    """The delivery's bookkeeping (review branch, pull request, deployed revision); wait for a merge."""
+    traits = delivery.traits
+    tracking = plan.track_delivery(
+        st,
+        current=source.keys,
+        version=source.version,
+        desired=desired,
+        reviewed=traits.reviewed,
+        versioned=traits.versioned,
+        target=traits.target,
+        review_branch=written[0],
+        review_url=written[1],
+        change=change_of(st)[0],
+        now=ctx.ports.now(),
+    )
+    effects = replace(effects.with_events(tracking.events), awaiting_review=tracking.awaiting_review)
+    return tracking.status, effects
+
+
+async def verify(
+    ctx: Context,
+    st: PromptExperimentStatus,
+    delivery: Delivery,
+    backend: Backend,
+    desired: ManagedKeys,
+    effects: Effects,
+) -> tuple[PromptExperimentStatus, Effects]:
+    """Measure (rollout, flags, the A/B endpoint), then let the core say what it means."""
+    if st.delivery.verified_at is not None:
+        return st, effects
+    rollout = await delivery.rollout_pending()
+    expected = lc.expected_flags(desired)
+    seen: dict[str, object]
+    try:
+        flags = await backend.flags()
+        seen = {k: flags.get(k) for k in expected}
+        serving = plan.flags_match(expected, flags)
+        if serving and desired.ab_testing_enabled:
+            serving = await backend.ab_ready()
+            seen = {**seen, "ab_ready": serving}
+    except SourceError as exc:
+        serving, seen = False, {"error": str(exc)}
+    verdict = plan.verify_verdict(
+        expected=expected,
+        serving=serving,
+        seen=seen,
+        ab_testing=bool(desired.ab_testing_enabled),
+        rollout=rollout,
+        applied_at=st.delivery.applied_at,
+        timeout=parse_duration(ctx.spec.delivery.verify_timeout),
+        timeout_text=ctx.spec.delivery.verify_timeout,
+        now=ctx.ports.now(),
+    )
+    if verdict.state == "timed_out":
+        return st, effects.degrade("VerifyTimeout", verdict.message)
+    if verdict.state == "waiting":
+        return st, effects
+    effects = effects.event("ConfigVerified", verdict.message)
+    ctx.ports.failpoint("after-verify")
+    return st.model_copy(update={"delivery": st.delivery.model_copy(update={"verified_at": ctx.ports.now()})}), effects
+
+
+async def collect_and_decide(
+    ctx: Context, st: PromptExperimentStatus, backend: Backend, effects: Effects, *, decide: bool = True
+) -> tuple[PromptExperimentStatus, Effects]:
+    """Count the new votes; unless only reading before a config change, assess and record a decision."""
+    try:
+        st, restarted = await poll_votes(ctx.spec, st, backend, ctx.ports.now(), ctx.ports.evaluations)
+    except SourceError as exc:
+        if not decide:
+            raise
+        # Nothing of this poll is counted (both reads must succeed): say why, back off, retry.
+        return st, effects.degrade(type(exc).__name__, f"cannot read votes from {backend.where}: {exc}")
+    ctx.ports.failpoint("after-poll")
+    if restarted:
+        effects = effects.event(
+            "BackendRestarted", "the backend restarted (its stores start again); counted votes are kept"
+        )
+    if not decide:
+        return st, effects
+    assert st.test is not None
+    votes = st.votes
+    a = assess(lc.settings_of(st.test), votes.challenger_wins, votes.champion_wins, st.evidence.max_e_value)
+    st = lc.apply_assessment(ctx.spec, st, a, ctx.generation, ctx.ports.now())
+    if a.decision != "continue":
+        effects = replace(effects, decision=a.decision)
+    if st.pending_promotion is not None:
+        # Record the decision before the config changes, then deliver it on the next pass.
+        effects = effects.event("Decided", st.pending_promotion.summary)
+        ctx.ports.failpoint("after-decision")
+    return st, effects
+
+
+async def conclude(
+    ctx: Context, st: PromptExperimentStatus, effects: Effects
+) -> tuple[PromptExperimentStatus, Effects]:
+    """The decided config is live: the prompt store records the winner, the history one record per test."""
+    assert st.pending_promotion is not None
+    assert st.test is not None
+    winner = lc.current_champion(ctx.spec, st) or st.test.champion_prompt
+    revision = await ctx.ports.prompts(ctx.spec).promote(winner) or st.delivery.revision
+    st = lc.conclude(st, revision, ctx.ports.now())
+    ctx.ports.failpoint("after-conclude")
+    record = st.promotions[-1]
+    return st, effects.event("Promoted" if record.outcome == "challenger" else "Concluded", record.summary)
+
+
+async def evaluate(
+    ctx: Context, st: PromptExperimentStatus, effects: Effects
+) -> tuple[PromptExperimentStatus, Effects]:
+    """Evaluation Jobs: results read, one started when due, the promotion gate's verdict."""
+    evaluations = ctx.ports.evaluations
+    if evaluations is None:
+        return st, effects
+    events: list[tuple[str, str, str]] = []
+
+    def sink(reason: str, message: str, warning: bool) -> None:
+        events.append(("Warning" if warning else "Normal", reason, message))
+
+    st, gate_block = await evaluations.step(ctx.spec, st, ctx.generation, ctx.ports.now(), sink)
+    return st, replace(effects.with_events(tuple(events)), gate_block=gate_block)
+
+
+def report(st: PromptExperimentStatus, effects: Effects, interval: float, generation: int, now: datetime) -> Report:
+    """Settle phase and conditions; when to run again."""
+    findings = PassFindings(effects.degraded, effects.awaiting_review, effects.gate_block)
+    st = settle(st, findings, generation, now)
+    return Report(
+        status=st,
+        events=effects.events,
+        next_in=next_poll(st.phase, findings, interval),
+        failed=effects.degraded is not None,
+        delivered=effects.delivered,
+        decision=effects.decision,
+    )

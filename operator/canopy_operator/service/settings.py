@@ -1,0 +1,91 @@
+"""Every setting of the operator process, read from the environment here and nowhere else.
+
+The Deployment sets them (``manifests/base/deployment.yaml``); ``canopy-operator run`` flags override the
+ones it has. Read once, at start-up: a changed variable takes effect at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from canopy_operator.failpoints import DIR_ENV, ENV, Failpoints
+
+MAX_BACKEND_BODY_ENV = "CANOPY_MAX_BACKEND_BODY"
+DELETE_ATTEMPTS_ENV = "CANOPY_DELETE_ATTEMPTS"
+GIT_CACHE_ENV = "CANOPY_GIT_CACHE_DIR"
+IMAGE_ENV = "CANOPY_OPERATOR_IMAGE"
+LIVENESS_ENV = "CANOPY_LIVENESS"
+METRICS_PORT_ENV = "CANOPY_METRICS_PORT"
+METRICS_ADDR_ENV = "CANOPY_METRICS_ADDR"
+LOG_LEVEL_ENV = "CANOPY_LOG_LEVEL"
+KUBECONFIG_ENV = "KUBECONFIG"
+DEFAULT_MAX_BACKEND_BODY = 32 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the operator cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator process's settings."""
+
+    max_backend_body: int = DEFAULT_MAX_BACKEND_BODY
+    """Largest backend answer read, in bytes (``CANOPY_MAX_BACKEND_BODY``)."""
+    delete_attempts: int = 3
+    """How many times the restore on deletion is tried before the object is released (``CANOPY_DELETE_ATTEMPTS``)."""
+    git_cache_dir: str | None = None
+    """Where Git clones are cached (``CANOPY_GIT_CACHE_DIR``); None: a temporary directory removed at exit."""
+    operator_image: str | None = None
+    """The operator's own image, the evaluation Jobs' default (``CANOPY_OPERATOR_IMAGE``)."""
+    liveness: str = ""
+    """Kopf's liveness endpoint, e.g. ``http://0.0.0.0:8080/healthz`` (``CANOPY_LIVENESS``)."""
+    metrics_port: int = 0
+    """Port of the Prometheus endpoint, 0 for none (``CANOPY_METRICS_PORT``)."""
+    metrics_addr: str = "0.0.0.0"  # noqa: S104 - a pod serves its metrics on every interface
+    """Address the Prometheus endpoint binds (``CANOPY_METRICS_ADDR``)."""
+    log_level: str = "INFO"
+    """``CANOPY_LOG_LEVEL``."""
+    kubeconfig: str | None = None
+    """``KUBECONFIG`` at start-up (outside a cluster)."""
+    failpoints: str = ""
+    """``CANOPY_FAILPOINTS``: test-only kill and pause points (empty in production)."""
+    failpoint_dir: str | None = None
+    """``CANOPY_FAILPOINT_DIR``: where a paused failpoint leaves its marker file."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment holds (``os.environ`` unless given)."""
+        env = os.environ if env is None else env
+        return cls(
+            max_backend_body=_int(env, MAX_BACKEND_BODY_ENV, DEFAULT_MAX_BACKEND_BODY, 1024),
+            delete_attempts=_int(env, DELETE_ATTEMPTS_ENV, 3, 1),
+            git_cache_dir=env.get(GIT_CACHE_ENV) or None,
+            operator_image=env.get(IMAGE_ENV) or None,
+            liveness=env.get(LIVENESS_ENV, ""),
+            metrics_port=_int(env, METRICS_PORT_ENV, 0, 0),
+            metrics_addr=env.get(METRICS_ADDR_ENV) or "0.0.0.0",  # noqa: S104 - see the field
+            log_level=env.get(LOG_LEVEL_ENV) or "INFO",
+            kubeconfig=env.get(KUBECONFIG_ENV) or None,
+            failpoints=env.get(ENV, ""),
+            failpoint_dir=env.get(DIR_ENV) or None,
+        )
+
+    def make_failpoints(self) -> Failpoints:
+        """The process's failpoints (none unless ``CANOPY_FAILPOINTS`` names some)."""
+        return Failpoints.from_text(self.failpoints, self.failpoint_dir)

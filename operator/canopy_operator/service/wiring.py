@@ -1,0 +1,154 @@
+"""Which adapter serves an experiment: its delivery, its vote source and prompt store, its Git credentials.
+
+The only place that knows the concrete adapters; the reconcile pass sees the ports alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from canopy_operator.api.base import parse_duration
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.core.changes import commit_info, review_branch
+from canopy_operator.core.redact import Redactor
+from canopy_operator.core.values import ValuesReader
+from canopy_operator.delivery.base import Delivery, Failpoint, no_failpoint
+from canopy_operator.delivery.configmap import ConfigMapDelivery
+from canopy_operator.delivery.git import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.credentials import GitCredentials
+from canopy_operator.gitops.errors import GitCredentialsError
+from canopy_operator.gitops.forge import Forge
+from canopy_operator.gitops.repo import GitTarget, GitWorkspace
+from canopy_operator.k8s.errors import NotFound
+from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.service.settings import Settings
+from canopy_operator.sources.base import RequestTimer
+from canopy_operator.sources.canopy.client import CanopyClient
+from canopy_operator.sources.canopy.source import CanopySource
+from canopy_operator.sources.prompts import ConfigTextPrompts, PromptStore
+
+#: Keys read from the credentials Secret (kubernetes.io/basic-auth and kubernetes.io/ssh-auth names first).
+USERNAME_KEYS = ("username",)
+PASSWORD_KEYS = ("password", "token")
+SSH_KEY_KEYS = ("ssh-privatekey", "sshPrivateKey")
+KNOWN_HOSTS_KEYS = ("known_hosts", "knownHosts")
+
+
+def open_git_workspace(settings: Settings, read: ValuesReader | None = None) -> GitWorkspace:
+    """The process-wide clone cache ($CANOPY_GIT_CACHE_DIR, else a fresh private temporary directory)."""
+    if settings.git_cache_dir:
+        path = Path(settings.git_cache_dir)
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path = Path(tempfile.mkdtemp(prefix="canopy-git-cache-"))
+    return GitWorkspace(path, read=read or ValuesReader())
+
+
+def close_git_workspace(workspace: GitWorkspace, settings: Settings) -> None:
+    """Remove the cache if it was a temporary directory (a configured one is kept for the next start)."""
+    if not settings.git_cache_dir:
+        shutil.rmtree(workspace.cache_dir, ignore_errors=True)
+
+
+async def delivery_for(
+    gateway: Gateway,
+    workspace: GitWorkspace,
+    namespace: str,
+    name: str,
+    spec: PromptExperimentSpec,
+    status: PromptExperimentStatus,
+    *,
+    restoring: bool = False,
+    redactor: Redactor | None = None,
+    failpoint: Failpoint = no_failpoint,
+) -> Delivery:
+    """The delivery the spec asks for (Git mode reads its credentials Secret now)."""
+    git = spec.delivery.git
+    if spec.delivery.mode != "Git" or git is None:
+        cm = spec.delivery.config_map
+        return ConfigMapDelivery(gateway, namespace, cm.name, cm.key, cm.deployment, failpoint, workspace.read_keys)
+    credentials = await git_credentials(gateway, namespace, git.credentials_secret, redactor)
+    info = commit_info(
+        f"{namespace}/{name}",
+        status,
+        author_name=git.author.name,
+        author_email=git.author.email,
+        restoring=restoring,
+    )
+    pull_request = git.method == "PullRequest"
+    forge = None
+    if pull_request and git.pull_request.api_url:
+        forge = Forge(git.pull_request.provider, git.pull_request.api_url, credentials)
+    return GitDelivery(
+        workspace=workspace,
+        target=GitTarget(repository=git.repository, branch=git.branch, values_file=git.values_file),
+        credentials=credentials,
+        info=info,
+        last_applied=status.delivery.applied_hash or None,
+        pr_branch_for=partial(review_branch, namespace, name, info.change) if pull_request else None,
+        pr_base=git.pull_request.base_branch,
+        forge=forge,
+    )
+
+
+async def git_credentials(
+    gateway: Gateway, namespace: str, secret: str | None, redactor: Redactor | None = None
+) -> GitCredentials | None:
+    """Username and password/token, or an SSH key, from the Secret; every secret value goes to ``redactor``."""
+    if secret is None:
+        return None
+    try:
+        data = await gateway.get_secret_data(namespace, secret)
+    except NotFound:
+        raise GitDeliveryError(
+            GitCredentialsError(f"Secret {namespace}/{secret} (spec.delivery.git.credentialsSecret) not found")
+        ) from None
+    password = _first(data, PASSWORD_KEYS, strip=True)
+    ssh_key = _first(data, SSH_KEY_KEYS)
+    if password is None and ssh_key is None:
+        keys = ", ".join(PASSWORD_KEYS + SSH_KEY_KEYS)
+        raise GitDeliveryError(GitCredentialsError(f"Secret {namespace}/{secret} holds none of the keys {keys}"))
+    username = _first(data, USERNAME_KEYS, strip=True)
+    if redactor is not None:
+        for value in (password, ssh_key):
+            if value:
+                redactor.register(value, username)
+    return GitCredentials(
+        username=username,
+        password=password,
+        ssh_private_key=ssh_key,
+        known_hosts=_first(data, KNOWN_HOSTS_KEYS),
+    )
+
+
+def _first(data: dict[str, str], keys: tuple[str, ...], *, strip: bool = False) -> str | None:
+    """The first non-empty value; ``strip`` drops the trailing newline `echo` leaves in a password."""
+    for key in keys:
+        value = data.get(key, "")
+        value = value.rstrip("\r\n") if strip else value
+        if value:
+            return value
+    return None
+
+
+def source_for(
+    spec: PromptExperimentSpec, settings: Settings, timer: RequestTimer, tls: ssl.SSLContext | None = None
+) -> CanopySource:
+    """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared."""
+    client = CanopyClient(
+        spec.backend.url,
+        timeout=parse_duration(spec.backend.request_timeout),
+        max_body_bytes=settings.max_backend_body,
+        tls=tls,
+    )
+    return CanopySource(client, timer)
+
+
+def prompts_for(spec: PromptExperimentSpec) -> PromptStore:
+    """Where the spec's prompts are kept: today, as text in the delivered config."""
+    return ConfigTextPrompts()

@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus metrics and JSON logs, each an object made at start-up (no module state)."""

@@ -1,0 +1,94 @@
+"""The README's first command: the demo reaches the promotion and leaves nothing running, Ctrl-C included."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from canopy_devkit.controlplane import AssetPaths
+
+pytestmark = pytest.mark.integration
+
+DEMO = [sys.executable, "-m", "canopy_devkit", "demo", "--max-votes", "400", "--seed", "3", "--timeout", "240"]
+
+
+def demo_env(assets: AssetPaths) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(TEST_ASSET_KUBE_APISERVER=str(assets.kube_apiserver), TEST_ASSET_ETCD=str(assets.etcd))
+    env.pop("KUBECONFIG", None)
+    return env
+
+
+def pids_in(output: str) -> dict[str, int]:
+    match = re.search(r"^pids: (.+)$", output, re.MULTILINE)
+    assert match, output
+    return {name: int(pid) for name, pid in (item.split("=") for item in match.group(1).split())}
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def test_demo_shows_the_challenger_promoted_and_stops_everything(envtest_assets: AssetPaths) -> None:
+    result = subprocess.run(
+        DEMO, env=demo_env(envtest_assets), capture_output=True, text=True, timeout=300, check=False
+    )
+    out = result.stdout
+
+    assert result.returncode == 0, out + result.stderr
+    lines = [line.split() for line in out.splitlines() if line.startswith("concise-summaries")]
+    phases = [cells[1] for cells in lines]
+    assert phases.index("Running") < phases.index("Concluded")
+    final = lines[-1]
+    assert final[1] == "Concluded"
+    assert final[5] == "challenger"
+    assert int(final[2]) > int(final[3])  # the users preferred the challenger
+    assert float(final[6]) < 0.05
+    assert "promoted: the challenger is now summarize.prompt" in out
+    pids = pids_in(out)
+    assert set(pids) == {"canopy-operator", "etcd", "kube-apiserver"}
+    assert [name for name, pid in pids.items() if running(pid)] == []
+    log = re.search(r"logs: (\S+)", out)
+    assert log, out
+    assert not Path(log.group(1)).parent.exists()  # the demo's work dir is removed
+
+
+def test_demo_interrupted_with_ctrl_c_leaves_no_process(envtest_assets: AssetPaths) -> None:
+    proc = subprocess.Popen(
+        DEMO, env=demo_env(envtest_assets), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if line.startswith("applied "):
+                break
+        assert any(line.startswith("applied ") for line in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(seen) + rest
+    assert proc.returncode == 1, out
+    assert "stopping the operator, the simulator and the control plane" in out
+    pids = pids_in(out)
+    assert [name for name, pid in pids.items() if running(pid)] == []
