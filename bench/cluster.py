@@ -106,7 +106,12 @@ class OperatorProcess:
     def start(self, ready_timeout: float = 120.0) -> None:
         (port,) = free_ports(1)
         self.liveness = f"http://127.0.0.1:{port}/healthz"
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO_ROOT / "operator")}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": str(REPO_ROOT / "operator"),
+            "CANOPY_BACKEND_HOSTS": "127.0.0.1",  # the simulated backends serve on loopback
+        }
         python = str(REPO_ROOT / ".venv" / "bin" / "python")
         profiling = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         command = [

@@ -120,6 +120,8 @@ class Demo:
         args = [
             "/usr/bin/env",
             f"KUBECONFIG={kubeconfig}",
+            # The simulator serves on loopback, which is not a Service of the experiment's namespace.
+            "CANOPY_BACKEND_HOSTS=127.0.0.1",
             sys.executable,
             "-m",
             "canopy_operator.cli",

@@ -80,7 +80,7 @@ class LiveBackend:
 
 async def run_pass(status: dict[str, Any], delivery: RollingDelivery, written: list[dict[str, Any]]) -> Report:
     spec = {"backend": {"url": "http://canopy-backend:8000"}, "challenger": {"prompt": CHALLENGER}}
-    obj = {"metadata": {"generation": 1}, "spec": spec, "status": status}
+    obj = {"metadata": {"generation": 1, "namespace": "user1-test"}, "spec": spec, "status": status}
 
     async def factory(*_: Any) -> RollingDelivery:
         return delivery

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, VoteTally, Window
 from canopy_operator.core.values import ManagedKeys
@@ -67,7 +68,7 @@ class FakeBackend:
 
 def body(status: dict[str, Any] | None, challenger: str = CHALLENGER, generation: int = 1) -> dict[str, Any]:
     spec = {"backend": {"url": URL}, "challenger": {"prompt": challenger}, "analysis": {"interval": "5s"}}
-    return {"metadata": {"generation": generation}, "spec": spec, "status": status or {}}
+    return {"metadata": {"generation": generation, "namespace": "user1-test"}, "spec": spec, "status": status or {}}
 
 
 async def run_pass(
@@ -189,3 +190,33 @@ async def test_a_recounting_vote_source_decides_through_the_same_pass() -> None:
     test = PromptExperimentStatus.model_validate(status).test
     assert test is not None
     assert source.windows[0].started_at == test.started_at
+
+
+async def test_a_backend_in_another_namespace_degrades_before_anything_is_sent_or_written() -> None:
+    delivery = FakeDelivery()
+    backend = FakeBackend(delivery)
+    calls: list[str] = []
+
+    def make_backend(spec: PromptExperimentSpec) -> FakeBackend:
+        calls.append(spec.backend.url)
+        return backend
+
+    async def factory(*_: Any) -> FakeDelivery:
+        calls.append("delivery")
+        return delivery
+
+    written: list[PromptExperimentStatus] = []
+
+    async def persist(status: PromptExperimentStatus) -> None:
+        written.append(status)
+
+    obj = body(None)
+    obj["spec"]["backend"]["url"] = "http://canopy-backend.user2-test:8000"  # another team's backend
+    ports = Ports(factory, make_backend, lambda _: ConfigTextPrompts(), persist, lambda: NOW)
+    report = await reconcile(obj, ports)
+    degraded = {c.type: c for c in report.status.conditions}["Degraded"]
+    assert (report.status.phase, degraded.reason) == ("Degraded", "BackendNotAllowed")
+    assert "spec.backend.url names canopy-backend.user2-test:8000" in degraded.message
+    assert calls == []  # no backend client made, no config source read
+    assert written == []
+    assert delivery.keys.prompt_b is None

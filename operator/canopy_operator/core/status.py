@@ -21,6 +21,11 @@ from canopy_operator.core.conditions import set_condition
 
 PROGRESS_POLL_SECONDS = 2.0
 """How often a pass runs while a change is in flight (Progressing, Promoting), at most."""
+ROLLOUT_RECHECK_SECONDS = 0.25
+"""The next pass after one that found its own fresh write not rolled out yet: the Deployment controller
+usually reports the new generation within a few hundred milliseconds, so the first look comes that soon."""
+FRESH_WRITE_SECONDS = 0.5
+"""How long after a write a pending rollout counts as fresh (one quick re-check, not a busy loop)."""
 INVALID_SPEC_POLL_SECONDS = 300.0
 """How often an invalid spec is looked at again (a spec change wakes the pass at once anyway)."""
 MAX_BACKOFF_SECONDS = 300.0
@@ -37,6 +42,8 @@ class PassFindings:
     """A change waits for a human to merge it (Git PullRequest mode)."""
     gate_block: str | None = None
     """Why the evaluation gate holds back an automatic promotion."""
+    fresh_rollout: bool = False
+    """The config this pass wrote (or found written) moments ago is not live yet: look again very soon."""
 
 
 class StatusUnreadable(ValueError):
@@ -166,7 +173,9 @@ def settle(
 def next_poll(phase: Phase, findings: PassFindings, interval: float) -> float:
     """Seconds to the next pass: the interval, or faster while a change is in flight and nothing is wrong."""
     fast = phase in ("Progressing", "Promoting") and not findings.degraded and not findings.awaiting_review
-    return min(interval, PROGRESS_POLL_SECONDS) if fast else interval
+    if not fast:
+        return interval
+    return min(interval, ROLLOUT_RECHECK_SECONDS if findings.fresh_rollout else PROGRESS_POLL_SECONDS)
 
 
 def backoff(delay: float, failures: int) -> float:

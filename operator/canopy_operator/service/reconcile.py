@@ -23,9 +23,11 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core import plan
+from canopy_operator.core.backends import BackendNotAllowed, backend_url
 from canopy_operator.core.changes import change_of
 from canopy_operator.core.stats import assess
 from canopy_operator.core.status import (
+    FRESH_WRITE_SECONDS,
     INVALID_SPEC_POLL_SECONDS,
     PassFindings,
     StatusUnreadable,
@@ -60,6 +62,8 @@ class Ports:
     now: Callable[[], datetime]
     evaluations: Evaluations | None = None
     failpoint: Failpoint = no_failpoint
+    backend_hosts: tuple[str, ...] = ()
+    """Hosts a backend URL may name besides the experiment's own namespace (``Settings.backend_hosts``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
         where = "spec." + ".".join(str(p) for p in first["loc"])
         effects = Effects().degrade("InvalidSpec", f"{where}: {first['msg']}")
         return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
+    namespace = str(body.get("metadata", {}).get("namespace") or "")
+    try:
+        url = backend_url(spec.backend.url, namespace, ports.backend_hosts)
+    except BackendNotAllowed as exc:
+        effects = Effects().degrade("BackendNotAllowed", str(exc))
+        return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
+    spec = spec.model_copy(update={"backend": spec.backend.model_copy(update={"url": url})})
     ctx = Context(spec, generation, ports)
     try:
         st, effects = await run_steps(ctx, st)
@@ -276,7 +287,9 @@ async def verify(
     if verdict.state == "timed_out":
         return st, effects.degrade("VerifyTimeout", verdict.message)
     if verdict.state == "waiting":
-        return st, effects
+        applied = st.delivery.applied_at or ctx.ports.now()
+        fresh = (ctx.ports.now() - applied).total_seconds() < FRESH_WRITE_SECONDS
+        return st, replace(effects, fresh_rollout=fresh)
     effects = effects.event("ConfigVerified", verdict.message)
     ctx.ports.failpoint("after-verify")
     return st.model_copy(update={"delivery": st.delivery.model_copy(update={"verified_at": ctx.ports.now()})}), effects
@@ -345,7 +358,7 @@ async def evaluate(
 
 def report(st: PromptExperimentStatus, effects: Effects, interval: float, generation: int, now: datetime) -> Report:
     """Settle phase and conditions; when to run again."""
-    findings = PassFindings(effects.degraded, effects.awaiting_review, effects.gate_block)
+    findings = PassFindings(effects.degraded, effects.awaiting_review, effects.gate_block, effects.fresh_rollout)
     st = settle(st, findings, generation, now)
     return Report(
         status=st,

@@ -36,6 +36,7 @@ class Effects:
     decision: str | None = None
     awaiting_review: bool = False
     gate_block: str | None = None
+    fresh_rollout: bool = False
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> Effects:
         return self.with_events((("Warning" if warning else "Normal", reason, message),))

@@ -116,6 +116,7 @@ class Services:
             now=utcnow,
             evaluations=Evaluations.for_body(self.gateway, namespace, body, self.settings.operator_image),
             failpoint=self.failpoint,
+            backend_hosts=self.settings.backend_hosts,
         )
         watch = self.observer.watch(namespace, name, body)
         try:

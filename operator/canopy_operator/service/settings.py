@@ -21,7 +21,24 @@ METRICS_PORT_ENV = "CANOPY_METRICS_PORT"
 METRICS_ADDR_ENV = "CANOPY_METRICS_ADDR"
 LOG_LEVEL_ENV = "CANOPY_LOG_LEVEL"
 KUBECONFIG_ENV = "KUBECONFIG"
+ALLOW_INSECURE_HTTP_ENV = "CANOPY_ALLOW_INSECURE_HTTP"
+ALLOW_FILE_REPOSITORIES_ENV = "CANOPY_ALLOW_FILE_REPOSITORIES"
+BACKEND_HOSTS_ENV = "CANOPY_BACKEND_HOSTS"
+EVALUATION_IMAGES_ENV = "CANOPY_EVALUATION_IMAGES"
 DEFAULT_MAX_BACKEND_BODY = 32 * 1024 * 1024
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}={raw!r} is not true or false")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").replace("\n", ",").split(",") if item.strip())
 
 
 class SettingsError(ValueError):
@@ -67,6 +84,16 @@ class Settings:
     """``CANOPY_FAILPOINTS``: test-only kill and pause points (empty in production)."""
     failpoint_dir: str | None = None
     """``CANOPY_FAILPOINT_DIR``: where a paused failpoint leaves its marker file."""
+    allow_insecure_http: bool = False
+    """``CANOPY_ALLOW_INSECURE_HTTP``: credentials may be sent over plain ``http://`` (off: refused)."""
+    allow_file_repositories: bool = False
+    """``CANOPY_ALLOW_FILE_REPOSITORIES``: ``file://`` Git repositories are allowed (tests only)."""
+    backend_hosts: tuple[str, ...] = ()
+    """``CANOPY_BACKEND_HOSTS``: hosts (``host`` or ``host:port``, ``*.`` wildcards) a ``spec.backend.url`` may
+    name besides a Service in the experiment's own namespace (comma-separated)."""
+    evaluation_images: tuple[str, ...] = ()
+    """``CANOPY_EVALUATION_IMAGES``: images an evaluation Job may run besides the operator's own (comma-separated;
+    a trailing ``*`` allows a prefix)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +111,10 @@ class Settings:
             kubeconfig=env.get(KUBECONFIG_ENV) or None,
             failpoints=env.get(ENV, ""),
             failpoint_dir=env.get(DIR_ENV) or None,
+            allow_insecure_http=_flag(env, ALLOW_INSECURE_HTTP_ENV),
+            allow_file_repositories=_flag(env, ALLOW_FILE_REPOSITORIES_ENV),
+            backend_hosts=_list(env, BACKEND_HOSTS_ENV),
+            evaluation_images=_list(env, EVALUATION_IMAGES_ENV),
         )
 
     def make_failpoints(self) -> Failpoints:
