@@ -45,7 +45,7 @@ def test_a_service_of_the_experiments_namespace_is_used_in_that_namespace(url: s
     ],
 )
 def test_any_other_host_is_refused_naming_the_field(url: str) -> None:
-    with pytest.raises(BackendNotAllowed, match=r"spec\.backend\.url names .* CANOPY_BACKEND_HOSTS"):
+    with pytest.raises(BackendNotAllowed, match=r"spec\.backend\.url names .*CANOPY_BACKEND_HOSTS"):
         backend_url(url, NS)
 
 
