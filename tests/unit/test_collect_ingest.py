@@ -268,3 +268,11 @@ def test_negatives_after_restart_kept_when_ids_reused() -> None:
 
 def test_negatives_counted_for_next_evaluation_when_added() -> None:
     assert add_negatives(Negatives(total=4, since_last_evaluation=1), 3) == Negatives(total=7, since_last_evaluation=4)
+
+
+def test_thumbs_down_on_another_feature_never_reaches_the_ledger() -> None:
+    ours = FeedbackEntry(1, "2026-11-22T10:00:00.000001+00:00", "summarize", "thumbs_down", "ours", "r", None)
+    theirs = FeedbackEntry(2, "2026-11-22T10:00:01.000001+00:00", "student-assistant", "thumbs_down", "x", "r", None)
+    result = ingest_feedback(Collection(), [ours, theirs], 2, set(), now=NOW, feature="summarize")
+    assert result.new_negatives == (ours,)
+    assert result.collection.feedback_cursor == 2  # read past it all the same: it is never counted later either

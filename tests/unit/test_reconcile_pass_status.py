@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, VoteTally, Window
@@ -220,3 +222,31 @@ async def test_a_backend_in_another_namespace_degrades_before_anything_is_sent_o
     assert calls == []  # no backend client made, no config source read
     assert written == []
     assert delivery.keys.prompt_b is None
+
+
+class ExplodingDelivery(FakeDelivery):
+    """A delivery whose read fails in a way nobody planned for (deep nesting, a shape bug)."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    async def read(self) -> SourceState:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "named"),
+    [
+        (RecursionError("maximum recursion depth exceeded while calling a Python object"), "RecursionError: maximum"),
+        (TypeError("'str' object is not a mapping " + "x" * 5000), "TypeError: 'str' object is not a mapping"),
+    ],
+)
+async def test_an_unexpected_exception_degrades_with_internal_error_and_backs_off(exc: Exception, named: str) -> None:
+    delivery = ExplodingDelivery(exc)
+    report = await run_pass(body(None), delivery, FakeBackend(delivery), [])
+    degraded = {c.type: c for c in report.status.conditions}["Degraded"]
+    assert (report.status.phase, degraded.reason) == ("Degraded", "InternalError")
+    assert degraded.message.startswith(named)
+    assert len(degraded.message) <= 240  # the type and a short message, never a page of remote text
+    assert report.failed  # the daemon backs off

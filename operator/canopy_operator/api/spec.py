@@ -37,9 +37,7 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
 class BackendSpec(ApiModel):
     """How to reach the Canopy backend's HTTP API."""
 
-    url: str = Field(
-        default="http://canopy-backend:8000", pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=2048
-    )
+    url: str = Field(default="http://canopy-backend:8000", pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=2048)
     """Base URL of the Canopy backend (no auth, no query), a Service of this namespace: http://canopy-backend:8000 or http://canopy-backend.<namespace>.svc:8000. Other hosts only if the operator's allow-list has them."""
     feature: Literal["summarize"] = "summarize"
     """The backend feature whose prompt is tested. Generation 1 of the backend supports only summarize."""

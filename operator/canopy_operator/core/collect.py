@@ -184,8 +184,12 @@ def ingest_feedback(
     known_fingerprints: Set[str],
     *,
     now: datetime,
+    feature: str | None = None,
 ) -> FeedbackIngestResult:
-    """The thumbs-down entries not kept before (by ``feedback_fingerprint``) and the new read position."""
+    """The thumbs-down entries not kept before (by ``feedback_fingerprint``) and the new read position.
+
+    With ``feature``, only that feature's feedback counts: thumbs-down on another feature of the same
+    backend (another team's, or another use of the app) never reaches this experiment's ledger."""
     read = _read_store(
         collection.feedback_fingerprint, collection.feedback_cursor, entries, total, feedback_fingerprint
     )
@@ -195,6 +199,8 @@ def ingest_feedback(
     for entry in read.fresh:
         fingerprint = feedback_fingerprint(entry)
         if entry.rating != "thumbs_down" or fingerprint in seen:
+            continue
+        if feature is not None and entry.feature != feature:
             continue
         seen.add(fingerprint)
         negatives.append(entry)

@@ -19,6 +19,7 @@ from canopy_operator.core.status import MAX_BACKOFF_SECONDS, backoff
 from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.service.report import Report
 from canopy_operator.service.services import RestoreSkipped, Services
 from canopy_operator.service.settings import Settings
@@ -55,6 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Kopf's own API calls get deadlines too: a stalled API server must not hang a handler (finding 9).
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
     metrics = memo.get("metrics") or Metrics()
     redactor = memo.get("redactor") or Redactor()
     services = await Services.open(memo.get("settings") or Settings.from_env(), metrics, redactor)
@@ -105,6 +109,11 @@ async def run(
             failures += 1
             delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+        except Exception as exc:  # the pass turns its own failures into conditions; this is what
+            # escaped even that (the status write, the report): one short line, then back off
+            failures += 1
+            delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
+            log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, internal_error_message(exc))
         wake_event.clear()
         # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created together.
         await _sleep(stopped, wake_event, max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started)))  # noqa: S311 - jitter

@@ -41,7 +41,7 @@ class Unavailable(KubeError):
 def _reason(exc: ApiException) -> str:
     body = getattr(exc, "body", None) or ""
     text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-    return f"{exc.status} {exc.reason}: {text[:500]}"
+    return f"{exc.status} {exc.reason}: {' '.join(text.split())[:300]}"
 
 
 def translate(exc: BaseException, what: str) -> KubeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.k8s.errors import translate
+from canopy_operator.k8s.errors import Unavailable, translate
 from canopy_operator.k8s.rollout import RolloutView
 
 T = TypeVar("T")
@@ -35,13 +36,23 @@ class SecretView:
 
     name: str
     namespace: str
-    data: dict[str, str]
+    data: dict[str, str] = field(repr=False)
     resource_version: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
-async def _call(what: str, fn: Callable[[], Awaitable[T]]) -> T:
+DEFAULT_DEADLINE = 30.0
+"""Seconds one API call may take in all (connect, answer, body): a stalled API server or a half-open
+connection must not hang a daemon (security-model rule 3)."""
+
+
+async def _call(what: str, fn: Callable[[], Awaitable[T]], deadline: float = DEFAULT_DEADLINE) -> T:
     try:
-        return await fn()
+        async with asyncio.timeout(deadline):
+            return await fn()
+    except TimeoutError as exc:
+        raise Unavailable(f"{what}: no answer within {deadline:g}s") from exc
     except Exception as exc:
         raise translate(exc, what) from exc
 
@@ -49,16 +60,20 @@ async def _call(what: str, fn: Callable[[], Awaitable[T]]) -> T:
 class Gateway:
     """Thin typed wrapper over kubernetes_asyncio; holds no state but the ApiClient."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, deadline: float = DEFAULT_DEADLINE) -> None:
         self.api = api
+        self.deadline = deadline
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        return await _call(what, fn, self.deadline)
+
     # ConfigMaps -----------------------------------------------------------------------------------------
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
-        cm = await _call(
+        cm = await self._call(
             f"get ConfigMap {namespace}/{name}", lambda: self.core.read_namespaced_config_map(name, namespace)
         )
         return ConfigMapView(
@@ -73,7 +88,7 @@ class Gateway:
     async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
         """Set one key, only if the ConfigMap is still at ``view.resource_version`` (409 Conflict otherwise)."""
         body = {"metadata": {"resourceVersion": view.resource_version}, "data": {key: text}}
-        cm = await _call(
+        cm = await self._call(
             f"patch ConfigMap {view.namespace}/{view.name}",
             lambda: self.core.patch_namespaced_config_map(view.name, view.namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
@@ -81,7 +96,7 @@ class Gateway:
 
     # Deployments ----------------------------------------------------------------------------------------
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
-        dep = await _call(
+        dep = await self._call(
             f"get Deployment {namespace}/{name}",
             lambda: self.apps.read_namespaced_deployment(name, namespace),
         )
@@ -92,14 +107,14 @@ class Gateway:
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
         """Roll the Deployment by changing a pod-template annotation (what `kubectl rollout restart` does)."""
         body = {"spec": {"template": {"metadata": {"annotations": {key: value}}}}}
-        await _call(
+        await self._call(
             f"patch Deployment {namespace}/{name}",
             lambda: self.apps.patch_namespaced_deployment(name, namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
         """The Deployment's rollout progress as its controller reports it."""
-        dep = await _call(
+        dep = await self._call(
             f"get Deployment {namespace}/{name}",
             lambda: self.apps.read_namespaced_deployment(name, namespace),
         )
@@ -117,7 +132,7 @@ class Gateway:
 
     # PromptExperiments ----------------------------------------------------------------------------------
     async def get_experiment(self, namespace: str, name: str) -> dict[str, Any]:
-        obj = await _call(
+        obj = await self._call(
             f"get PromptExperiment {namespace}/{name}",
             lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
         )
@@ -130,7 +145,7 @@ class Gateway:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        obj = await _call(
+        obj = await self._call(
             f"patch PromptExperiment {namespace}/{name} status",
             lambda: self.custom.patch_namespaced_custom_object_status(
                 GROUP,
@@ -146,24 +161,32 @@ class Gateway:
 
     # Secrets --------------------------------------------------------------------------------------------
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        secret = await _call(
+        secret = await self._call(
             f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
         )
         return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
 
     async def read_secret(self, namespace: str, name: str) -> SecretView:
         """A Secret's decoded data and resourceVersion (for a precondition on the next write)."""
-        secret = await _call(
+        secret = await self._call(
             f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
         )
         data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
-        return SecretView(name=name, namespace=namespace, data=data, resource_version=secret.metadata.resource_version)
+        meta = secret.metadata
+        return SecretView(
+            name=name,
+            namespace=namespace,
+            data=data,
+            resource_version=meta.resource_version,
+            labels=dict(meta.labels or {}),
+            annotations=dict(meta.annotations or {}),
+        )
 
     async def patch_secret(self, body: dict[str, Any]) -> str:
         """Merge-patch a Secret; a ``metadata.resourceVersion`` in ``body`` makes it conditional (409 Conflict).
         Returns the new resourceVersion."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        secret = await _call(
+        secret = await self._call(
             f"patch Secret {ns}/{name}",
             lambda: self.core.patch_namespaced_secret(name, ns, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
@@ -171,43 +194,47 @@ class Gateway:
 
     async def create_secret(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
-        await _call(
+        await self._call(
             f"create Secret {ns}/{body['metadata']['name']}",
             lambda: self.core.create_namespaced_secret(ns, body),  # type: ignore[arg-type]  # dicts serialise as-is
         )
 
     async def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = await _call(
+        result = await self._call(
             f"list Secrets in {namespace}",
             lambda: self.core.list_namespaced_secret(namespace, label_selector=selector),
         )
         return [self.api.sanitize_for_serialization(s) for s in result.items]
 
     async def delete_secret(self, namespace: str, name: str) -> None:
-        await _call(f"delete Secret {namespace}/{name}", lambda: self.core.delete_namespaced_secret(name, namespace))
+        await self._call(
+            f"delete Secret {namespace}/{name}", lambda: self.core.delete_namespaced_secret(name, namespace)
+        )
 
     # Jobs and pods --------------------------------------------------------------------------------------
     async def create_job(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
         job: Any = body  # the client serialises plain dicts as they are
-        await _call(f"create Job {ns}/{body['metadata']['name']}", lambda: self.batch.create_namespaced_job(ns, job))
+        await self._call(
+            f"create Job {ns}/{body['metadata']['name']}", lambda: self.batch.create_namespaced_job(ns, job)
+        )
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = await _call(
+        result = await self._call(
             f"list Jobs in {namespace}",
             lambda: self.batch.list_namespaced_job(namespace, label_selector=selector),
         )
         return [self.api.sanitize_for_serialization(j) for j in result.items]
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        await _call(
+        await self._call(
             f"delete Job {namespace}/{name}",
             lambda: self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background"),
         )
 
     async def job_termination_message(self, namespace: str, job_name: str) -> str | None:
         """The termination message of the Job's newest pod's first container, if any."""
-        pods = await _call(
+        pods = await self._call(
             f"list Pods of Job {namespace}/{job_name}",
             lambda: self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}"),
         )

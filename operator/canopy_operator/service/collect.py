@@ -72,21 +72,28 @@ async def poll_votes(
         votes = tally_votes(votes, reading.votes)
     negatives = st.negatives
     if spec.feedback.enabled:
-        collection, negatives, fed_restart = await _keep_negatives(collection, negatives, reading.feedback, ledger, now)
+        collection, negatives, fed_restart = await _keep_negatives(
+            collection, negatives, reading.feedback, ledger, now, spec.backend.feature
+        )
         restarted = restarted or fed_restart
     return st.model_copy(update={"collection": collection, "votes": votes, "negatives": negatives}), restarted
 
 
 async def _keep_negatives(
-    collection: Collection, negatives: Negatives, fb: FeedbackLog, ledger: LedgerStore | None, now: datetime
+    collection: Collection,
+    negatives: Negatives,
+    fb: FeedbackLog,
+    ledger: LedgerStore | None,
+    now: datetime,
+    feature: str,
 ) -> tuple[Collection, Negatives, bool]:
-    fed = ingest_feedback(collection, fb.entries, fb.total, set(), now=now)
+    fed = ingest_feedback(collection, fb.entries, fb.total, set(), now=now, feature=feature)
     if ledger is None:
         return fed.collection, add_negatives(negatives, len(fed.new_negatives)), fed.restart_detected
     if fed.new_negatives:
         # Only now is the ledger worth a read: dedupe against every entry kept, across restarts and crashes.
         kept = await ledger.load()
-        fed = ingest_feedback(collection, fb.entries, fb.total, kept.fingerprints(), now=now)
+        fed = ingest_feedback(collection, fb.entries, fb.total, kept.fingerprints(), now=now, feature=feature)
         kept = await _append(ledger, kept, fed)
         negatives = with_negatives_counts(negatives, kept.seen, kept.trimmed, ledger.dataset_name(kept))
         negatives = negatives.model_copy(update={"ledger_secret": ledger.ledger_name()})

@@ -46,6 +46,16 @@ from canopy_operator.service.report import Effects, Report
 from canopy_operator.sources.base import AppProbe, SourceError, VoteSource
 from canopy_operator.sources.prompts import PromptStore
 
+INTERNAL_ERROR = "InternalError"
+INTERNAL_MESSAGE_LIMIT = 200
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """The exception's type and the start of its message, on one line (never a traceback or a long text)."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= INTERNAL_MESSAGE_LIMIT else text[: INTERNAL_MESSAGE_LIMIT - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class Backend(AppProbe, VoteSource, Protocol):
     """The application the experiment runs on: what it serves, and where its votes are read."""
@@ -106,6 +116,8 @@ async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
     except (DeliveryError, KubeError) as exc:
         reason = getattr(exc, "reason", type(exc).__name__)
         effects = Effects(delivered="failed").degrade(reason, str(exc))
+    except Exception as exc:  # the last resort: every failure is a condition (security-model rule 5)
+        effects = Effects().degrade(INTERNAL_ERROR, internal_error_message(exc))
     return report(st, effects, parse_duration(spec.analysis.interval), generation, ports.now())
 
 

@@ -12,6 +12,7 @@ import json
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import aclosing, asynccontextmanager
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -44,6 +45,8 @@ READINESS_PROMPT = "ping"
 """The tiny text :meth:`CanopyClient.ab_ready` sends (the backend starts two model calls for it)."""
 
 _ERROR_BODY_LIMIT = 64 * 1024
+REMOTE_TEXT_LIMIT = 120
+"""Characters of a backend's own message (FastAPI ``detail``, a stream ``error``) kept in errors and status."""
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
@@ -236,16 +239,20 @@ class CanopyClient:
         return bytes(body)
 
     async def _error_detail(self, response: httpx.Response) -> str:
+        """FastAPI's ``detail`` message, short; for any other body only the standard phrase of the status code.
+
+        A raw body is never repeated: status conditions are readable by the ``view`` role, and a body could
+        come from anything the URL reaches (issue #14, finding 4)."""
         body = bytearray()
         async for chunk in response.aiter_raw():
             body += chunk
             if len(body) > _ERROR_BODY_LIMIT:
                 break
         try:
-            return _one_line(ErrorDetail.model_validate_json(body).detail)
+            detail = ErrorDetail.model_validate_json(body).detail
         except ValidationError:
-            text = bytes(body[:200]).decode("utf-8", errors="replace")
-            return _one_line(text) or "(empty body)"
+            return _status_phrase(response.status_code)
+        return _short(detail) or _status_phrase(response.status_code)
 
     async def _events(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[str, None]:
         """The data payloads of an SSE answer, bounded by ``max_body_bytes`` in total."""
@@ -318,9 +325,9 @@ def _summary_delta(payload: str, endpoint: str) -> str:
     if isinstance(event.get("delta"), str) and len(event) == 1:
         return cast(str, event["delta"])
     if isinstance(event.get("error"), str):
-        raise BackendStreamError(endpoint, _one_line(event["error"]))
+        raise BackendStreamError(endpoint, _short(event["error"]))
     if event.get("type") == "shield_violation":
-        raise BackendStreamError(endpoint, _one_line(str(event.get("message"))))
+        raise BackendStreamError(endpoint, _short(str(event.get("message"))))
     raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
 
 
@@ -350,7 +357,7 @@ def _ab_delta(payload: str, endpoint: str) -> tuple[str, str]:
     if variant not in ("a", "b"):
         raise BackendProtocolError(endpoint, f"event without variant a/b: {payload[:120]}")
     if isinstance(event.get("error"), str):
-        raise BackendStreamError(endpoint, _one_line(event["error"]), variant=variant)
+        raise BackendStreamError(endpoint, _short(event["error"]), variant=variant)
     if not isinstance(event.get("delta"), str) or len(event) != 2:
         raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
     return variant, event["delta"]
@@ -376,3 +383,16 @@ def _reason(exc: Exception) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
+
+
+def _short(text: str) -> str:
+    """Remote text for a status message: one line of printable characters, at most ``REMOTE_TEXT_LIMIT``."""
+    line = "".join(ch if ch.isprintable() else " " for ch in " ".join(text.split()))
+    return line if len(line) <= REMOTE_TEXT_LIMIT else line[: REMOTE_TEXT_LIMIT - 3] + "..."
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "(no detail)"

@@ -1,0 +1,48 @@
+"""What a backend answers never comes back whole: errors carry the status and a short message, never a body.
+
+The attack (issue #14, finding 4): ``backend.url`` named any host, and up to 300 characters of any non-200
+body were copied into ``status.conditions``, readable by every holder of the ``view`` role.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from canopy_operator.sources.canopy.client import REMOTE_TEXT_LIMIT, CanopyClient
+from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendStreamError
+
+SECRET_PAGE = "<html>instance-role credentials: AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</html>"
+
+
+def client_answering(status: int, body: bytes, content_type: str = "text/html") -> CanopyClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, stream=httpx.ByteStream(body), headers={"content-type": content_type})
+
+    return CanopyClient("http://canopy-backend.user1-test.svc:8000", timeout=5, transport=httpx.MockTransport(answer))
+
+
+async def test_a_foreign_error_page_is_not_repeated() -> None:
+    async with client_answering(403, SECRET_PAGE.encode()) as client:
+        with pytest.raises(BackendHTTPError) as raised:
+            await client.feature_flags()
+    assert str(raised.value) == "GET /feature-flags: backend answered 403: Forbidden"
+    assert "AKIA" not in str(raised.value)
+
+
+async def test_a_long_fastapi_detail_is_cut_to_one_short_line() -> None:
+    detail = "line one\nline two\x1b[31m " + "x" * 5000
+    async with client_answering(404, httpx.Response(200, json={"detail": detail}).content, "application/json") as c:
+        with pytest.raises(BackendHTTPError) as raised:
+            await c.feedback()
+    assert raised.value.detail.startswith("line one line two")
+    assert len(raised.value.detail) <= REMOTE_TEXT_LIMIT
+    assert "\x1b" not in raised.value.detail
+
+
+async def test_a_stream_error_event_is_cut_too() -> None:
+    stream = b'data: {"error": "' + b"y" * 4000 + b'"}\n\n'
+    async with client_answering(200, stream, "text/event-stream") as client:
+        with pytest.raises(BackendStreamError) as raised:
+            await client.summarize("text")
+    assert len(raised.value.detail) <= REMOTE_TEXT_LIMIT
