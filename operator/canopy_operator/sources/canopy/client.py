@@ -45,6 +45,8 @@ READINESS_PROMPT = "ping"
 """The tiny text :meth:`CanopyClient.ab_ready` sends (the backend starts two model calls for it)."""
 
 _ERROR_BODY_LIMIT = 64 * 1024
+INLINE_PARSE_BYTES = 64 * 1024
+"""Answers up to this size are parsed on the event loop (a thread hop costs more than parsing them)."""
 REMOTE_TEXT_LIMIT = 120
 """Characters of a backend's own message (FastAPI ``detail``, a stream ``error``) kept in errors and status."""
 _M = TypeVar("_M", bound=BaseModel)
@@ -185,7 +187,10 @@ class CanopyClient:
         endpoint = f"{method} {path}"
         raw = await self._bounded(self._body_call(method, path, body), endpoint)
         try:
-            return model.model_validate_json(raw)
+            if len(raw) <= INLINE_PARSE_BYTES:
+                return model.model_validate_json(raw)
+            # A large answer is parsed off the event loop: one tenant's backend must not stall the others.
+            return await asyncio.to_thread(model.model_validate_json, raw)
         except ValidationError as exc:
             raise BackendProtocolError(endpoint, _describe_validation(exc)) from exc
 
