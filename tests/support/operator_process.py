@@ -35,6 +35,8 @@ class OperatorProcess:
     log_dir: Path
     failpoints: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    more_namespaces: tuple[str, ...] = ()
+    """Further namespaces it watches besides ``namespace``."""
     generation: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +58,13 @@ class OperatorProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "canopy_operator.cli", "run", "--namespace", self.namespace],
+                [
+                    sys.executable,
+                    "-m",
+                    "canopy_operator.cli",
+                    "run",
+                    *(f"--namespace={ns}" for ns in (self.namespace, *self.more_namespaces)),
+                ],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
