@@ -1,4 +1,4 @@
-"""`canopy-operator`: run the operator, generate its CRD and manifests, run evaluations."""
+"""`canopy-operator`: run the operator, preview its values edits, generate its CRD and manifests, run evaluations."""
 
 from __future__ import annotations
 
@@ -82,12 +82,19 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     manifests.add_argument("--root", default=".", help="the repository root")
     manifests.set_defaults(fn=_manifests)
 
+    sub.add_parser(
+        "preview", help="print the values file the operator would write (a dry run; see preview --help)", add_help=False
+    )
     sub.add_parser("eval", help="run an evaluation (see eval --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "preview":
+        from canopy_operator.preview import main as preview
+
+        return preview(argv[1:])
     if argv and argv[0] == "eval":
         from canopy_operator.evals.cli import main as evaluate
 

@@ -19,9 +19,9 @@ def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     parsed: list[str] = []
     real = values._document
 
-    def counting(text: str) -> Any:
+    def counting(text: str, *args: Any, **kwargs: Any) -> Any:
         parsed.append(text)
-        return real(text)
+        return real(text, *args, **kwargs)
 
     monkeypatch.setattr(values, "_document", counting)
     return parsed

@@ -1,11 +1,20 @@
 """The four Helm values the operator manages, read from and written into a human-maintained values file.
 
 Managed keys (contract section 3): ``summarize.prompt``, ``summarize.prompt_b``, ``feedback.enabled`` and
-``ab_testing.enabled``. ``apply_managed`` changes only those: it parses the text with ruamel.yaml's
-round-trip parser, which gives every node's exact position, and splices new text into just the bytes of the
-changed items, so comments, key order, quoting, block scalars, indentation, anchors and document markers
-elsewhere stay byte-for-byte (a full re-dump would re-indent and re-wrap the file). Every result is parsed
-again and must read back as desired with all other values identical, or ``ValuesEditError`` is raised.
+``ab_testing.enabled``. ``apply_managed`` changes only those: it parses the text with PyYAML's event stream
+(the backend's own loader, within the bounds of ``yamlsplice.bounded``: size, nesting, aliases), which gives
+every node's exact position, and splices new text into just the bytes of the changed items, so comments, key
+order, quoting, block scalars, indentation, anchors and document markers elsewhere stay byte-for-byte (a full
+re-dump would re-indent and re-wrap the file). Every result is parsed again and must read back as desired with
+all other values identical, both as Helm types plain scalars and as ``yaml.safe_load`` (the backend) loads the
+file, or ``ValuesEditError`` is raised. ``edit_values`` adds the chart's schema facts (``validate_values``):
+that is the text the operator writes, or the error it reports as ``InvalidValues``.
+
+A section is written whole or not at all. ``feedback`` and ``ab_testing`` hold only ``enabled``, so the editor
+writes them whole. ``summarize`` also needs ``enabled`` and (when enabled) ``model``, and the operator cannot
+know the model: a file without a ``summarize`` section that has both (the chart's own ``values-test.yaml``
+holds only ``LLAMA_STACK_URL``) is refused with ``InvalidValues`` naming the missing keys, never completed
+with a guess and never written as a partial section the chart rejects and the backend crashes on.
 
 Conflict rule (``check_conflict``), per managed key: the current value is fine when it equals the desired
 value ("already desired"), or when the operator has not written yet (``last_applied`` is None: "still the
@@ -17,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 
+from canopy_operator.core.chart_schema import kind, schema_problems
+from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlLimitError, safe_load
 from canopy_operator.yamlsplice.edit import (
     Edit,
     Layout,
@@ -39,7 +50,6 @@ from canopy_operator.yamlsplice.pos import (
     Mapping,
     Node,
     Scalar,
-    Sequence,
     as_bool,
     as_text,
     compose,
@@ -53,7 +63,13 @@ from canopy_operator.yamlsplice.pos import (
 
 
 class ValuesEditError(ValueError):
-    """The values file cannot be read or edited safely; the message names the key path."""
+    """The values file cannot be read or edited safely; the message names the key path (or the bound).
+
+    ``problems``: the chart's schema facts the edited file would break (empty for other refusals)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class ValuesConflict(Exception):
@@ -88,7 +104,6 @@ PATHS: dict[str, tuple[str, str]] = {
     "feedback_enabled": ("feedback", "enabled"),
     "ab_testing_enabled": ("ab_testing", "enabled"),
 }
-SUMMARIZE_KEYS = ("enabled", "model", "prompt", "max_tokens", "temperature", "prompt_b")
 
 
 def managed_hash(m: ManagedKeys) -> str:
@@ -97,9 +112,11 @@ def managed_hash(m: ManagedKeys) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _document(text: str) -> Document | None:
+def _document(text: str, limits: Limits = LIMITS) -> Document | None:
     try:
-        docs = compose(text)
+        docs = compose(text, limits)
+    except YamlLimitError as exc:
+        raise ValuesEditError(f"refused to read the values file ({exc.bound} bound): {exc}") from None
     except ValueError as exc:
         raise ValuesEditError(f"the values file is not valid YAML: {exc}") from None
     if len(docs) > 1:
@@ -144,37 +161,54 @@ reconcile pass reads the ConfigMap; parsing the same text again cost a few ms of
 (bench/RESULTS.md)."""
 
 
-def read_managed(text: str) -> ManagedKeys:
+def read_managed(text: str, *, limits: Limits = LIMITS) -> ManagedKeys:
     """The managed values as Helm sees them (``yes`` is a boolean, a quoted "true" is not)."""
-    return _read_root(_root(_document(text)))
+    return _read_root(_root(_document(text, limits)))
 
 
 class ValuesReader:
-    """:func:`read_managed` that remembers the texts it has read, up to ``size`` (one per operator process)."""
+    """:func:`read_managed` that remembers the texts it has read, up to ``size`` (one per operator process).
 
-    def __init__(self, size: int = READ_CACHE_SIZE) -> None:
+    A text it refused is remembered too (the same ``ValuesEditError`` is raised again without parsing), so a
+    hostile text costs its parse once, not once per pass. Safe to call from worker threads (the delivery
+    parses off the event loop): at worst two threads parse the same new text once each."""
+
+    def __init__(self, size: int = READ_CACHE_SIZE, limits: Limits = LIMITS) -> None:
         self.size = size
-        self.seen: dict[bytes, ManagedKeys] = {}
+        self.limits = limits
+        self.seen: dict[bytes, ManagedKeys | str] = {}
 
     def __call__(self, text: str) -> ManagedKeys:
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         keys = self.seen.get(key)
         if keys is None:
-            keys = read_managed(text)
+            try:
+                keys = read_managed(text, limits=self.limits)
+            except ValuesEditError as exc:
+                keys = str(exc)
             while len(self.seen) >= self.size:
-                del self.seen[next(iter(self.seen))]
+                try:
+                    self.seen.pop(next(iter(self.seen)), None)
+                except (StopIteration, RuntimeError):  # another thread changed it meanwhile
+                    break
             self.seen[key] = keys
+        if isinstance(keys, str):
+            raise ValuesEditError(keys)
         return keys
 
 
-def _parse(text: str) -> tuple[Document | None, Mapping | None]:
-    doc = _document(text)
+def _parse(text: str, limits: Limits) -> tuple[Document | None, Mapping | None]:
+    doc = _document(text, limits)
     return doc, _root(doc)
 
 
-def apply_managed(text: str, desired: ManagedKeys) -> str:
-    """``text`` with the managed keys set to ``desired``; the very same string when nothing changes."""
-    doc, root = _parse(text)
+def apply_managed(text: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> str:
+    """``text`` with the managed keys set to ``desired``; the very same string when nothing changes.
+
+    The result reads back as ``desired`` with every other value unchanged, as Helm types it and as PyYAML (the
+    backend) loads it; anything else raises ``ValuesEditError``. Schema facts are ``validate_values``'s job
+    (``edit_values`` does both)."""
+    doc, root = _parse(text, limits)
     if _read_root(root) == desired:
         return text
     out, out_doc, out_root = text, doc, root
@@ -182,9 +216,21 @@ def apply_managed(text: str, desired: ManagedKeys) -> str:
         want = getattr(desired, name)
         if getattr(_read_root(out_root), name) != want:
             out = splice(out, _edits_for(Layout(out), out_doc, out_root, name, want))
-            out_doc, out_root = _parse(out)
+            out_doc, out_root = _parse(out, limits)
     _verify(root, out_root, desired)
+    verify_loaded(text, out, desired, limits=limits)
     return out
+
+
+def edit_values(text: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> str:
+    """The text the operator writes for ``desired``: :func:`apply_managed`, then the chart's schema facts.
+
+    Raises ``ValuesEditError`` saying what is wrong; nothing is to be written then."""
+    edited = apply_managed(text, desired, limits=limits)
+    problems = validate_values(edited, limits=limits)
+    if problems:
+        raise ValuesEditError(f"the edited file would break the chart: {'; '.join(problems)}", problems)
+    return edited
 
 
 def _edits_for(lay: Layout, doc: Document | None, root: Mapping | None, name: str, want: Value) -> list[Edit]:
@@ -220,7 +266,7 @@ def _set(lay: Layout, root: Mapping, section: str, key: str, want: Value) -> lis
         return insert_item(lay, svalue, None if after is None else after[0], key, want, step)
     if is_null(svalue) and isinstance(svalue, Scalar):
         return replace_value(lay, root, skey, svalue, Section(key, want), step, section)
-    raise ValuesEditError(f"{section}: expected a mapping, found {_kind(svalue)}")
+    raise ValuesEditError(f"{section}: expected a mapping, found {kind(svalue)}")
 
 
 def _unset(lay: Layout, root: Mapping, section: str, key: str, is_flag: bool) -> list[Edit]:
@@ -246,13 +292,6 @@ def _unset(lay: Layout, root: Mapping, section: str, key: str, is_flag: bool) ->
 def _refuse_shared_anchor(root: Mapping, value: Node, path: str) -> None:
     if isinstance(value, Scalar) and value.anchor and is_aliased(root, value):
         raise ValuesEditError(f"{path} carries anchor &{value.anchor} that other keys use; edit the file by hand")
-
-
-def _kind(node: Node) -> str:
-    target = deref(node)
-    if isinstance(target, Mapping):
-        return "a mapping"
-    return "a list" if isinstance(target, Sequence) else "a scalar"
 
 
 def _unmanaged(root: Mapping | None) -> object:
@@ -282,6 +321,70 @@ def _verify(before: Mapping | None, after: Mapping | None, desired: ManagedKeys)
         raise ValuesEditError("editing would change values outside the managed keys")
 
 
+def loaded_keys(data: Any) -> ManagedKeys:
+    """The managed keys of a document as ``yaml.safe_load`` returned it (the backend's view)."""
+
+    def get(section: str, key: str) -> Any:
+        mapping = data.get(section) if isinstance(data, dict) else None
+        return mapping.get(key) if isinstance(mapping, dict) else None
+
+    def text(section: str, key: str) -> str | None:
+        value = get(section, key)
+        return value if isinstance(value, str) else None
+
+    def flag(section: str) -> bool | None:
+        value = get(section, "enabled")
+        return value if isinstance(value, bool) else None
+
+    return ManagedKeys(text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing"))
+
+
+def verify_loaded(before: str, after: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> None:
+    """``after`` loads with ``yaml.safe_load`` (the backend's loader) to ``desired`` for the managed keys and
+    to exactly what ``before`` loads to for everything else; ``ValuesEditError`` otherwise."""
+    try:
+        old, new = safe_load(before, limits), safe_load(after, limits)
+    except YamlLimitError as exc:
+        raise ValuesEditError(f"refused to read the values file ({exc.bound} bound): {exc}") from None
+    except ValueError as exc:
+        raise ValuesEditError(f"the edited file does not load with PyYAML (the backend's loader): {exc}") from None
+    got = loaded_keys(new)
+    wrong = [".".join(PATHS[n]) for n in PATHS if getattr(got, n) != getattr(desired, n)]
+    if wrong:
+        raise ValuesEditError(
+            f"the edited file loads with PyYAML (the backend's loader) to other values of {', '.join(wrong)}"
+        )
+    if _canonical(_without_managed(old)) != _canonical(_without_managed(new)):
+        raise ValuesEditError("editing would change values outside the managed keys as PyYAML loads them")
+
+
+def _without_managed(data: Any) -> dict[Any, Any]:
+    if not isinstance(data, dict):
+        return {}
+    out = {k: v for k, v in data.items() if k not in ("feedback", "ab_testing")}
+    summarize = out.get("summarize", {})
+    if isinstance(summarize, dict) or summarize is None:
+        rest = {k: v for k, v in (summarize or {}).items() if k not in ("prompt", "prompt_b")}
+        if rest:
+            out["summarize"] = rest
+        else:
+            out.pop("summarize", None)
+    return out
+
+
+def _canonical(value: Any) -> object:
+    """A comparable form that tells 1, 1.0 and True apart and equates NaN with NaN."""
+    if isinstance(value, dict):
+        return ("map", tuple((_canonical(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("seq", tuple(_canonical(v) for v in value))
+    if isinstance(value, set):
+        return ("set", tuple(sorted(repr(_canonical(v)) for v in value)))
+    if isinstance(value, str | bytes | bool | int) or value is None:
+        return (type(value).__name__, value)
+    return (type(value).__name__, repr(value))
+
+
 def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | str | None, desired: ManagedKeys) -> None:
     """Raise ``ValuesConflict`` naming every managed key a human moved to a third value (rule: module doc).
 
@@ -305,84 +408,10 @@ def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | str | None,
         raise ValuesConflict(clashes)
 
 
-def validate_values(text: str) -> list[str]:
+def validate_values(text: str, *, limits: Limits = LIMITS) -> list[str]:
     """What would break ``helm template``/the Argo sync or crash the backend; empty means writable."""
     try:
-        root = _root(_document(text))
+        root = _root(_document(text, limits))
     except ValuesEditError as exc:
         return [str(exc)]
-    return list(_schema_problems(root))
-
-
-def _schema_problems(root: Mapping | None) -> Iterator[str]:
-    url = None if root is None else lookup(root, "LLAMA_STACK_URL")
-    if url is None or is_null(url):
-        yield "LLAMA_STACK_URL: required at the top level"
-    yield from _duplicates(root, "")
-    if root is None:
-        return
-    yield from _summarize_problems(lookup(root, "summarize"))
-    yield from _switch_problems("feedback", lookup(root, "feedback"), enabled_required=True)
-    yield from _switch_problems("ab_testing", lookup(root, "ab_testing"), enabled_required=False)
-
-
-def _duplicates(mapping: Mapping | None, path: str) -> Iterator[str]:
-    if mapping is None:
-        return
-    seen: set[str] = set()
-    for knode, vnode in mapping.items:
-        name = as_text(knode) or "?"
-        full = f"{path}.{name}" if path else name
-        if name in seen:
-            yield f"{full}: duplicate key"
-        seen.add(name)
-        if isinstance(vnode, Mapping):
-            yield from _duplicates(vnode, full)
-
-
-def _summarize_problems(node: Node | None) -> Iterator[str]:
-    if node is None or is_null(node):
-        return
-    section = deref(node)
-    if not isinstance(section, Mapping):
-        yield f"summarize: must be a mapping, found {_kind(node)}"
-        return
-    for knode, _ in section.items:
-        name = as_text(knode)
-        if name not in SUMMARIZE_KEYS and name != "<<":
-            yield f"summarize.{name}: unknown key (the chart allows only {', '.join(SUMMARIZE_KEYS)})"
-    enabled = lookup(section, "enabled")
-    if enabled is not None and as_bool(enabled) is None:
-        yield "summarize.enabled: must be a boolean (true or false, unquoted)"
-    model = lookup(section, "model")
-    if enabled is not None and as_bool(enabled) and (model is None or not as_text(model)):
-        yield "summarize.model: required when summarize.enabled is true"
-    for key in ("prompt", "prompt_b"):
-        value = lookup(section, key)
-        if value is not None and not is_null(value) and not _is_text(value):
-            yield f"summarize.{key}: must be a string"
-
-
-def _is_text(node: Node) -> bool:
-    target = deref(node)
-    return isinstance(target, Scalar) and as_text(target) is not None and as_bool(target) is None
-
-
-def _switch_problems(section: str, node: Node | None, enabled_required: bool) -> Iterator[str]:
-    if node is None or (is_null(node) and not enabled_required):
-        return
-    mapping = deref(node)
-    if not isinstance(mapping, Mapping):
-        yield f"{section}: must be a mapping holding 'enabled'" + (
-            " (a feedback section without it crashes the backend)" if enabled_required else ""
-        )
-        return
-    for knode, _ in mapping.items:
-        name = as_text(knode)
-        if name != "enabled":
-            yield f"{section}.{name}: unknown key (the chart allows only enabled)"
-    enabled = lookup(mapping, "enabled")
-    if enabled is None and enabled_required:
-        yield f"{section}.enabled: required (a {section} section without it crashes the backend)"
-    elif enabled is not None and as_bool(enabled) is None:
-        yield f"{section}.enabled: must be a boolean (true or false, unquoted)"
+    return list(schema_problems(root))

@@ -2,14 +2,24 @@
 
 The backend reads its config once at start-up, so a written ConfigMap takes effect only after the
 Deployment rolls; the roll is a pod-template annotation set to the sha256 of the new values text.
+
+The ConfigMap's text is the tenant's: it is read and edited in a worker thread, never on the event loop, within
+the parser's bounds (``yamlsplice.bounded``) and a deadline (``parse_timeout``), which the parse itself also
+polls, so it stops soon after the pass gave up on it. Any refusal is :class:`InvalidValues` naming the
+ConfigMap, its key and what is wrong; nothing is written then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from typing import TypeVar
 
-from canopy_operator.core.values import ManagedKeys, apply_managed, read_managed, validate_values
+from canopy_operator.core.values import ManagedKeys, edit_values, read_managed
 from canopy_operator.delivery.base import (
     DeliveryError,
     DeliveryTraits,
@@ -22,9 +32,14 @@ from canopy_operator.delivery.base import (
 )
 from canopy_operator.k8s.errors import Conflict, NotFound
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+from canopy_operator.yamlsplice.bounded import LIMITS, Limits
 
 ROLLOUT_ANNOTATION = "canopy.genaiops.io/config-sha256"
 CONFLICT_RETRIES = 5
+PARSE_TIMEOUT = 5.0
+"""Seconds one read or edit of the values text may take (it runs in a worker thread)."""
+
+T = TypeVar("T")
 
 
 def config_sha(text: str) -> str:
@@ -53,6 +68,9 @@ class ConfigMapDelivery:
         deployment: str,
         failpoint: Failpoint = no_failpoint,
         read: Callable[[str], ManagedKeys] = read_managed,
+        *,
+        parse_timeout: float = PARSE_TIMEOUT,
+        limits: Limits = LIMITS,
     ) -> None:
         self.gateway = gateway
         self.namespace = namespace
@@ -61,6 +79,26 @@ class ConfigMapDelivery:
         self.deployment = deployment
         self.failpoint = failpoint
         self.read_keys = read
+        self.parse_timeout = parse_timeout
+        self.limits = limits
+
+    @property
+    def where(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.configmap} key {self.key}"
+
+    async def _off_loop(self, what: str, work: Callable[[Limits], T]) -> T:
+        """``work(limits)`` in a worker thread, within ``parse_timeout``; refusals become InvalidValues."""
+        deadline = time.monotonic() + self.parse_timeout
+        limits = replace(self.limits, stop=lambda: time.monotonic() > deadline)
+        try:
+            async with asyncio.timeout(self.parse_timeout):
+                return await asyncio.to_thread(work, limits)
+        except TimeoutError:
+            raise InvalidValues(
+                f"{self.where}: {what} took longer than {self.parse_timeout:g}s (time bound); refused"
+            ) from None
+        except (ValueError, RecursionError) as exc:  # ValuesEditError, a parser bound, or anything the text causes
+            raise InvalidValues(f"{self.where}: {_short(exc)}") from None
 
     async def _view(self) -> ConfigMapView:
         try:
@@ -74,10 +112,7 @@ class ConfigMapDelivery:
     async def read(self) -> SourceState:
         view = await self._view()
         text = view.data[self.key]
-        try:
-            keys = self.read_keys(text)
-        except ValueError as exc:
-            raise InvalidValues(f"ConfigMap {self.namespace}/{self.configmap} key {self.key}: {exc}") from exc
+        keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text))
         return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
 
     async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
@@ -89,10 +124,7 @@ class ConfigMapDelivery:
         for _attempt in range(CONFLICT_RETRIES):
             view = await self._view()
             text = view.data[self.key]
-            new_text = apply_managed(text, desired)
-            problems = validate_values(new_text)
-            if problems:
-                raise InvalidValues("refusing to write values the chart would reject: " + "; ".join(problems))
+            new_text = await self._off_loop("editing the values", partial(_edit, text, desired))
             changed = new_text != text
             if changed:
                 try:
@@ -121,3 +153,22 @@ class ConfigMapDelivery:
         await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
         self.failpoint("after-roll")
         return True
+
+
+def _read(read: Callable[[str], ManagedKeys], text: str, limits: Limits) -> ManagedKeys:
+    """The reader's own bounds apply (``ValuesReader`` caches by text; a repeated text is not parsed again)."""
+    return read(text)
+
+
+def _edit(text: str, desired: ManagedKeys, limits: Limits) -> str:
+    return edit_values(text, desired, limits=limits)
+
+
+MAX_MESSAGE = 400
+"""Characters of a refusal's text kept in a condition message (status carries short messages only)."""
+
+
+def _short(exc: BaseException) -> str:
+    """A refusal as a condition may carry it: a ``ValueError``'s text (capped), else the exception's type."""
+    text = (str(exc) if isinstance(exc, ValueError) else "") or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

@@ -125,12 +125,30 @@ class Layout:
         return self.line_break_end(node.end)
 
     def _block_core_end(self, node: Scalar) -> int:
+        """Where a block scalar's content ends: trailing empty lines belong to whatever follows, unless ``+``.
+
+        An empty line holds only spaces, no more than the content's indentation; a line of more spaces, or with
+        a tab, is content (PyYAML's reading).
+        """
         header = _BLOCK_HEADER.search(self.text, node.start)
         lines = self.text[node.start : node.end].splitlines(keepends=True)
         if header is None or "+" not in header.group(0):
-            while len(lines) > 1 and not lines[-1].strip():
+            indent = self._block_indent(header, lines)
+            while len(lines) > 1 and _empty_line(lines[-1], indent):
                 lines.pop()
         return node.start + sum(len(line) for line in lines)
+
+    def _block_indent(self, header: re.Match[str] | None, lines: list[str]) -> int:
+        """The content indentation of a block scalar whose header and lines are given."""
+        digits = [ch for ch in (header.group(0) if header else "") if ch.isdigit()]
+        if digits:  # explicit: relative to the indentation of the line holding the header
+            first = lines[0] if lines else ""
+            return len(first) - len(first.lstrip(" ")) + int(digits[0])
+        for line in lines[1:]:
+            body = line.rstrip("\r\n")
+            if body.strip(" "):
+                return len(body) - len(body.lstrip(" "))
+        return 0
 
     def block_header(self, node: Scalar) -> tuple[int, str]:
         """End of a block scalar's indicators and the comment after them."""
@@ -138,6 +156,11 @@ class Layout:
         if header is None:  # pragma: no cover - the parser said this is a block scalar
             raise YamlEditError("block scalar without header")
         return header.end(), self.text[header.end() : self.content_end(header.end())]
+
+
+def _empty_line(line: str, indent: int) -> bool:
+    body = line.rstrip("\r\n")
+    return not body.strip(" ") and len(body) <= indent
 
 
 def _is_empty_plain(node: Node) -> bool:
@@ -233,7 +256,9 @@ def remove_item(lay: Layout, mapping: Mapping, index: int, parent_key: Node | No
     if lay.text[start : key.start].strip():
         raise YamlEditError(f"{what}: the key does not start its own line")
     end = lay.region_end(value)
-    if start > 0 and lay.blank_line_before(start) and (end == len(lay.text) or lay.is_blank_line(end)):
+    previous_end = lay.region_end(mapping.items[index - 1][1]) if index > 0 else 0
+    separated = start > 0 and lay.blank_line_before(start) and lay.line_start(start - 1) >= previous_end
+    if separated and (end == len(lay.text) or lay.is_blank_line(end)):
         start = lay.line_start(start - 1)  # drop the blank line that separated the removed item
     edits = [Edit(start, end, "")]
     if len(mapping.items) == 1 and parent_key is not None:

@@ -1,9 +1,10 @@
 """A YAML node tree that remembers where every node sits in the text, and Helm's reading of plain scalars.
 
-ruamel.yaml's round-trip parser supplies the events and their marks; this module composes them into nodes
-whose ``start``/``end`` are character offsets into the original text, so an editor can splice new text into
-exactly the bytes of one value and leave every other byte alone. Aliases stay visible as ``Alias`` nodes
-(an editor must replace the alias, never the anchored node it points to).
+PyYAML's parser (the backend's own loader, run within the bounds of :mod:`.bounded`) supplies the events and
+their marks; this module composes them into nodes whose ``start``/``end`` are character offsets into the
+original text, so an editor can splice new text into exactly the bytes of one value and leave every other byte
+alone. Aliases stay visible as ``Alias`` nodes (an editor must replace the alias, never the anchored node it
+points to), and are never expanded here.
 
 Plain scalars are read the way Helm reads values files (go-yaml v2, YAML 1.1 booleans such as ``yes``),
 because that is what decides what the backend finally sees.
@@ -11,14 +12,11 @@ because that is what decides what the backend finally sees.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import (
+from yaml.events import (
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
@@ -29,6 +27,8 @@ from ruamel.yaml.events import (
     SequenceStartEvent,
 )
 
+from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlSyntaxError, events
+
 _TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
 _FALSE = frozenset({"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"})
 _NULL = frozenset({"", "~", "null", "Null", "NULL"})
@@ -36,16 +36,6 @@ _NUMBER = re.compile(
     r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?|0x[0-9a-fA-F_]+|0o?[0-7_]+|0b[01_]+)([eE][-+]?[0-9]+)?"
     r"|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
 )
-
-
-def _parser() -> YAML:
-    """A round-trip YAML instance of its own for each parse (callers keep results, not parsers: see
-    ``core.values.ValuesReader``)."""
-    return YAML(typ="rt")
-
-
-class YamlSyntaxError(ValueError):
-    """The text is not YAML; the message names the line and column."""
 
 
 @dataclass(eq=False)
@@ -94,17 +84,13 @@ class Document:
     """Offset of an explicit ``...`` document-end marker, if any."""
 
 
-def compose(text: str) -> list[Document]:
-    """Every document in ``text`` as positioned nodes; raises ``YamlSyntaxError``."""
-    try:
-        events = list(_parser().parse(io.StringIO(text)))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-        raise YamlSyntaxError(f"{where}{exc.problem or exc.context}") from None
-    except YAMLError as exc:
-        raise YamlSyntaxError(str(exc)) from None
-    return _Composer(events).documents()
+def compose(text: str, limits: Limits = LIMITS) -> list[Document]:
+    """Every document in ``text`` as positioned nodes; raises ``YamlSyntaxError`` or ``YamlLimitError``."""
+    return _Composer(events(text, limits)).documents()
+
+
+def _index(mark: Any) -> int:
+    return int(mark.index) if mark is not None else 0
 
 
 class _Composer:
@@ -126,7 +112,7 @@ class _Composer:
                 self._anchors = {}
                 root = self._node()
                 end = self._next()
-                marker = end.start_mark.index if isinstance(end, DocumentEndEvent) and end.explicit else None
+                marker = _index(end.start_mark) if isinstance(end, DocumentEndEvent) and end.explicit else None
                 docs.append(Document(root=root, end_marker=marker))
         return docs
 
@@ -135,11 +121,12 @@ class _Composer:
         node: Node
         if isinstance(event, AliasEvent):
             if event.anchor not in self._anchors:
-                raise YamlSyntaxError(f"line {event.start_mark.line + 1}: unknown or recursive alias *{event.anchor}")
-            return Alias(self._anchors[event.anchor], event.start_mark.index, event.end_mark.index)
+                line = event.start_mark.line + 1 if event.start_mark is not None else 0
+                raise YamlSyntaxError(f"line {line}: unknown or recursive alias *{event.anchor}")
+            return Alias(self._anchors[event.anchor], _index(event.start_mark), _index(event.end_mark))
         if isinstance(event, ScalarEvent):
             tag = None if event.tag is None else str(event.tag)
-            node = Scalar(event.value, event.style, tag, event.anchor, event.start_mark.index, event.end_mark.index)
+            node = Scalar(event.value, event.style, tag, event.anchor, _index(event.start_mark), _index(event.end_mark))
         elif isinstance(event, MappingStartEvent):
             node = self._mapping(event)
         elif isinstance(event, SequenceStartEvent):
@@ -151,18 +138,18 @@ class _Composer:
         return node
 
     def _mapping(self, start: Any) -> Mapping:
-        node = Mapping(bool(start.flow_style), start.anchor, start.start_mark.index, start.end_mark.index)
+        node = Mapping(bool(start.flow_style), start.anchor, _index(start.start_mark), _index(start.end_mark))
         while not isinstance(self._events[self._pos], MappingEndEvent):
             key = self._node()
             node.items.append((key, self._node()))
-        node.end = self._next().end_mark.index
+        node.end = _index(self._next().end_mark)
         return node
 
     def _sequence(self, start: Any) -> Sequence:
-        node = Sequence(bool(start.flow_style), start.anchor, start.start_mark.index, start.end_mark.index)
+        node = Sequence(bool(start.flow_style), start.anchor, _index(start.start_mark), _index(start.end_mark))
         while not isinstance(self._events[self._pos], SequenceEndEvent):
             node.items.append(self._node())
-        node.end = self._next().end_mark.index
+        node.end = _index(self._next().end_mark)
         return node
 
 

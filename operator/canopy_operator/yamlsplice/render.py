@@ -3,16 +3,20 @@
 Multi-line texts become literal block scalars (``|`` or ``|-`` as their trailing newline needs, with an
 indentation indicator when the first line starts with a space; texts ending in blank lines are quoted instead,
 because ``|+`` would swallow any blank line written after it); single-line texts stay plain when that is
-unambiguous in YAML 1.1 and 1.2 alike, else single-quoted, else double-quoted with escapes. Every rendering is
-parsed back before it is used; anything that does not survive falls back to double quotes, which always do.
+unambiguous in YAML 1.1 and 1.2 alike, else single-quoted, else double-quoted with escapes. Inside a flow
+collection (``summarize: {...}``) a plain scalar must also avoid ``?``, ``:`` and ``#``, which end it there for
+PyYAML. Every rendering is parsed back, in the context it will be written to (block or flow), with the
+positioned parser and with ``yaml.safe_load`` (the backend's loader) before it is used; anything that does not
+survive falls back to double quotes, which always do.
 """
 
 from __future__ import annotations
 
-from canopy_operator.yamlsplice.pos import Mapping, Scalar, YamlSyntaxError, compose, deref, scalar_kind
+from canopy_operator.yamlsplice.bounded import safe_load
+from canopy_operator.yamlsplice.pos import Mapping, Node, Scalar, compose, deref, scalar_kind
 
 _SAFE_PUNCTUATION = frozenset(" _.,;!?()/'\"-+=%$@&*<>")
-_FLOW_UNSAFE = frozenset(",[]{}")
+_FLOW_UNSAFE = frozenset(",[]{}?:#")
 _SPECIAL_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null", "nan", "inf"})
 _LINE_BREAKS = frozenset("\r\x85\u2028\u2029")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
@@ -50,24 +54,43 @@ def _plain_ok(text: str, flow: bool) -> bool:
     return True
 
 
-def _reads_back(document: str, expected: str) -> bool:
+def _only_value(node: Node | None) -> Node | None:
+    """The value of a mapping's single item (None when ``node`` is not such a mapping)."""
+    target = None if node is None else deref(node)
+    if not isinstance(target, Mapping) or len(target.items) != 1:
+        return None
+    return target.items[0][1]
+
+
+def _reads_back(rendered: str, expected: str, flow: bool = False) -> bool:
+    """Whether ``k: rendered`` (``k: {k: rendered}`` in flow context) reads back as the text ``expected``."""
+    document = f"k: {{k: {rendered}}}\n" if flow else f"k: {rendered}"
+    if not document.endswith("\n"):
+        document += "\n"
     try:
         docs = compose(document)
-    except YamlSyntaxError:
+        loaded = safe_load(document)
+    except ValueError:
         return False
-    if len(docs) != 1 or not isinstance(docs[0].root, Mapping) or len(docs[0].root.items) != 1:
+    if len(docs) != 1:
         return False
-    node = deref(docs[0].root.items[0][1])
-    return isinstance(node, Scalar) and scalar_kind(node) == "str" and node.value == expected
+    node = _only_value(docs[0].root)
+    if flow:
+        node = _only_value(node)
+    want = {"k": {"k": expected}} if flow else {"k": expected}
+    if node is None or loaded != want:
+        return False
+    target = deref(node)
+    return isinstance(target, Scalar) and scalar_kind(target) == "str" and target.value == expected
 
 
 def render_inline(text: str, flow: bool = False) -> str:
     """A single-line rendering (plain, single- or double-quoted) that reads back as ``text``."""
-    if _plain_ok(text, flow) and _reads_back(f"k: {text}\n", text):
+    if _plain_ok(text, flow) and _reads_back(text, text, flow):
         return text
     if all(ch.isprintable() for ch in text):
         quoted = "'" + text.replace("'", "''") + "'"
-        if _reads_back(f"k: {quoted}\n", text):
+        if _reads_back(quoted, text, flow):
             return quoted
     return double_quoted(text)
 
@@ -98,7 +121,7 @@ def render_block(text: str, step: int, newline: str = "\n") -> tuple[str, str] |
     indicator = str(step) if first.startswith((" ", "\t")) else ""
     header = f"|{indicator}{chomp}"
     sample = _block_lines(text, header, " " * step, "\n")
-    if not _reads_back(f"k: {sample}", text):
+    if not _reads_back(sample, text):
         return None
     body = _block_lines(text, "", " " * step, newline)[len(newline) :]
     return header, body
