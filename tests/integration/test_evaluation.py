@@ -37,6 +37,13 @@ IMAGE = "quay.io/example/canopy-operator:0.1.0-test"
 WAIT = 90.0
 
 
+@pytest.fixture(autouse=True)
+def operator_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator runs as IMAGE, so the Jobs may run it (an evaluation image is the operator's own or on
+    its allow-list, never the spec's choice alone)."""
+    monkeypatch.setenv("CANOPY_OPERATOR_IMAGE", IMAGE)
+
+
 async def thumbs(url: str, texts: list[str], rating: str = "thumbs_down") -> None:
     async with CanopyClient(url, timeout=10) as http:
         for text in texts:

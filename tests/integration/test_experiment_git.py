@@ -72,9 +72,14 @@ async def synced_backend(api: ApiClient, namespace: str, bare: Path, workdir: Pa
         await kubelet.stop()
 
 
-async def credentials(api: ApiClient, namespace: str, password: str = PASSWORD) -> str:
+async def credentials(api: ApiClient, namespace: str, *allowed: str, password: str = PASSWORD) -> str:
+    """The repository's credentials, opted in (label and annotation) for the URL prefixes ``allowed``."""
     body = {
-        "metadata": {"name": "backend-repo"},
+        "metadata": {
+            "name": "backend-repo",
+            "labels": {"canopy.genaiops.io/credentials": "true"},
+            "annotations": {"canopy.genaiops.io/allowed-urls": "\n".join(allowed)},
+        },
         "type": "kubernetes.io/basic-auth",
         "stringData": {"username": USER, "password": password},
     }
@@ -166,8 +171,8 @@ async def test_concurrent_human_commit_is_kept_and_the_edit_reapplied_on_top(
 ) -> None:
     root = tmp_path / "srv"
     bare = make_repo(root, "backend", {VALUES: START})
-    secret = await credentials(admin_api, namespace)
     with git_http_server(root, USER, PASSWORD) as server:
+        secret = await credentials(admin_api, namespace, server.url("backend"))
 
         def human_pushes_first() -> None:
             human_commit(bare, VALUES, lambda t: t.replace("temperature: 0.2", "temperature: 0.3"), "Warmer")
@@ -208,8 +213,8 @@ async def test_rejected_credential_is_a_clear_condition_and_the_password_leaks_n
     root = tmp_path / "srv"
     bare = make_repo(root, "backend", {VALUES: START})
     wrong = "Wr0ng-but-secret-pa55"
-    secret = await credentials(admin_api, namespace, password=wrong)
     with git_http_server(root, USER, PASSWORD) as server:
+        secret = await credentials(admin_api, namespace, server.url("backend"), password=wrong)
         await create(admin_api, namespace, experiment("http://127.0.0.1:9", server.url("backend"), secret))
         with run_operator(operator_kubeconfig, namespace=namespace) as runner:
             await wait_for(lambda: phase_is(admin_api, namespace, "Degraded"), timeout=45, what="phase Degraded")
@@ -232,8 +237,8 @@ async def test_pull_request_mode_opens_one_pull_request_and_applies_only_after_t
 ) -> None:
     root = tmp_path / "srv"
     bare = make_repo(root / USER, "backend", {VALUES: START})
-    secret = await credentials(admin_api, namespace)
     with git_http_server(root, USER, PASSWORD) as server, fake_gitea(USER, PASSWORD) as gitea:
+        secret = await credentials(admin_api, namespace, f"http://127.0.0.1:{server.port}/{USER}", gitea.api_url)
         async with synced_backend(admin_api, namespace, bare, tmp_path) as backend:
             pr = {"pullRequest": {"provider": "Gitea", "apiUrl": gitea.api_url}}
             body = experiment(backend.url, server.url(f"{USER}/backend"), secret, method="PullRequest", **pr)
@@ -272,12 +277,12 @@ async def test_full_loop_promotes_the_winner_by_a_commit_argo_cd_deploys(
 ) -> None:
     root = tmp_path / "srv"
     bare = make_repo(root, "backend", {VALUES: START})
-    secret = await credentials(admin_api, namespace)
     challenger: Pick = "challenger"
     champion: Pick = "champion"
     decisive = [challenger] * 25 + [champion] * 5
     picks: list[Pick] = ["tie", "tie", *random.Random(3).sample(decisive, len(decisive))]
     with git_http_server(root, USER, PASSWORD) as server:
+        secret = await credentials(admin_api, namespace, server.url("backend"))
         async with synced_backend(admin_api, namespace, bare, tmp_path) as backend:
             await create(admin_api, namespace, experiment(backend.url, server.url("backend"), secret))
             with run_operator(operator_kubeconfig, namespace=namespace):

@@ -43,17 +43,28 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main") -> Path:
-    """A bare repository ``root/<name>.git`` whose ``branch`` holds ``files`` in one human commit."""
+def make_repo(
+    root: Path,
+    name: str,
+    files: dict[str, str | bytes],
+    branch: str = "main",
+    symlinks: dict[str, str] | None = None,
+) -> Path:
+    """A bare repository ``root/<name>.git`` whose ``branch`` holds ``files`` (and ``symlinks``: path to link
+    target) in one human commit."""
     bare = root / f"{name}.git"
     git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare))
     git("config", "http.receivepack", "true", cwd=bare)
+    git("config", "uploadpack.allowFilter", "true", cwd=bare)  # partial clones, as Gitea and GitHub serve them
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         git("init", "--quiet", f"--initial-branch={branch}", cwd=work)
         for path, text in files.items():
             (work / path).parent.mkdir(parents=True, exist_ok=True)
-            (work / path).write_bytes(text.encode())
+            (work / path).write_bytes(text.encode() if isinstance(text, str) else text)
+        for path, target in (symlinks or {}).items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).symlink_to(target)
         git("add", "--all", cwd=work)
         git("commit", "--quiet", "-m", "Initial values", cwd=work)
         git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
@@ -112,6 +123,8 @@ class GitHttpServer:
     on_push_advertisement: list[Callable[[], None]] = field(default_factory=list)
     """Run (and removed) one per push, just before the server tells the client where the refs are."""
     rejected_auth: int = 0
+    received_auth: list[str] = field(default_factory=list)
+    """Every ``Authorization`` header a request carried (what a hostile server would have collected)."""
     port: int = 0
 
     def url(self, name: str) -> str:
@@ -161,6 +174,8 @@ def _git_handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
             return
 
         def _serve(self) -> None:
+            if self.headers.get("Authorization"):
+                server.received_auth.append(self.headers["Authorization"])
             if not server._authorised(self.headers.get("Authorization")):
                 server.rejected_auth += 1
                 self.send_response(401)
@@ -224,6 +239,8 @@ class FakeGitea:
     port: int = 0
     calls: list[tuple[str, str, dict[str, list[str]], Any]] = field(default_factory=list)
     pulls: list[dict[str, Any]] = field(default_factory=list)
+    received_auth: list[str] = field(default_factory=list)
+    """Every ``Authorization`` header a request carried."""
 
     @property
     def api_url(self) -> str:
@@ -277,6 +294,8 @@ def _gitea_handler(fake: FakeGitea) -> type[BaseHTTPRequestHandler]:
             return
 
         def _serve(self) -> None:
+            if self.headers.get("Authorization"):
+                fake.received_auth.append(self.headers["Authorization"])
             if not fake._authorised(self.headers.get("Authorization")):
                 status, data = 401, {"message": "unauthorized"}
             else:

@@ -39,16 +39,35 @@ def test_ssh_key_lives_in_a_private_file_only_while_git_runs() -> None:
         key = Path(argv[argv.index("-i") + 1])
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert key.read_text().endswith("-----END KEY-----\n")
-        assert "StrictHostKeyChecking=accept-new" in argv
+        assert "StrictHostKeyChecking=yes" in argv
+        assert not any("accept-new" in arg for arg in argv)
         assert "BatchMode=yes" in argv
         assert "GIT_ASKPASS" not in env
     assert not key.exists()
 
 
-def test_ssh_uses_strict_host_checking_when_known_hosts_are_given() -> None:
+def test_ssh_uses_strict_host_checking_with_only_the_given_known_hosts() -> None:
     creds = GitCredentials(ssh_private_key="k", known_hosts="gitea.example.com ssh-ed25519 AAAA")
     with git_environment(creds) as env:
-        assert "StrictHostKeyChecking=yes" in shlex.split(env["GIT_SSH_COMMAND"])
+        argv = shlex.split(env["GIT_SSH_COMMAND"])
+        assert "StrictHostKeyChecking=yes" in argv
+        known = next(a.split("=", 1)[1] for a in argv if a.startswith("UserKnownHostsFile="))
+        assert Path(known).read_text() == "gitea.example.com ssh-ed25519 AAAA"
+        assert "GlobalKnownHostsFile=/dev/null" in argv
+
+
+def test_ssh_without_a_key_still_trusts_no_unknown_host() -> None:
+    with git_environment(None) as env:
+        argv = shlex.split(env["GIT_SSH_COMMAND"])
+        assert (argv[-1], argv[argv.index("BatchMode=yes")]) == ("StrictHostKeyChecking=yes", "BatchMode=yes")
+        assert "-i" not in argv
+
+
+def test_file_transport_is_allowed_only_when_the_operator_allows_file_repositories() -> None:
+    with git_environment(None) as env:
+        assert env["GIT_ALLOW_PROTOCOL"] == "http:https:ssh"
+    with git_environment(None, allow_file=True) as env:
+        assert env["GIT_ALLOW_PROTOCOL"] == "file:http:https:ssh"
 
 
 def test_classify_tells_auth_failures_rejections_and_other_errors_apart() -> None:

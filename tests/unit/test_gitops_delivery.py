@@ -9,6 +9,7 @@ import pytest
 from canopy_operator.core.changes import CommitInfo
 from canopy_operator.core.values import ManagedKeys, managed_hash, read_managed
 from canopy_operator.delivery.git import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.policy import GitPolicy
 from canopy_operator.gitops.repo import GitTarget, GitWorkspace
 from tests.support.gitserver import history, human_commit, make_repo, show
 from tests.support.values_files import REALISTIC
@@ -20,8 +21,9 @@ INFO = CommitInfo(experiment="user1-test/summary-ab", change="start A/B test")
 
 
 def delivery(bare: Path, tmp_path: Path, last_applied: ManagedKeys | str | None = None) -> GitDelivery:
-    target = GitTarget(repository=bare.as_uri(), values_file=VALUES)
-    return GitDelivery(GitWorkspace(tmp_path / "cache"), target, None, INFO, last_applied=last_applied)
+    target = GitTarget(repository=bare.as_uri(), values_file=VALUES, namespace="user1-test")
+    workspace = GitWorkspace(tmp_path / "cache", policy=GitPolicy(allow_file_repositories=True))
+    return GitDelivery(workspace, target, None, INFO, last_applied=last_applied)
 
 
 async def test_write_then_read_reports_the_commit_as_the_revision(tmp_path: Path) -> None:

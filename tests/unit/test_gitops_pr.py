@@ -45,7 +45,7 @@ def gitea() -> Iterator[FakeGitea]:
 
 
 async def open_pr(server: GitHttpServer, gitea: FakeGitea, workspace: GitWorkspace) -> tuple[str, int, str]:
-    target = GitTarget(repository=server.url("user1/backend"), values_file=VALUES)
+    target = GitTarget(repository=server.url("user1/backend"), values_file=VALUES, namespace="user1-test")
     result = await workspace.deliver(target, CREDS, PROMOTE, None, INFO, push_branch=BRANCH)
     title, body = pull_request_text(INFO, target.values_file)
     forge = Forge("Gitea", gitea.api_url, CREDS)
@@ -90,7 +90,7 @@ async def test_pull_request_counts_as_applied_only_after_merge(
     server: GitHttpServer, gitea: FakeGitea, bare: Path, tmp_path: Path
 ) -> None:
     workspace = GitWorkspace(tmp_path / "cache")
-    target = GitTarget(repository=server.url("user1/backend"), values_file=VALUES)
+    target = GitTarget(repository=server.url("user1/backend"), values_file=VALUES, namespace="user1-test")
     _, _, sha = await open_pr(server, gitea, workspace)
     assert await workspace.applied(target, CREDS, PROMOTE) is None
     git("update-ref", "refs/heads/main", f"refs/heads/{BRANCH}", cwd=bare)  # the reviewer merges (fast-forward)

@@ -11,6 +11,7 @@ from canopy_operator.core.changes import CommitInfo
 from canopy_operator.core.values import ManagedKeys, apply_managed, read_managed
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.errors import GitAuthError, GitConflictError, GitPushRejected, GitValuesError
+from canopy_operator.gitops.policy import GitPolicy
 from canopy_operator.gitops.repo import GitTarget, GitWorkspace
 from tests.support.gitserver import (
     GitHttpServer,
@@ -24,6 +25,7 @@ from tests.support.gitserver import (
 from tests.support.values_files import REALISTIC, changed_lines
 
 VALUES = "chart/values-test.yaml"
+NS = "user1-test"
 USER, PASSWORD = "user1", "s3cr3t-Pa55:word@x"
 ORIGINAL = read_managed(REALISTIC)
 DESIRED = ManagedKeys(ORIGINAL.prompt, "Summarize in one sentence.", True, True)
@@ -43,11 +45,13 @@ def server(tmp_path: Path, bare: Path) -> Iterator[GitHttpServer]:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> GitWorkspace:
-    return GitWorkspace(tmp_path / "cache", max_push_attempts=3, timeout=30)
+    return GitWorkspace(
+        tmp_path / "cache", max_push_attempts=3, timeout=30, policy=GitPolicy(allow_file_repositories=True)
+    )
 
 
 def target(server: GitHttpServer) -> GitTarget:
-    return GitTarget(repository=server.url("backend"), branch="main", values_file=VALUES)
+    return GitTarget(repository=server.url("backend"), branch="main", values_file=VALUES, namespace=NS)
 
 
 CREDS = GitCredentials(username=USER, password=PASSWORD)
@@ -149,7 +153,7 @@ async def test_deliver_gives_up_after_bounded_rejected_pushes(
 
 
 async def test_deliver_works_over_a_file_url(bare: Path, workspace: GitWorkspace) -> None:
-    local = GitTarget(repository=bare.as_uri(), values_file=VALUES)
+    local = GitTarget(repository=bare.as_uri(), values_file=VALUES, namespace=NS)
     result = await workspace.deliver(local, None, DESIRED, None, INFO)
     assert result.changed
     assert read_managed(show(bare, "main", VALUES)) == DESIRED
@@ -158,6 +162,6 @@ async def test_deliver_works_over_a_file_url(bare: Path, workspace: GitWorkspace
 
 
 async def test_deliver_refuses_a_values_path_outside_the_repository(bare: Path, workspace: GitWorkspace) -> None:
-    escaping = GitTarget(repository=bare.as_uri(), values_file="chart/../../../outside.yaml")
+    escaping = GitTarget(repository=bare.as_uri(), values_file="chart/../../../outside.yaml", namespace=NS)
     with pytest.raises(GitValuesError, match="points outside the repository"):
         await workspace.deliver(escaping, None, DESIRED, None, INFO)

@@ -23,25 +23,25 @@ from canopy_operator.core.redact import Redactor
 from canopy_operator.core.values import ManagedKeys, managed_hash
 from canopy_operator.delivery.configmap import ConfigMapDelivery
 from canopy_operator.delivery.git import GitDelivery, GitDeliveryError
+from canopy_operator.gitops.policy import GitPolicy
 from canopy_operator.gitops.repo import GitTarget, GitWorkspace, Observation
-from canopy_operator.k8s.errors import NotFound
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.service.settings import Settings
 from canopy_operator.service.wiring import delivery_for, open_git_workspace
+from tests.support.credentials import FakeSecrets, opted_in
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 AB = ManagedKeys("Champion.\n", "Challenger.\n", True, True)
 BEFORE = ManagedKeys("Champion.\n", None, False, False)
 
 
-class FakeGateway:
-    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
-        self.secrets = secrets
+REPOSITORY = "https://gitea.example.com/user1/backend.git"
 
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        if name not in self.secrets:
-            raise NotFound(f"get Secret {namespace}/{name}: not found")
-        return self.secrets[name]
+
+def secrets_of(secrets: dict[str, dict[str, str]]) -> FakeSecrets:
+    """The namespace's Secrets, each opted in for the experiment's repository."""
+    allowed = "https://gitea.example.com/user1\nssh://gitea.example.com/user1"
+    return FakeSecrets(*(opted_in(allowed, name, **data) for name, data in secrets.items()))
 
 
 def spec(method: str = "Push", **git: Any) -> PromptExperimentSpec:
@@ -50,7 +50,7 @@ def spec(method: str = "Push", **git: Any) -> PromptExperimentSpec:
             "challenger": {"prompt": "Challenger.\n"},
             "delivery": {
                 "mode": "Git",
-                "git": {"repository": "https://gitea.example.com/user1/backend.git", "method": method, **git},
+                "git": {"repository": REPOSITORY, "method": method, **git},
             },
         }
     )
@@ -64,7 +64,7 @@ async def git_delivery(
     restoring: bool = False,
     redactor: Redactor | None = None,
 ) -> GitDelivery:
-    gateway = cast(Gateway, FakeGateway(secrets or {}))
+    gateway = cast(Gateway, secrets_of(secrets or {}))
     made = await delivery_for(
         gateway,
         GitWorkspace(tmp_path),
@@ -91,7 +91,8 @@ async def test_credentials_come_from_the_secret_and_are_redacted_from_logs(tmp_p
 async def test_ssh_key_secret_gives_ssh_credentials(tmp_path: Path) -> None:
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
     secrets = {"repo": {"ssh-privatekey": key, "known_hosts": "gitea ssh-ed25519 AAAA\n"}}
-    made = await git_delivery(tmp_path, spec(credentialsSecret="repo"), secrets=secrets)
+    ssh = spec(credentialsSecret="repo", repository="git@gitea.example.com:user1/backend.git")
+    made = await git_delivery(tmp_path, ssh, secrets=secrets)
     assert made.credentials is not None
     assert (made.credentials.ssh_private_key, made.credentials.password) == (key, None)
     assert made.credentials.known_hosts == "gitea ssh-ed25519 AAAA\n"
@@ -102,6 +103,7 @@ async def test_missing_credentials_secret_is_a_named_delivery_error(tmp_path: Pa
         await git_delivery(tmp_path, spec(credentialsSecret="nope"))
     assert info.value.reason == "GitCredentialsMissing"
     assert "user1-test/nope" in str(info.value)
+    assert "spec.delivery.git.credentialsSecret" in str(info.value)
 
 
 async def test_secret_without_password_or_key_is_rejected(tmp_path: Path) -> None:
@@ -113,7 +115,7 @@ async def test_secret_without_password_or_key_is_rejected(tmp_path: Path) -> Non
 async def test_configmap_mode_still_gets_the_configmap_delivery(tmp_path: Path) -> None:
     plain = PromptExperimentSpec.model_validate({"challenger": {"prompt": "Challenger.\n"}})
     made = await delivery_for(
-        cast(Gateway, FakeGateway({})), GitWorkspace(tmp_path), "ns", "exp", plain, PromptExperimentStatus()
+        cast(Gateway, secrets_of({})), GitWorkspace(tmp_path), "ns", "exp", plain, PromptExperimentStatus()
     )
     assert isinstance(made, ConfigMapDelivery)
 
@@ -161,14 +163,20 @@ def test_temporary_git_cache_is_made_when_none_is_configured() -> None:
     try:
         assert workspace.cache_dir.is_dir()
         assert workspace.cache_dir.name.startswith("canopy-git-cache-")
+        assert workspace.policy == GitPolicy(allow_file_repositories=False, allow_insecure_http=False)
     finally:
         workspace.cache_dir.rmdir()
+
+
+def test_the_git_policy_follows_the_operator_settings(tmp_path: Path) -> None:
+    settings = Settings(git_cache_dir=str(tmp_path), allow_file_repositories=True, allow_insecure_http=True)
+    assert open_git_workspace(settings).policy == GitPolicy(allow_file_repositories=True, allow_insecure_http=True)
 
 
 def pr_delivery(tmp_path: Path, seen: ManagedKeys, sha: str) -> GitDelivery:
     made = GitDelivery(
         GitWorkspace(tmp_path),
-        target=GitTarget("file:///r.git"),
+        target=GitTarget("file:///r.git", namespace="ns"),
         credentials=None,
         info=CommitInfo("ns/exp", "start"),
         pr_branch="canopy/ns-exp-start-1",

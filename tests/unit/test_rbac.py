@@ -42,11 +42,12 @@ def test_clusterrole_grants_what_the_operator_does() -> None:
         ("canopy.genaiops.io", "promptexperiments", "patch"),
         ("canopy.genaiops.io", "promptexperiments/status", "patch"),
         ("", "events", "create"),
-        ("events.k8s.io", "events", "create"),
-        ("", "configmaps", "update"),
+        ("", "configmaps", "patch"),
         ("apps", "deployments", "patch"),
+        ("", "secrets", "get"),
         ("", "secrets", "create"),
-        ("batch", "jobs", "watch"),
+        ("", "secrets", "delete"),
+        ("batch", "jobs", "list"),
         ("", "pods", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ]
@@ -58,7 +59,12 @@ def test_clusterrole_grants_no_write_on_what_it_only_reads() -> None:
     rules = yaml.safe_load(render_rbac_yaml()["clusterrole.yaml"])["rules"]
     assert not _grants(rules, "", "configmaps", "delete")
     assert not _grants(rules, "", "configmaps", "list")
+    assert not _grants(rules, "", "configmaps", "update")
     assert not _grants(rules, "", "pods", "delete")
+    assert not _grants(rules, "", "pods", "get")
+    assert not _grants(rules, "batch", "jobs", "watch")
+    assert not _grants(rules, "", "events", "patch")
+    assert not any("events.k8s.io" in rule["apiGroups"] for rule in rules)
     assert not _grants(rules, "apps", "deployments", "delete")
     assert not _grants(rules, "canopy.genaiops.io", "promptexperiments", "delete")
 
@@ -132,3 +138,15 @@ def test_no_shipped_rbac_file_grants_a_wildcard() -> None:
     for name, rule in rules:
         for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in value for value in rule.get(field) or []), f"{name}: wildcard in {rule}"
+
+
+def test_no_shipped_role_grants_list_or_watch_on_secrets() -> None:
+    """``list`` (and ``watch``) return every Secret's data in a namespace; the operator reads Secrets by name."""
+    for path in sorted((ROOT / "manifests").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not doc or doc.get("kind") not in {"Role", "ClusterRole"}:
+                continue
+            for rule in doc.get("rules") or []:
+                if "" in rule.get("apiGroups", []) and "secrets" in rule.get("resources", []):
+                    granted = {"list", "watch"} & set(rule.get("verbs", []))
+                    assert not granted, f"{path.name}: {doc['metadata']['name']} grants {sorted(granted)} on secrets"

@@ -74,20 +74,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("events",),
-        ("create", "patch"),
-        "Kopf posts handler outcomes as core/v1 Events; the operator records its decisions as Events.",
-    ),
-    Rule(
-        ("events.k8s.io",),
-        ("events",),
-        ("create", "patch"),
-        "Decision, promotion and delivery Events written through the events.k8s.io API.",
+        ("create",),
+        "Kopf posts handler outcomes and the operator's decisions as new core/v1 Events (it never updates one).",
     ),
     Rule(
         ("",),
         ("configmaps",),
-        ("get", "patch", "update"),
-        "ConfigMap delivery reads and writes canopy-config with resourceVersion preconditions; "
+        ("get", "patch"),
+        "ConfigMap delivery reads canopy-config and merge-patches it with a resourceVersion precondition; "
         "it reads one named object, so list and watch are not needed.",
     ),
     Rule(
@@ -100,22 +94,25 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("secrets",),
-        ("get", "list", "create", "patch", "delete"),
-        "Reads the Git credentials and judge API key Secrets named in the spec; creates, lists (by "
-        "label) and deletes the dataset Secrets it owns for evaluation Jobs; creates and patches (with a "
-        "resourceVersion precondition) the negative-feedback ledger Secret it owns.",
+        ("get", "create", "patch", "delete"),
+        "Reads, by name, the Git/forge credentials and the judge key Secret's metadata named in the spec (used "
+        "only when the Secret opts in); creates and deletes by name the dataset Secrets it owns for evaluation "
+        "Jobs; creates and patches (with a resourceVersion precondition) its negative-feedback ledger Secret. "
+        "No list or watch: those return every Secret's data.",
     ),
     Rule(
         ("batch",),
         ("jobs",),
-        ("get", "list", "watch", "create", "delete"),
-        "Runs evaluation suites as Jobs, follows them to completion and deletes finished ones.",
+        ("list", "create", "delete"),
+        "Runs evaluation suites as Jobs, lists the experiment's Jobs (by label) each pass to follow them, and "
+        "deletes finished ones beyond the history limit.",
     ),
     Rule(
         ("",),
         ("pods",),
-        ("get", "list"),
-        "Finds the evaluation Job's pod and reads its termination message (the machine-readable result).",
+        ("list",),
+        "Lists the evaluation Job's pods (by the job-name label) to read the termination message (the "
+        "machine-readable result).",
     ),
     Rule(
         ("",),

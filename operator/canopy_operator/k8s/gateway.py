@@ -131,13 +131,6 @@ class Gateway:
         )
 
     # PromptExperiments ----------------------------------------------------------------------------------
-    async def get_experiment(self, namespace: str, name: str) -> dict[str, Any]:
-        obj = await self._call(
-            f"get PromptExperiment {namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
-        )
-        return dict(obj)
-
     async def patch_experiment_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:
@@ -160,12 +153,6 @@ class Gateway:
         return dict(obj)
 
     # Secrets --------------------------------------------------------------------------------------------
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        secret = await self._call(
-            f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
-        )
-        return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.data or {}).items()}
-
     async def read_secret(self, namespace: str, name: str) -> SecretView:
         """A Secret's decoded data and resourceVersion (for a precondition on the next write)."""
         secret = await self._call(
@@ -198,13 +185,6 @@ class Gateway:
             f"create Secret {ns}/{body['metadata']['name']}",
             lambda: self.core.create_namespaced_secret(ns, body),  # type: ignore[arg-type]  # dicts serialise as-is
         )
-
-    async def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = await self._call(
-            f"list Secrets in {namespace}",
-            lambda: self.core.list_namespaced_secret(namespace, label_selector=selector),
-        )
-        return [self.api.sanitize_for_serialization(s) for s in result.items]
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         await self._call(

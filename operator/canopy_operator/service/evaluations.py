@@ -2,31 +2,33 @@
 
 Deciding happens in ``core.evaluation`` (jobs, results, trigger, gate) and ``core.ledger``; this module reads the Jobs,
 asks the core what to do, does it through the gateway and reports events. One instance per pass.
+
+Before a Job starts, the operator-level rules hold (security-model rule 1): its image is the operator's own or on
+``CANOPY_EVALUATION_IMAGES`` (``core.credentials.image_refusal``), and the judge's API key Secret opted in for the
+judge endpoint (``service.credentials.judge_refusal``); otherwise no Job is made, and an ``EvaluationNotStarted``
+event and the EvaluationPassed condition say why. Dataset Secrets are deleted by the names the operator knows
+(status and the Jobs' annotations): it never lists Secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from canopy_operator.api.conditions import ConditionType as C
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import EvaluationRun, PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.conditions import set_condition
+from canopy_operator.core.credentials import image_refusal
 from canopy_operator.core.evaluation.gate import gate_state, gate_waiting, latest_run, run_verdict
 from canopy_operator.core.evaluation.jobs import (
     ANNOTATION_DATASET,
-    COMPONENT_DATASET,
-    LABEL_COMPONENT,
-    LABEL_EXPERIMENT,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
     dataset_secret_name,
     eval_selector,
-    experiment_label_value,
     job_name_for,
     render_dataset_secret,
     render_eval_job,
@@ -54,8 +56,11 @@ from canopy_operator.core.ledger import (
 )
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
 from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.service.credentials import judge_refusal
+from canopy_operator.service.settings import Settings
 
 EventSink = Callable[[str, str, bool], None]
+_DATASET_NAME = re.compile(r"-dataset-[0-9a-f]{8}$")
 
 
 class LedgerUnreadable(KubeError):
@@ -67,21 +72,21 @@ class LedgerUnreadable(KubeError):
 class Evaluations:
     """The experiment's ledger, dataset Secrets and evaluation Jobs, seen from one reconcile pass."""
 
-    def __init__(self, gateway: Gateway, namespace: str, name: str, uid: str, default_image: str | None) -> None:
+    def __init__(self, gateway: Gateway, namespace: str, name: str, uid: str, settings: Settings) -> None:
         self.gateway = gateway
         self.namespace = namespace
         self.name = name
         self.uid = uid
-        self.default_image = default_image
+        self.settings = settings
         self._cached: tuple[Ledger, str | None] | None = None
+        self._refused: tuple[str, str] | None = None
+        """Why this pass did not start the evaluation it was due to start (reason, message)."""
 
     @classmethod
-    def for_body(
-        cls, gateway: Gateway, namespace: str, body: Mapping[str, Any], default_image: str | None
-    ) -> Evaluations:
-        """For the experiment in ``body``; ``default_image`` is the operator's own (``Settings.operator_image``)."""
+    def for_body(cls, gateway: Gateway, namespace: str, body: Mapping[str, Any], settings: Settings) -> Evaluations:
+        """For the experiment in ``body``, under the operator's ``settings`` (its image and allow-lists)."""
         metadata = body.get("metadata") or {}
-        return cls(gateway, namespace, str(metadata.get("name", "")), str(metadata.get("uid", "")), default_image)
+        return cls(gateway, namespace, str(metadata.get("name", "")), str(metadata.get("uid", "")), settings)
 
     # -- the ledger (core.ledger decides; this reads and writes the Secret) -----------------------------------
     def ledger_name(self) -> str:
@@ -194,10 +199,13 @@ class Evaluations:
         event: EventSink,
     ) -> PromptExperimentStatus:
         assert st.test is not None  # the trigger needs an active test
-        image = spec.evaluation.image or self.default_image
-        if not image:
-            event("EvaluationNotStarted", f"set spec.evaluation.image or $CANOPY_OPERATOR_IMAGE ({why})", True)
+        refused = await self._refusal(spec)
+        if refused is not None:
+            self._refused = refused
+            event("EvaluationNotStarted", f"{refused[0]}: {refused[1]} ({why})", True)
             return st
+        image = spec.evaluation.image or self.settings.operator_image
+        assert image is not None  # _refusal checked it
         ledger = await self.load()
         secret = render_dataset_secret(self.namespace, self.name, self.uid, dataset_yaml(ledger))
         dataset = str(secret["metadata"]["name"])
@@ -231,10 +239,26 @@ class Evaluations:
         event("EvaluationStarted", f"{job_name}: {why}; {len(ledger.entries)} negative cases", False)
         return record_start(st, run, st.negatives.total, spec.evaluation.run_request)
 
+    async def _refusal(self, spec: PromptExperimentSpec) -> tuple[str, str] | None:
+        """Why the evaluation may not start (reason, message naming the field or Secret), or None."""
+        settings = self.settings
+        image = image_refusal(spec.evaluation.image, settings.operator_image, settings.evaluation_images)
+        if image is not None:
+            return "EvaluationImageNotAllowed", image
+        judge = spec.evaluation.judge
+        return await judge_refusal(
+            self.gateway,
+            self.namespace,
+            judge.api_key_secret,
+            judge.endpoint,
+            allow_insecure_http=settings.allow_insecure_http,
+        )
+
     async def _prune(
         self, spec: PromptExperimentSpec, st: PromptExperimentStatus, jobs: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Finished Jobs beyond historyLimit, then dataset Secrets no kept Job or run reads."""
+        """Finished Jobs beyond historyLimit, then the dataset Secrets only they read, deleted by name (from their
+        annotations and their runs in status): the operator has no ``list`` on Secrets."""
         doomed = set(jobs_to_prune(jobs, spec.evaluation.history_limit))
         for name in doomed:
             with contextlib.suppress(NotFound):
@@ -242,18 +266,18 @@ class Evaluations:
         if not doomed:
             return
         keep = {st.negatives.dataset_secret} | {r.dataset_secret for r in st.evaluations if r.state == "Running"}
+        candidates: set[str | None] = {r.dataset_secret for r in st.evaluations if r.name in doomed}
         for job in jobs:
-            if job.get("metadata", {}).get("name") not in doomed:
-                keep.add((job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_DATASET))
-        selector = (
-            f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_DATASET},"
-            f"{LABEL_EXPERIMENT}={experiment_label_value(self.name)}"
-        )
-        for secret in await self.gateway.list_secrets(self.namespace, selector):
-            name = secret.get("metadata", {}).get("name")
-            if isinstance(name, str) and name not in keep:
-                with contextlib.suppress(NotFound):
-                    await self.gateway.delete_secret(self.namespace, name)
+            dataset = (job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_DATASET)
+            (candidates if job.get("metadata", {}).get("name") in doomed else keep).add(dataset)
+        for name in sorted(n for n in candidates - keep if isinstance(n, str) and self._is_dataset(n)):
+            with contextlib.suppress(NotFound):
+                await self.gateway.delete_secret(self.namespace, name)
+
+    def _is_dataset(self, name: str) -> bool:
+        """A dataset Secret's name (``<experiment>-dataset-<sha8>``): an annotation naming any other Secret is
+        not followed."""
+        return bool(_DATASET_NAME.search(name)) and name.startswith(self.name[:20])
 
     def _condition(
         self, spec: PromptExperimentSpec, st: PromptExperimentStatus, generation: int, now: datetime
@@ -261,13 +285,9 @@ class Evaluations:
         if not spec.evaluation.enabled and not st.evaluations:
             return st
         verdict = run_verdict(latest_run(st))
-        conditions = set_condition(
-            st.conditions,
-            C.EVALUATION_PASSED,
-            "True" if verdict.open else "False",
-            verdict.reason,
-            verdict.message,
-            generation,
-            now,
-        )
+        status: Literal["True", "False"] = "True" if verdict.open else "False"
+        reason, message = verdict.reason, verdict.message
+        if self._refused is not None:
+            status, (reason, message) = "False", self._refused
+        conditions = set_condition(st.conditions, C.EVALUATION_PASSED, status, reason, message, generation, now)
         return st.model_copy(update={"conditions": conditions})

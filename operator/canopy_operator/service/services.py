@@ -114,7 +114,7 @@ class Services:
             prompts=wiring.prompts_for,
             persist=persist,
             now=utcnow,
-            evaluations=Evaluations.for_body(self.gateway, namespace, body, self.settings.operator_image),
+            evaluations=Evaluations.for_body(self.gateway, namespace, body, self.settings),
             failpoint=self.failpoint,
             backend_hosts=self.settings.backend_hosts,
         )
