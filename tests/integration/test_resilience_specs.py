@@ -90,7 +90,12 @@ async def setup_objects(api: ApiClient, namespace: str) -> dict[str, str]:
     for name in CASES:
         await apps.create_namespaced_deployment(namespace, deployment_manifest(f"dep-{name}"))  # type: ignore[arg-type]  # a dict body is accepted
     secret = {
-        "metadata": {"name": "git-creds"},
+        "metadata": {
+            "name": "git-creds",
+            # opted in for the repository, so what is wrong is the key alone
+            "labels": {"canopy.genaiops.io/credentials": "true"},
+            "annotations": {"canopy.genaiops.io/allowed-urls": GIT_REPO},
+        },
         "data": {"user": _b64("canopy"), "pasword": _b64(SECRET_VALUE)},  # a typo: no usable key
     }
     await core.create_namespaced_secret(namespace, secret)  # type: ignore[arg-type]  # a dict body is accepted
