@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help demo venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
-        cluster-up envtest-kubeconfig run simulate bench e2e clean
+        cluster-up envtest-kubeconfig run simulate bench e2e clean node-assets node-up node-down image
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+( [a-zA-Z0-9_.-]+)*:.*## ' $(MAKEFILE_LIST) \
@@ -45,8 +45,9 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts (.importlinter)
 envtest-assets: ## Build (or reuse) kube-apiserver and etcd for the integration tests
 	bash hack/envtest-assets.sh
 
-test: $(STAMP) envtest-assets lint ## Run every test: lint, unit and integration (real API server)
+test: $(STAMP) envtest-assets lint ## Run every test: lint, unit, integration (real API server), e2e (real node)
 	bash hack/run-tests.sh
+	bash hack/e2e.sh
 
 test-unit: $(STAMP) ## Unit tests only (no API server)
 	$(VENV)/bin/pytest -m "not integration and not e2e" tests
@@ -66,7 +67,19 @@ simulate: $(STAMP) ## Run the Canopy backend simulator on 127.0.0.1:8000 (CONFIG
 bench: $(STAMP) envtest-assets ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
 	$(PY) bench/decision_sim.py && $(PY) bench/collect_bench.py && $(PY) bench/reconcile_bench.py --scales 1,100,500
 
-e2e: $(STAMP) ## End-to-end on a kind cluster: image, manifests, simulator Deployment, experiment (skips without Docker/kind)
+node-assets: ## Build (or reuse) kubelet, controllers, kube-proxy, CoreDNS, pause image; install runc/containerd/CNI when missing
+	bash hack/node-assets.sh
+
+node-up: $(STAMP) envtest-assets node-assets ## Start a real single-node cluster in the background (root) and print its kubeconfig
+	$(PY) -m canopy_devkit.node up
+
+node-down: $(STAMP) ## Stop the node of `make node-up` and put the machine back as it was found
+	$(PY) -m canopy_devkit.node down
+
+image: ## Build the operator and simulator images with dockerd (no registry) into one tarball (hack/images.sh)
+	bash hack/images.sh
+
+e2e: $(STAMP) ## The e2e tier on a real node (root; E2E_KIND_CLUSTER=name for kind, E2E_KUBECONFIG=path for any cluster)
 	bash hack/e2e.sh
 
 clean: ## Remove caches (keeps .venv and the envtest binaries)
