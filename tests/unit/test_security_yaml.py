@@ -29,10 +29,10 @@ FAST = 0.5  # seconds of CPU; the refusals take a few milliseconds (CPU time: a 
 
 
 def _refused(call: Callable[..., object], *args: object) -> tuple[str, float]:
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(ValuesEditError) as info:
         call(*args)
-    return str(info.value), time.process_time() - started
+    return str(info.value), time.thread_time() - started
 
 
 def test_alias_bomb_of_555_bytes_is_refused_in_milliseconds_when_read() -> None:
@@ -51,10 +51,10 @@ def test_alias_bomb_is_refused_in_milliseconds_when_the_operator_would_edit_the_
 
 
 def test_alias_bomb_is_reported_by_the_pre_write_check() -> None:
-    started = time.process_time()
+    started = time.thread_time()
     (problem,) = validate_values(alias_bomb(HEAD))
     assert "alias expansion bound" in problem
-    assert time.process_time() - started < FAST
+    assert time.thread_time() - started < FAST
 
 
 def test_deep_flow_nesting_of_12_kb_is_refused_fast_without_recursion_error() -> None:

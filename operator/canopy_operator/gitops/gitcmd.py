@@ -109,7 +109,7 @@ async def run_git(
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
-    out_task = asyncio.ensure_future(_head(proc.stdout, MAX_STDOUT, args[0]))
+    out_task = asyncio.ensure_future(_head(proc.stdout, MAX_STDOUT, args[0], lambda: _kill(proc)))
     err_task = asyncio.ensure_future(_tail(proc.stderr, STDERR_TAIL))
     try:
         async with asyncio.timeout(time_limit):
@@ -133,12 +133,21 @@ async def run_git(
     return out.decode("utf-8", "replace")
 
 
-async def _head(stream: asyncio.StreamReader, limit: int, command: str) -> bytes:
+async def _head(stream: asyncio.StreamReader, limit: int, command: str, stop: Callable[[], None]) -> bytes:
+    """All of stdout up to ``limit``; past it, git is stopped and the rest is read and dropped until the pipe
+    closes (a reader that just stopped reading would leave the pipe open, and waiting for git would hang)."""
     data = bytearray()
+    overflow = False
     while chunk := await stream.read(64 * 1024):
+        if overflow:
+            continue
         data += chunk
         if len(data) > limit:
-            raise _TooMuchOutput(f"git {command} printed more than {limit // 1024} KiB")
+            overflow = True
+            data.clear()
+            stop()
+    if overflow:
+        raise _TooMuchOutput(f"git {command} printed more than {limit // 1024} KiB")
     return bytes(data)
 
 
