@@ -79,7 +79,8 @@ def make_temp_dir(root: Path | None = None) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,16 +90,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_dirs(root: Path | None = None) -> list[Path]:
-    """Remove temp dirs whose owning process is gone; returns what was removed."""
-    base = Path(root or tempfile.gettempdir())
-    removed: list[Path] = []
-    for path in base.glob(f"{DIR_PREFIX}*"):
+def orphaned_dirs(base: Path, prefix: str, owner_file: str = OWNER_FILE) -> list[Path]:
+    """Directories ``base/<prefix>*`` whose owner (the pid in ``owner_file``) is another process that is gone."""
+    found: list[Path] = []
+    for path in base.glob(f"{prefix}*"):
         try:
-            owner = int((path / OWNER_FILE).read_text(encoding="ascii"))
+            owner = int((path / owner_file).read_text(encoding="ascii"))
         except (OSError, ValueError):
             continue
-        if owner != os.getpid() and not _pid_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        if owner != os.getpid() and not pid_alive(owner):
+            found.append(path)
+    return found
+
+
+def sweep_stale_dirs(root: Path | None = None) -> list[Path]:
+    """Remove temp dirs whose owning process is gone; returns what was removed."""
+    removed = orphaned_dirs(Path(root or tempfile.gettempdir()), DIR_PREFIX)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
     return removed

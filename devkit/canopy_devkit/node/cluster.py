@@ -74,16 +74,6 @@ def _free_port_on(address: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _pids_mentioning(text: str) -> list[int]:
     """Processes whose command line contains ``text`` (the node's directory: every child of ours names it)."""
     found: list[int] = []
@@ -527,15 +517,8 @@ def _http_ok(url: str) -> bool:
 
 def sweep_stale_nodes(root: Path | None = None) -> list[Path]:
     """Clean up after nodes whose owner died without stopping them: kill, restore the machine, remove."""
-    base = Path(root or tempfile.gettempdir())
-    removed: list[Path] = []
-    for path in base.glob(f"{DIR_PREFIX}*"):
-        try:
-            owner = int((path / OWNER_FILE).read_text(encoding="ascii"))
-        except (OSError, ValueError):
-            continue
-        if owner == os.getpid() or _pid_alive(owner):
-            continue
+    removed = lifecycle.orphaned_dirs(Path(root or tempfile.gettempdir()), DIR_PREFIX, OWNER_FILE)
+    for path in removed:
         _kill_all(_pids_mentioning(str(path)))
         time.sleep(0.5)
         snapshot = path / SNAPSHOT_FILE
@@ -544,5 +527,4 @@ def sweep_stale_nodes(root: Path | None = None) -> list[Path]:
                 host.restore(host.Snapshot.from_json(snapshot.read_text(encoding="utf-8")), extra_dirs=[str(path)])
         host.unmount_under([str(path)])
         shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
     return removed
