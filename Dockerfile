@@ -43,8 +43,7 @@ LABEL org.opencontainers.image.title="canopy-simulator" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 RUN python -m pip uninstall -y pip setuptools wheel \
  && rm -rf /root/.cache \
- && groupadd --gid 65532 canopy \
- && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin canopy
+ && useradd --uid 65532 --gid 0 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin canopy
 COPY --from=simulator-builder /opt/simulator /opt/simulator
 ENV PATH=/opt/simulator/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -52,7 +51,7 @@ ENV PATH=/opt/simulator/bin:$PATH \
     HOME=/tmp \
     CANOPY_CONFIG_PATH=/canopy/canopy-config.yaml
 WORKDIR /tmp
-USER 65532:65532
+USER 65532:0
 EXPOSE 8000
 # Kubernetes probes GET /feature-flags; no Docker health check.
 HEALTHCHECK NONE
@@ -60,6 +59,9 @@ ENTRYPOINT ["canopy-devkit", "simulate"]
 CMD ["--host", "0.0.0.0", "--port", "8000"]
 
 # --- final: runtime only (git for GitOps delivery), non-root, no pip, no build tools ------------------
+# Runs as any UID: USER is numeric and non-root (so Kubernetes can check runAsNonRoot) with group 0, and what
+# the operator writes belongs to group 0 with the owner's rights (OpenShift's restricted-v2 runs the pod as an
+# arbitrary UID of the namespace's range, always in group 0). The manifests pin no UID, GID or fsGroup.
 FROM ${PYTHON_IMAGE}
 ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
@@ -76,10 +78,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/* \
  && python -m pip uninstall -y pip setuptools wheel \
  && rm -rf /root/.cache \
- && groupadd --gid 65532 canopy \
- && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin canopy \
+ && useradd --uid 65532 --gid 0 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin canopy \
  && mkdir -p /var/cache/canopy-operator \
- && chown 65532:65532 /var/cache/canopy-operator
+ && chown 65532:0 /var/cache/canopy-operator \
+ && chmod 2775 /var/cache/canopy-operator
 
 COPY --from=builder /opt/venv /opt/venv
 
@@ -88,7 +90,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
 WORKDIR /tmp
-USER 65532:65532
+USER 65532:0
 EXPOSE 8080 9090
 # Kubernetes probes Kopf's /healthz (manifests/base/deployment.yaml); no Docker health check.
 HEALTHCHECK NONE

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help demo venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
-        cluster-up envtest-kubeconfig run simulate bench e2e clean node-assets node-up node-down image
+        cluster-up envtest-kubeconfig run simulate bench e2e clean node-assets helm-assets node-up node-down image
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+( [a-zA-Z0-9_.-]+)*:.*## ' $(MAKEFILE_LIST) \
@@ -34,7 +34,7 @@ manifests: $(STAMP) ## Generate the RBAC manifests from the permission table
 generate: crds manifests ## Generate everything generated
 
 check-generated: generate ## Fail if generated files differ from what is committed
-	@git diff --exit-code -- crds manifests || { echo "generated files drifted: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- crds manifests charts || { echo "generated files drifted: run make generate and commit"; exit 1; }
 
 lint: $(STAMP) ## ruff, mypy --strict and the import contracts (.importlinter)
 	$(VENV)/bin/ruff check operator devkit tests bench
@@ -69,6 +69,9 @@ bench: $(STAMP) envtest-assets ## Run the benchmarks (not part of CI); results g
 
 node-assets: ## Build (or reuse) kubelet, controllers, kube-proxy, CoreDNS, pause image; install runc/containerd/CNI when missing
 	bash hack/node-assets.sh
+
+helm-assets: ## Build (or reuse) helm for the chart tests (cached outside the repo)
+	bash hack/helm-assets.sh
 
 node-up: $(STAMP) envtest-assets node-assets ## Start a real single-node cluster in the background (root) and print its kubeconfig
 	$(PY) -m canopy_devkit.node up

@@ -26,6 +26,7 @@ from tests.support.node_e2e import (
     docker_available,
     install_overlay,
     operator_pod,
+    play_restricted_v2,
     run,
     wait_for,
 )
@@ -136,8 +137,13 @@ def images(cluster: Cluster) -> Path:
 
 @pytest.fixture(scope="session")
 def installed(cluster: Cluster, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Kube:
-    """``kubectl apply -k`` of an overlay over the shipped ``manifests/`` (local image, never pulled)."""
+    """``kubectl apply -k`` of an overlay over the shipped ``manifests/`` (local image, never pulled).
+
+    On the dev kit's node every pod is admitted as OpenShift's restricted-v2 would admit it (an assigned high
+    UID, group 0, pinned UIDs refused), so each e2e test is also an arbitrary-UID run."""
     kube = cluster.kube
+    if cluster.node is not None:  # the dev kit's node enables MutatingAdmissionPolicy; kind and others may not
+        play_restricted_v2(cluster)
     overlay = install_overlay(tmp_path_factory.mktemp("overlay"))
     kube("apply", "-k", str(overlay), timeout=180)
     try:

@@ -93,6 +93,8 @@ def test_evaluation_job_runs_restricted_and_its_result_reaches_status(
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0
     assert '"scored"' in terminated.get("message", ""), "the summary is not the pod's termination message"
+    if cluster.restricted_uid is not None:  # admitted as restricted-v2 admits it: the assigned UID, none pinned
+        assert pods[0]["spec"]["securityContext"]["runAsUser"] == cluster.restricted_uid
     assert events(kube, namespace, "EvaluationSucceeded")
     dataset = run["datasetSecret"]
 

@@ -34,7 +34,7 @@ from tests.support.gitserver import (
 )
 from tests.support.kopf_runner import run_operator, wait_for
 from tests.support.kubelet import FakeKubelet, deployment_manifest
-from tests.support.values_files import REALISTIC, changed_lines
+from tests.support.values_files import BEFORE_EXPERIMENT, changed_lines
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +43,7 @@ CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 CHALLENGER = "Provide a brief, concise summary:\n"
 USER = "user1"
 PASSWORD = "gitea-Pa55word-7f3k"
-#: The human-maintained values file before any experiment: comments, anchors, quoting, block scalars.
-START = (
-    REALISTIC.replace(
-        "  # The challenger (A/B test running since Monday).\n"
-        "  prompt_b: |-   # challenger\n"
-        "    Provide a brief, concise summary:\n"
-        "    keep it under three sentences.\n\n",
-        "",
-    )
-    .replace("feedback:\n  enabled: true   #", "feedback:\n  enabled: false  #")
-    .replace("ab_testing:\n  enabled: true", "ab_testing:\n  enabled: false")
-)
+START = BEFORE_EXPERIMENT
 
 
 @contextlib.asynccontextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -16,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from canopy_devkit.controlplane.certs import CertificateAuthority
 
 HUMAN = {"GIT_AUTHOR_NAME": "Ada Human", "GIT_AUTHOR_EMAIL": "ada@example.com"}
 
@@ -126,9 +129,11 @@ class GitHttpServer:
     received_auth: list[str] = field(default_factory=list)
     """Every ``Authorization`` header a request carried (what a hostile server would have collected)."""
     port: int = 0
+    host: str = "127.0.0.1"
+    scheme: str = "http"
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}.git"
+        return f"{self.scheme}://{self.host}:{self.port}/{name}.git"
 
     def _authorised(self, header: str | None) -> bool:
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -222,12 +227,32 @@ def _serving(httpd: ThreadingHTTPServer) -> Iterator[None]:
 
 
 @contextmanager
-def git_http_server(root: Path, username: str, password: str) -> Iterator[GitHttpServer]:
-    server = GitHttpServer(root=root, username=username, password=password)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _git_handler(server))
+def git_http_server(
+    root: Path, username: str, password: str, *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[GitHttpServer]:
+    """Serve ``root`` on ``host``; with ``tls`` (a server context holding its certificate) over HTTPS."""
+    server = GitHttpServer(root=root, username=username, password=password, host=host)
+    httpd = ThreadingHTTPServer((host, 0), _git_handler(server))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        server.scheme = "https"
     server.port = httpd.server_address[1]
     with _serving(httpd):
         yield server
+
+
+def tls_server_context(hosts: list[str], directory: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for ``hosts`` issued by a new private CA, and that CA's PEM (what ``ca.crt`` holds)."""
+    ca = CertificateAuthority.create("canopy-test-git-ca")
+    pair = ca.issue_serving(hosts)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "git.crt", directory / "git.key"
+    cert.write_bytes(pair.cert_pem)
+    key.write_bytes(pair.key_pem)
+    key.chmod(0o600)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, ca.cert_pem.decode()
 
 
 @dataclass
@@ -242,9 +267,11 @@ class FakeGitea:
     received_auth: list[str] = field(default_factory=list)
     """Every ``Authorization`` header a request carried."""
 
+    scheme: str = "http"
+
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
+        return f"{self.scheme}://127.0.0.1:{self.port}/api/v1"
 
     def posts(self) -> list[Any]:
         return [body for method, _, _, body in self.calls if method == "POST"]
@@ -318,9 +345,12 @@ def _gitea_handler(fake: FakeGitea) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_gitea(username: str, password: str) -> Iterator[FakeGitea]:
+def fake_gitea(username: str, password: str, *, tls: ssl.SSLContext | None = None) -> Iterator[FakeGitea]:
     fake = FakeGitea(username=username, password=password)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _gitea_handler(fake))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        fake.scheme = "https"
     fake.port = httpd.server_address[1]
     with _serving(httpd):
         yield fake

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -34,7 +35,10 @@ import yaml
 
 from canopy_devkit.kubelet import RENDERED_VALUES
 from canopy_devkit.voters import fixed_picks, post_votes
+from tests.support import openshift
+from tests.support.argocd import CHECKSUM_ANNOTATION, render
 from tests.support.fake_judge import FakeJudge
+from tests.support.gitserver import git
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_IMAGE = os.environ.get("E2E_IMAGE", "canopy-operator:e2e")
@@ -43,6 +47,7 @@ OPERATOR_NAMESPACE = "canopy-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=canopy-operator"
 BACKEND_LABELS = {"app": "canopy-backend"}
 CHALLENGER = "Provide a brief, concise summary:\n"
+KEY = "canopy-config.yaml"
 
 T = TypeVar("T")
 
@@ -105,6 +110,8 @@ class Cluster:
     node: Any = None
     """The :class:`canopy_devkit.node.Node` when the tier started one (None on an existing cluster)."""
     notes: list[str] = field(default_factory=list)
+    restricted_uid: int | None = None
+    """The UID every pod gets when the tier plays OpenShift's restricted-v2 (:mod:`tests.support.openshift`)."""
 
 
 # ------------------------------------------------------------------------------------------------ install
@@ -158,6 +165,40 @@ def install_overlay(directory: Path) -> Path:
     }
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
     return directory
+
+
+def pinned_pod(namespace: str, uid: int) -> dict[str, Any]:
+    """A pod that pins ``runAsUser``, as the project's manifests and Jobs used to (restricted-v2 refuses it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pinned-uid", "namespace": namespace},
+        "spec": {
+            "securityContext": {"runAsUser": uid, "runAsNonRoot": True},
+            "containers": [{"name": "c", "image": OPERATOR_IMAGE, "imagePullPolicy": "Never"}],
+        },
+    }
+
+
+def play_restricted_v2(cluster: Cluster) -> None:
+    """Install the restricted-v2 emulation and wait until it refuses a pinned UID (policies load lazily)."""
+    uid = openshift.draw_uid()
+    cluster.kube.apply(openshift.policies(uid))
+
+    def refused() -> bool:
+        out = subprocess.run(
+            ["kubectl", f"--kubeconfig={cluster.kube.kubeconfig}", "create", "--dry-run=server", "-f", "-"],
+            input=json.dumps(pinned_pod("default", 65532)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return out.returncode != 0 and openshift.REFUSAL in out.stderr
+
+    wait_for("the restricted-v2 emulation to refuse a pinned UID", refused, 60, interval=1.0)
+    cluster.restricted_uid = uid
+    cluster.notes.append(f"pods run as UID {uid} (restricted-v2 emulation)")
 
 
 def operator_pod(kube: Kube) -> dict[str, Any]:
@@ -357,6 +398,52 @@ def serve_judge(judge: FakeJudge, host: str) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class ArgoStandIn:
+    """Argo CD's automated sync of one Application, played with the admin's kubectl: every new commit on
+    ``branch`` of the bare repository is rendered over the chart's defaults (:func:`tests.support.argocd.render`)
+    into ConfigMap ``canopy-config``, and the Deployment's ``checksum/config`` annotation is set to the rendered
+    text's sha256, so the real Deployment controller rolls the backend. Nothing else writes the ConfigMap."""
+
+    def __init__(self, kube: Kube, namespace: str, bare: Path, values_file: str, branch: str = "main") -> None:
+        self.kube, self.namespace, self.bare = kube, namespace, bare
+        self.values_file, self.branch = values_file, branch
+        self.synced: list[str] = []
+        """Revisions synced, oldest first."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="e2e-argo", daemon=True)
+        self.error: BaseException | None = None
+
+    def sync(self) -> bool:
+        sha = git("rev-parse", f"refs/heads/{self.branch}", cwd=self.bare).strip()
+        if self.synced and self.synced[-1] == sha:
+            return False
+        rendered = render(git("show", f"{sha}:{self.values_file}", cwd=self.bare))
+        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canopy-config"}}
+        self.kube("-n", self.namespace, "apply", "-f", "-", input=json.dumps(configmap | {"data": {KEY: rendered}}))
+        checksum = hashlib.sha256(rendered.encode()).hexdigest()
+        patch = {"spec": {"template": {"metadata": {"annotations": {CHECKSUM_ANNOTATION: checksum}}}}}
+        self.kube("-n", self.namespace, "patch", "deployment", "canopy-backend", "-p", json.dumps(patch))
+        self.synced.append(sha)
+        return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.sync()
+            except (CommandFailed, RuntimeError) as e:  # the test reads it: a sync that fails is a failed test
+                self.error = e
+                return
+
+    def __enter__(self) -> ArgoStandIn:
+        self.sync()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def docker_available() -> str | None:

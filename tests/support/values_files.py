@@ -63,6 +63,19 @@ student-assistant:
 ...
 """
 
+#: The human-maintained values file before any experiment: comments, anchors, quoting, block scalars.
+BEFORE_EXPERIMENT = (
+    REALISTIC.replace(
+        "  # The challenger (A/B test running since Monday).\n"
+        "  prompt_b: |-   # challenger\n"
+        "    Provide a brief, concise summary:\n"
+        "    keep it under three sentences.\n\n",
+        "",
+    )
+    .replace("feedback:\n  enabled: true   #", "feedback:\n  enabled: false  #")
+    .replace("ab_testing:\n  enabled: true", "ab_testing:\n  enabled: false")
+)
+
 
 def changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
     """Lines only in ``before`` and lines only in ``after`` (each keeps its line ending)."""

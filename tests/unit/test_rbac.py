@@ -113,16 +113,34 @@ def test_write_manifests_regenerates_and_drops_stale_crd_copies(tmp_path: Path) 
     stale = tmp_path / "manifests" / "crd" / "gone.example.yaml"
     stale.parent.mkdir(parents=True)
     stale.write_text("old\n", encoding="utf-8")
+    chart_stale = tmp_path / "charts" / "canopy-operator" / "crds" / "gone.example.yaml"
+    chart_stale.parent.mkdir(parents=True)
+    chart_stale.write_text("old\n", encoding="utf-8")
+    dashboard = tmp_path / "manifests" / "monitoring" / "grafana-dashboard.json"
+    dashboard.parent.mkdir(parents=True)
+    dashboard.write_text('{"title": "x"}\n', encoding="utf-8")
 
     written = write_manifests(tmp_path)
 
     assert not stale.exists()
+    assert not chart_stale.exists()
+    assert (
+        (tmp_path / "charts/canopy-operator/crds/a.example.yaml")
+        .read_text(encoding="utf-8")
+        .endswith("kind: CustomResourceDefinition\n")
+    )
+    assert (tmp_path / "charts/canopy-operator/files/grafana-dashboard.json").read_text(encoding="utf-8") == (
+        '{"title": "x"}\n'
+    )
     assert {p.relative_to(tmp_path) for p in written} == set(render_manifests(tmp_path))
     copy = (tmp_path / "manifests" / "crd" / "a.example.yaml").read_text(encoding="utf-8")
     assert copy.endswith("kind: CustomResourceDefinition\n")
     assert drifted_manifests(tmp_path) == []
     (tmp_path / "crds" / "a.example.yaml").write_text("kind: Changed\n", encoding="utf-8")
-    assert drifted_manifests(tmp_path) == [Path("manifests/crd/a.example.yaml")]
+    assert drifted_manifests(tmp_path) == [
+        Path("charts/canopy-operator/crds/a.example.yaml"),
+        Path("manifests/crd/a.example.yaml"),
+    ]
 
 
 def test_no_shipped_rbac_file_grants_a_wildcard() -> None:

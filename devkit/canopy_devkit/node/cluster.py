@@ -370,6 +370,10 @@ class Node:
                 f"--service-account-signing-key-file={pki.key('sa')}",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
+                # CEL mutating policies (beta, off by default in 1.34): the e2e tier plays OpenShift's
+                # restricted-v2 UID assignment with one (tests/support/openshift.py).
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
                 "--allow-privileged=true",
                 f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
                 f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",

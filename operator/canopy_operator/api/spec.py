@@ -95,7 +95,7 @@ class GitDelivery(ApiModel):
     )
     """Path of the Helm values file inside the repository, e.g. chart/values-test.yaml."""
     credentials_secret: K8sName | None = None
-    """Secret in the experiment's namespace with username and password (or token) for HTTPS, or ssh-privatekey (and optionally known_hosts) for SSH."""
+    """Secret in the experiment's namespace with username and password (or token) for HTTPS, or ssh-privatekey (and optionally known_hosts) for SSH; optionally ca.crt, the PEM certificate authority to trust for HTTPS instead of the system's."""
     method: Literal["Push", "PullRequest"] = "Push"
     """Push commits straight to the branch, or push a branch and open a pull request."""
     pull_request: PullRequestSpec = Field(default_factory=PullRequestSpec)

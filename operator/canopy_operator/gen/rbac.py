@@ -238,6 +238,18 @@ def _namespaced_kustomization() -> str:
     return HEADER + note + _dump(document)
 
 
+def render_chart_rbac(rules: tuple[Rule, ...] = RULES) -> dict[str, str]:
+    """Files of the Helm chart's ``files/rbac/`` (names inside it): the same rules, so chart and manifests agree.
+
+    ``cluster-rules.yaml`` and ``namespace-rules.yaml`` are the ``rules:`` blocks of the ClusterRole and the Role;
+    ``user-roles.yaml`` is the editor/viewer ClusterRoles as they are."""
+    return {
+        "cluster-rules.yaml": HEADER + _render_rules(rules),
+        "namespace-rules.yaml": HEADER + _render_rules(namespaced_rules(rules)),
+        "user-roles.yaml": _user_roles_yaml(),
+    }
+
+
 def render_rbac_yaml(rules: tuple[Rule, ...] = RULES) -> dict[str, str]:
     """File name (inside ``manifests/rbac/``) to YAML text; the same input always gives the same text."""
     return {

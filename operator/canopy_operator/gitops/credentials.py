@@ -5,7 +5,9 @@ prints two environment variables that only the git process (and its children) re
 goes to a 0600 file in a private temporary directory that exists only while the command runs, used through
 ``GIT_SSH_COMMAND`` with the ``known_hosts`` the Secret holds and ``StrictHostKeyChecking=yes``: a host key the
 operator was not given is never trusted (no ``accept-new``; without known_hosts every SSH connection fails, and
-the Secret is refused before that). Global and system git config are ignored, so no credential helper can store
+the Secret is refused before that). A private certificate authority (the Secret's ``ca.crt``) reaches git as
+``GIT_SSL_CAINFO`` and the forge client as its only trust store; certificate checks are never switched off. Global
+and system git config are ignored, so no credential helper can store
 anything; ``file`` is among the allowed transports only when the operator allows ``file://`` repositories.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import ssl
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +44,8 @@ class GitCredentials:
     """Password or access token for HTTPS (and the forge's API)."""
     ssh_private_key: str | None = field(default=None, repr=False)
     known_hosts: str | None = None
+    ca_bundle: str | None = None
+    """PEM certificates to trust for HTTPS instead of the system's (a forge behind a private CA)."""
 
     def redactor(self) -> Redactor:
         return Redactor([self.password, self.ssh_private_key], self.username)
@@ -75,8 +80,19 @@ def git_environment(credentials: GitCredentials | None, *, allow_file: bool = Fa
             env["GIT_ASKPASS"] = str(askpass)
             env["CANOPY_GIT_USERNAME"] = credentials.username or ""
             env["CANOPY_GIT_PASSWORD"] = credentials.password
+        if credentials is not None and credentials.ca_bundle:
+            bundle = home / "ca.crt"
+            bundle.write_text(credentials.ca_bundle, encoding="utf-8")
+            env["GIT_SSL_CAINFO"] = str(bundle)
         env["GIT_SSH_COMMAND"] = _ssh_command(home, credentials or GitCredentials())
         yield env
+
+
+def tls_context(credentials: GitCredentials | None) -> ssl.SSLContext:
+    """The trust store for the forge's API: the Secret's ``ca.crt`` when it has one, else the system's."""
+    if credentials is not None and credentials.ca_bundle:
+        return ssl.create_default_context(cadata=credentials.ca_bundle)
+    return ssl.create_default_context()
 
 
 def _ssh_command(home: Path, credentials: GitCredentials) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from canopy_operator.core.redact import Redactor
-from canopy_operator.gitops.credentials import GitCredentials
+from canopy_operator.gitops.credentials import GitCredentials, tls_context
 from canopy_operator.gitops.disk import human
 from canopy_operator.gitops.errors import ForgeError, GitAuthError, brief
 
@@ -129,6 +129,7 @@ class Forge:
             self._headers["Authorization"] = f"token {password}"
         self.time_limit = time_limit
         self.max_body = max_body
+        self._tls = tls_context(credentials)
 
     async def ensure_pull_request(self, repo: RepoRef, head: str, base: str, title: str, body: str) -> PullRequest:
         """The open pull request from ``head`` into ``base``, opened now if there is none."""
@@ -178,7 +179,11 @@ class Forge:
             async with asyncio.timeout(self.time_limit):
                 async with (
                     httpx.AsyncClient(
-                        timeout=self.time_limit, auth=self._auth, headers=self._headers, follow_redirects=False
+                        timeout=self.time_limit,
+                        auth=self._auth,
+                        headers=self._headers,
+                        follow_redirects=False,
+                        verify=self._tls,
                     ) as client,
                     client.stream(method, self.api_url + path, json=json, params=params) as response,
                 ):

@@ -9,6 +9,7 @@ reads the judge's key, only the Secret's metadata: the Job gets it through a ``s
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -30,6 +31,7 @@ USERNAME_KEYS = ("username",)
 PASSWORD_KEYS = ("password", "token")
 SSH_KEY_KEYS = ("ssh-privatekey", "sshPrivateKey")
 KNOWN_HOSTS_KEYS = ("known_hosts", "knownHosts")
+CA_KEYS = ("ca.crt", "caCert")
 GIT_FIELD = "spec.delivery.git.credentialsSecret"
 JUDGE_FIELD = "spec.evaluation.judge.apiKeySecret"
 
@@ -60,8 +62,9 @@ async def git_credentials(
     allow_insecure_http: bool = False,
     redactor: Redactor | None = None,
 ) -> GitCredentials | None:
-    """Username and password/token, or an SSH key and its known_hosts, from a Secret that may go to every one of
-    ``destinations`` (the repository, the forge's API); every secret value goes to ``redactor``.
+    """Username and password/token, or an SSH key and its known_hosts, and optionally a private CA (``ca.crt``),
+    from a Secret that may go to every one of ``destinations`` (the repository, the forge's API); every secret
+    value goes to ``redactor``.
 
     Raises ``GitDeliveryError`` (CredentialsNotAllowed, GitCredentialsMissing) before anything is sent."""
     if secret is None:
@@ -95,12 +98,29 @@ async def git_credentials(
                 f"{KNOWN_HOSTS_KEYS[0]} (the operator never trusts a host key it has not been given)"
             )
         )
+    ca_bundle = _ca_bundle(ref, data)
     _, username = _first(data, USERNAME_KEYS, strip=True)
     if redactor is not None:
         for value in (password, ssh_key):
             if value:
                 redactor.register(value, username)
-    return GitCredentials(username=username, password=password, ssh_private_key=ssh_key, known_hosts=known_hosts)
+    return GitCredentials(
+        username=username, password=password, ssh_private_key=ssh_key, known_hosts=known_hosts, ca_bundle=ca_bundle
+    )
+
+
+def _ca_bundle(ref: SecretRef, data: Mapping[str, str]) -> str | None:
+    """The Secret's private certificate authority (PEM), checked to load as one before git or the forge get it."""
+    key, bundle = _first(data, CA_KEYS)
+    if bundle is None:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in bundle:
+        raise GitDeliveryError(GitCredentialsError(f"{ref}: key {key} holds no PEM certificate"))
+    try:
+        ssl.create_default_context(cadata=bundle)
+    except (ssl.SSLError, ValueError):
+        raise GitDeliveryError(GitCredentialsError(f"{ref}: key {key} is not a valid PEM certificate bundle")) from None
+    return bundle
 
 
 async def judge_refusal(

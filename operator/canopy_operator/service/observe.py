@@ -176,7 +176,7 @@ class PassWatch:
     def _decision(self, report: Report, new: PromptExperimentStatus) -> None:
         if report.decision is None:
             return
-        self.metrics.record_decision(report.decision)
+        self.metrics.record_decision(report.decision, namespace=self.namespace, name=self.name)
         e, v = new.evidence, new.votes
         log_event(
             log,

@@ -7,25 +7,42 @@ values in [0, 1]). Per-experiment series carry ``namespace`` and ``name``; the S
 ``honorLabels: true`` so the scrape target's own ``namespace`` does not rename them. Label values of
 ``endpoint``, ``kind``, ``outcome``, ``result`` and ``mode`` must come from small fixed sets (an endpoint
 is a path template such as ``/feedback/ab``, never a URL with an id), or cardinality grows without bound.
+
+Besides its own metrics the registry serves the standard ``process_*`` series (CPU, memory, open file
+descriptors, start time), ``python_info`` and ``canopy_operator_build_info{version, python}``. Counters and
+histograms expose no ``_created`` series: the samples a scrape does not need are switched off when a
+:class:`Metrics` is made (prometheus_client's switch is process-wide).
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal, get_args
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from canopy_operator.api.status import Phase
 
 Side = Literal["challenger", "champion", "tie"]
 SIDES: tuple[Side, ...] = get_args(Side)
 PREFIX = "canopy_operator"
+DISTRIBUTION = "canopy-operator"
 _EXPERIMENT = ("namespace", "name")
 
 #: Label values known in advance: their series are served as 0 from the start, so a rate() or an alert
@@ -59,7 +76,17 @@ class Metrics:
     """Every metric of the operator, on a registry of its own (one per operator process, or per test)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client; no *_created series
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; the labels name the operator's version and the Python version it runs on.",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        self.build_info.labels(build_version(), platform.python_version()).set(1)
         self.experiments = Gauge(
             f"{PREFIX}_experiments", "PromptExperiments by phase.", ["phase"], registry=self.registry
         )
@@ -95,6 +122,12 @@ class Metrics:
         )
         self.decisions = Counter(
             f"{PREFIX}_decisions", "Test decisions, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.decided_at = Gauge(
+            f"{PREFIX}_experiment_decided_timestamp_seconds",
+            "When the latest test of an experiment decided (Unix time), labelled with the outcome.",
+            [*_EXPERIMENT, "outcome"],
+            registry=self.registry,
         )
         self.promotions = Counter(
             f"{PREFIX}_promotions", "Promotions, by outcome.", ["outcome"], registry=self.registry
@@ -146,6 +179,7 @@ class Metrics:
             self.win_rate_upper,
             self.p_value,
             self.evaluation_better,
+            self.decided_at,
         )
 
     def start_server(self, port: int, addr: str = "0.0.0.0") -> MetricsServer:  # noqa: S104 - pods serve all
@@ -182,9 +216,18 @@ class Metrics:
         self.win_rate_upper.labels(namespace, name).set(upper)
         self.p_value.labels(namespace, name).set(p_value)
 
-    def record_decision(self, outcome: str) -> None:
-        """Count one decision of a test: ``challenger``, ``champion``, ``no_winner`` or ``equivalent``."""
+    def record_decision(self, outcome: str, *, namespace: str = "", name: str = "", at: float | None = None) -> None:
+        """Count one decision of a test: ``challenger``, ``champion``, ``no_winner`` or ``equivalent``.
+
+        With the experiment named, also publish when it decided (``at``, Unix time; now by default). An
+        experiment keeps one such series, its latest decision's: a new outcome replaces the previous one.
+        """
         self.decisions.labels(outcome).inc()
+        if not (namespace and name):
+            return
+        with self._lock:
+            self.decided_at.remove_by_labels({"namespace": namespace, "name": name})
+            self.decided_at.labels(namespace, name, outcome).set(time.time() if at is None else at)
 
     def record_promotion(self, outcome: str) -> None:
         """Count one concluded test by its outcome.
@@ -261,3 +304,11 @@ class Metrics:
             self.evaluation_runs.labels(result)
         for kind in BACKEND_ERROR_KINDS:
             self.backend_errors.labels(kind)
+
+
+def build_version() -> str:
+    """The installed ``canopy-operator`` distribution's version (``unknown`` when it is not installed)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"

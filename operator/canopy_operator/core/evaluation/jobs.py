@@ -56,9 +56,6 @@ DATASET_MOUNT = "/var/run/canopy/dataset"
 CONTAINER_NAME = "eval"
 
 
-RUNNER_UID = 65532
-
-
 API_KEY_ENV = "CANOPY_JUDGE_API_KEY"
 
 
@@ -209,8 +206,6 @@ def _env(evaluation: EvaluationSpec) -> list[dict[str, Any]]:
 def _container_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUNNER_UID,
-        "runAsGroup": RUNNER_UID,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "readOnlyRootFilesystem": True,
@@ -240,17 +235,14 @@ def _pod_spec(args: list[str], image: str, evaluation: EvaluationSpec, dataset_s
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNNER_UID,
-            "runAsGroup": RUNNER_UID,
-            "fsGroup": RUNNER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        # No runAsUser, runAsGroup or fsGroup: the platform picks them (OpenShift's restricted-v2 assigns a UID
+        # of the namespace's range and refuses any other); the image runs as any UID with group 0.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-            {"name": "dataset", "secret": {"secretName": dataset_secret, "defaultMode": 0o440}},
+            # Readable by the pod's one user whatever UID it gets (no fsGroup to share a group with).
+            {"name": "dataset", "secret": {"secretName": dataset_secret, "defaultMode": 0o444}},
         ],
     }
 
