@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help demo venv crds manifests generate check-generated lint test test-unit test-integration envtest-assets \
-        cluster-up envtest-kubeconfig run simulate bench e2e clean node-assets helm-assets node-up node-down image
+        cluster-up envtest-kubeconfig run simulate bench e2e clean node-assets helm-assets servers-assets node-up node-down image
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+( [a-zA-Z0-9_.-]+)*:.*## ' $(MAKEFILE_LIST) \
@@ -72,6 +72,9 @@ node-assets: ## Build (or reuse) kubelet, controllers, kube-proxy, CoreDNS, paus
 
 helm-assets: ## Build (or reuse) helm for the chart tests (cached outside the repo)
 	bash hack/helm-assets.sh
+
+servers-assets: ## Build (or reuse) the MLflow and Phoenix server environments (cached outside the repo)
+	bash hack/servers-assets.sh
 
 node-up: $(STAMP) envtest-assets node-assets ## Start a real single-node cluster in the background (root) and print its kubeconfig
 	$(PY) -m canopy_devkit.node up

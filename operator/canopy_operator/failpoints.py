@@ -43,6 +43,7 @@ KNOWN = (
     "after-verify",
     "after-poll",
     "after-decision",
+    "after-store-promote",
     "after-conclude",
 )
 """Every failpoint placed in the operator (the unit tests check the code names no other)."""

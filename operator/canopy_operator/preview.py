@@ -13,8 +13,9 @@ values file (``spec.delivery.git.valuesFile``) or the ConfigMap's ``canopy-confi
 It prints exactly the text the operator would write to stdout and exits 0, or prints the condition the
 operator would report (``InvalidValues: ...``, the same message, within the same bounds) to stderr and exits 1.
 It is built on the operator's own pure functions (``core.lifecycle`` for the keys, ``core.values.edit_values``
-for the text and every check), so the two cannot drift. Exit 2: the command line or the experiment file is
-unusable.
+for the text and every check), so the two cannot drift. The values layout follows ``spec.backend.generation``
+(``core.values.layout_for``), as the operator's own delivery does. Exit 2: the command line or the experiment
+file is unusable.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PendingPromotion, PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.collect import text_hash
-from canopy_operator.core.values import ManagedKeys, ValuesEditError, edit_values, read_managed
+from canopy_operator.core.values import (
+    ManagedKeys,
+    ValuesEditError,
+    ValuesLayout,
+    edit_values,
+    layout_for,
+    read_managed,
+)
 from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlLimitError, check_size, safe_load
 
 Step = Literal["start", "promote", "restore"]
@@ -56,6 +64,11 @@ class UnusableInput(Exception):
 class Experiment:
     spec: PromptExperimentSpec
     namespace: str
+
+    @property
+    def layout(self) -> ValuesLayout:
+        """Which keys of the values file are the managed ones (the backend's generation decides)."""
+        return layout_for(self.spec.backend.generation)
 
     @property
     def where(self) -> str:
@@ -90,12 +103,12 @@ def preview(experiment: Experiment, values: str, step: Step, limits: Limits = LI
     keys = _read(experiment, values, limits)
     original = lc.original_from(keys)
     champion = lc.champion_text(spec, keys.prompt)
+    prompt_key = experiment.layout.dotted("prompt")
     if champion is None:
-        raise PreviewRefused("NoChampion", "summarize.prompt is not configured and spec.champion.prompt is not set")
-    if champion == spec.challenger.prompt:
-        raise PreviewRefused(
-            "InvalidSpec", "spec.challenger.prompt equals the configured summarize.prompt (the champion)"
-        )
+        raise PreviewRefused("NoChampion", f"{prompt_key} is not configured and spec.champion.prompt is not set")
+    if champion == spec.challenger_ref:
+        field = "spec.challenger.prompt" if spec.challenger.prompt is not None else "spec.challenger.version"
+        raise PreviewRefused("InvalidSpec", f"{field} equals the configured {prompt_key} (the champion)")
     status = lc.start_test(spec, PromptExperimentStatus(original=original), champion, EPOCH)
     started = _write(experiment, values, lc.desired_keys(spec, status, original), limits)
     if step == "start":
@@ -108,7 +121,7 @@ def preview(experiment: Experiment, values: str, step: Step, limits: Limits = LI
     decided = PendingPromotion(
         test_id=status.test.id,
         outcome="challenger",
-        prompt_hash=text_hash(spec.challenger.prompt),
+        prompt_hash=text_hash(spec.challenger_ref),
         decided_at=EPOCH,
         summary="preview: the challenger wins",
     )
@@ -118,7 +131,7 @@ def preview(experiment: Experiment, values: str, step: Step, limits: Limits = LI
 
 def _read(experiment: Experiment, text: str, limits: Limits) -> ManagedKeys:
     try:
-        return read_managed(text, limits=limits)
+        return read_managed(text, layout=experiment.layout, limits=limits)
     except ValuesEditError as exc:
         raise PreviewRefused("InvalidValues", f"{experiment.where}: {exc}") from None
 
@@ -127,7 +140,7 @@ def _write(experiment: Experiment, text: str, desired: ManagedKeys | None, limit
     if desired is None:  # pragma: no cover - a started test always has desired keys
         return text
     try:
-        return edit_values(text, desired, limits=limits)
+        return edit_values(text, desired, layout=experiment.layout, limits=limits)
     except ValuesEditError as exc:
         raise PreviewRefused("InvalidValues", f"{experiment.where}: {exc}") from None
 

@@ -33,6 +33,9 @@ from tests.support.envtest import (
     operator_binding_manifest,
     running_in_ci,
 )
+from tests.support.mlflow_server import MlflowServer
+from tests.support.phoenix_server import PhoenixServer
+from tests.support.server_process import ServerUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +109,41 @@ async def operator_api(operator_kubeconfig: Path) -> AsyncIterator[ApiClient]:
         yield api
     finally:
         await api.close()
+
+
+# ---- real MLflow and Phoenix servers (tests/support/mlflow_server.py, phoenix_server.py) ------------------
+# One of each per session, started on first use (about 8 s and 15 s); every test seeds its own experiment,
+# prompt or project, so tests do not see each other's votes.
+
+
+def _unavailable(what: str, error: ServerUnavailable) -> None:
+    message = f"{what} could not start: {error}"
+    if running_in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    server = MlflowServer()
+    try:
+        server.__enter__()
+    except ServerUnavailable as e:
+        _unavailable("the MLflow server", e)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def phoenix_server() -> Iterator[PhoenixServer]:
+    server = PhoenixServer()
+    try:
+        server.__enter__()
+    except ServerUnavailable as e:
+        _unavailable("the Phoenix server", e)
+    try:
+        yield server
+    finally:
+        server.close()

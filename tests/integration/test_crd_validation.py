@@ -47,12 +47,48 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("duplicate-cap-zero", {"analysis": {"duplicateVoteCap": 0}}, "spec.analysis.duplicateVoteCap"),
     ("feature-unknown", {"backend": {"feature": "translate"}}, "spec.backend.feature"),
+    ("generation-3", {"backend": {"generation": 3}}, "spec.backend.generation"),
+    ("mlflow-votes-without-block", {"votes": {"source": "MLflow"}}, "spec.votes.mlflow is required"),
+    ("phoenix-votes-without-block", {"votes": {"source": "Phoenix"}}, "spec.votes.phoenix is required"),
+    (
+        "arm-tag-missing",
+        {
+            "votes": {
+                "source": "MLflow",
+                "mlflow": {"trackingUrl": "http://mlflow:5000", "experimentId": "1", "armFrom": "Tag"},
+            }
+        },
+        "spec.votes.mlflow.armTag is required",
+    ),
+    ("registry-without-block", {"prompts": {"store": "MLflowRegistry"}}, "spec.prompts.mlflow is required"),
+    (
+        "registry-with-text-challenger",
+        {"prompts": {"store": "MLflowRegistry", "mlflow": {"trackingUrl": "http://mlflow:5000", "name": "p"}}},
+        "spec.challenger.version (a registry version) goes with spec.prompts.store MLflowRegistry",
+    ),
+    (
+        "latest-is-no-champion",
+        {
+            "prompts": {
+                "store": "MLflowRegistry",
+                "mlflow": {"trackingUrl": "http://m:5000", "name": "p", "championAlias": "latest"},
+            },
+            "challenger": {"prompt": None, "version": 3},
+        },
+        "championAlias must not be latest",
+    ),
+    ("version-with-text-store", {"challenger": {"prompt": None, "version": 3}}, "spec.challenger.version"),
+    ("version-and-text", {"challenger": {"version": 3}}, "exactly one of prompt"),
+    ("version-zero", {"challenger": {"prompt": None, "version": 0}}, "spec.challenger.version"),
 ]
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in patch.items():
+        if value is None:  # the patch removes the key
+            out.pop(key, None)
+            continue
         out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and key in out else value
     return out
 

@@ -65,9 +65,20 @@ def test_demo_shows_the_challenger_promoted_and_stops_everything(envtest_assets:
     assert not Path(log.group(1)).parent.exists()  # the demo's work dir is removed
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_interrupted_with_ctrl_c_leaves_no_process(envtest_assets: AssetPaths) -> None:
     proc = subprocess.Popen(
-        DEMO, env=demo_env(envtest_assets), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        DEMO,
+        env=demo_env(envtest_assets),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and children inherit that:
+        # the demo must get Ctrl-C as a person's terminal sends it, whoever started this test.
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None
     seen: list[str] = []

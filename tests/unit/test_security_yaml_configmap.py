@@ -61,7 +61,7 @@ async def test_an_edit_the_editor_refuses_is_invalid_values_not_an_escaping_valu
 
 
 async def test_the_values_are_parsed_off_the_event_loop() -> None:
-    def slow_read(text: str) -> ManagedKeys:
+    def slow_read(text: str, **_: object) -> ManagedKeys:
         time.sleep(0.3)  # stands for a long parse
         return ManagedKeys("Sum up.", None, None, None)
 
@@ -83,7 +83,7 @@ async def test_the_values_are_parsed_off_the_event_loop() -> None:
 
 
 async def test_a_parse_past_its_deadline_is_invalid_values_naming_the_time_bound() -> None:
-    def stuck_read(text: str) -> ManagedKeys:
+    def stuck_read(text: str, **_: object) -> ManagedKeys:
         time.sleep(1.0)
         return ManagedKeys("Sum up.", None, None, None)
 

@@ -41,6 +41,8 @@ class BackendSpec(ApiModel):
     """Base URL of the Canopy backend (no auth, no query), a Service of this namespace: http://canopy-backend:8000 or http://canopy-backend.<namespace>.svc:8000. Other hosts only if the operator's allow-list has them."""
     feature: Literal["summarize"] = "summarize"
     """The backend feature whose prompt is tested. Generation 1 of the backend supports only summarize."""
+    generation: Literal[1, 2] = 1
+    """The backend's generation. 1: prompt texts in summarize.prompt / summarize.prompt_b, votes in its own API. 2: the summarization section, prompts in the MLflow registry (summarization.mlflow_prompt_version is the champion, ab_testing.mlflow_prompt_b_version the challenger's version), votes in MLflow."""
     request_timeout: Duration = "10s"
     """Timeout of one HTTP request to the backend."""
 
@@ -169,27 +171,41 @@ class ChampionSpec(ApiModel):
 
 
 class ChallengerSpec(ApiModel):
-    """The candidate prompt."""
+    """The candidate prompt: its text (prompts.store Config) or its version in the MLflow prompt registry."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "self.prompt.matches('\\\\S')",
+                    "!has(self.prompt) || self.prompt.matches('\\\\S')",
                     "spec.challenger.prompt must contain a non-whitespace character",
                     ".prompt",
+                ),
+                _cel(
+                    "has(self.prompt) != has(self.version)",
+                    "spec.challenger needs exactly one of prompt (prompt text) or version (MLflow registry version)",
                 ),
             ]
         }
     )
 
-    prompt: NonEmptyText
-    """The challenger prompt text, served as summarize.prompt_b during the test."""
+    prompt: NonEmptyText | None = None
+    """The challenger prompt text, served as summarize.prompt_b during the test (prompts.store Config)."""
+    version: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    """The challenger's version number in the MLflow prompt registry (prompts.store MLflowRegistry): a concrete version, never latest or an alias, so the arm cannot change under the test."""
 
     @field_validator("prompt")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        return _visible(value, "spec.challenger.prompt")
+    def _not_blank(cls, value: str | None) -> str | None:
+        return value if value is None else _visible(value, "spec.challenger.prompt")
+
+    @model_validator(mode="after")
+    def _one_arm(self) -> ChallengerSpec:
+        if (self.prompt is None) == (self.version is None):
+            raise ValueError(
+                "spec.challenger needs exactly one of prompt (prompt text) or version (MLflow registry version)"
+            )
+        return self
 
 
 class AnalysisSpec(ApiModel):
@@ -291,6 +307,160 @@ class EvaluationSpec(ApiModel):
     """Finished evaluation Jobs kept."""
 
 
+ServerUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")]
+"""An http(s) server URL without userinfo, query or fragment; the host follows spec.backend.url's rule."""
+AnnotationName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class MlflowVotes(ApiModel):
+    """Votes kept as MLflow assessments on the application's traces (the course's Generation 2 backend): ab_preference per A/B answer, user_satisfaction for thumbs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.armFrom != 'Tag' || has(self.armTag)",
+                    "spec.votes.mlflow.armTag is required when armFrom is Tag",
+                    ".armTag",
+                ),
+            ]
+        }
+    )
+
+    tracking_url: ServerUrl
+    """The MLflow tracking server, e.g. http://mlflow.toolings.svc:5000 (a Service of this namespace, or a host on the operator's allow-list)."""
+    experiment_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    """The MLflow experiment the application's traces go to."""
+    arm_from: Literal["Rationale", "Tag"] = "Rationale"
+    """Where a vote's arm is read: the Generation 2 backend's rationale text ("... (mapped to challenger)"), or a trace tag."""
+    arm_tag: AnnotationName | None = None
+    """The trace tag whose value is the arm (champion or challenger) when armFrom is Tag."""
+    credentials_secret: K8sName | None = None
+    """Secret with a token (or username and password) for the tracking server, opted in like the Git credentials."""
+
+
+class PhoenixVotes(ApiModel):
+    """Votes kept as Arize Phoenix span annotations."""
+
+    url: ServerUrl
+    """The Phoenix server, e.g. http://phoenix.toolings.svc:6006 (a Service of this namespace, or a host on the operator's allow-list)."""
+    project: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/?#]+$")] = "default"
+    """The Phoenix project the application's spans go to."""
+    annotation_name: AnnotationName = "ab_preference"
+    """The annotation that records an A/B vote on a span: metadata.arm names the arm, a score of 1 (or label true/preferred) that it won."""
+    feedback_annotation_name: AnnotationName = "user_feedback"
+    """The annotation that records thumbs feedback (label thumbs_down or score 0 is negative)."""
+    span_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    """Only LLM spans of this name (e.g. ChatCompletion)."""
+    count_on: Literal["LLMSpan", "ParentSpan"] = "LLMSpan"
+    """Which span's annotations are votes: the LLM span (where the course teaches to put them) or its parent, for an application that annotates the request span."""
+    credentials_secret: K8sName | None = None
+    """Secret with an API key for Phoenix, opted in like the Git credentials."""
+
+
+class VoteSourceSpec(ApiModel):
+    """Where the votes and the thumbs feedback of a test are read."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.source != 'MLflow' || has(self.mlflow)",
+                    "spec.votes.mlflow is required when spec.votes.source is MLflow",
+                    ".mlflow",
+                ),
+                _cel(
+                    "self.source != 'Phoenix' || has(self.phoenix)",
+                    "spec.votes.phoenix is required when spec.votes.source is Phoenix",
+                    ".phoenix",
+                ),
+            ]
+        }
+    )
+
+    source: Literal["Canopy", "MLflow", "Phoenix"] = "Canopy"
+    """Canopy: the Generation 1 backend's own API (GET /feedback/ab, /feedback). MLflow: assessments on traces. Phoenix: span annotations."""
+    mlflow: MlflowVotes | None = None
+    """The MLflow vote source."""
+    phoenix: PhoenixVotes | None = None
+    """The Phoenix vote source."""
+
+    @model_validator(mode="after")
+    def _configured(self) -> VoteSourceSpec:
+        for name in ("mlflow", "phoenix"):
+            wanted = {"mlflow": "MLflow", "phoenix": "Phoenix"}[name]
+            if self.source == wanted and getattr(self, name) is None:
+                raise ValueError(f"spec.votes.{name} is required when spec.votes.source is {wanted}")
+        if self.mlflow is not None and self.mlflow.arm_from == "Tag" and self.mlflow.arm_tag is None:
+            raise ValueError("spec.votes.mlflow.armTag is required when armFrom is Tag")
+        return self
+
+
+class MlflowRegistryPrompts(ApiModel):
+    """Prompts in the MLflow prompt registry: the champion is an alias, the challenger a concrete version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.championAlias != 'latest'",
+                    "spec.prompts.mlflow.championAlias must not be latest: it moves whenever anyone registers a version",
+                    ".championAlias",
+                ),
+            ]
+        }
+    )
+
+    tracking_url: ServerUrl
+    """The MLflow server holding the registry (the course's toolings workspace)."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The registered prompt's name."""
+    champion_alias: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    ] = "champion"
+    """The alias the application serves as the champion; promotion moves it to the challenger's version."""
+    alias_cache: Duration = "60s"
+    """How long the application's MLflow client caches an alias lookup; a promotion is verified after it."""
+    credentials_secret: K8sName | None = None
+    """Secret with a token (or username and password) for the registry, opted in like the Git credentials."""
+
+    @field_validator("champion_alias")
+    @classmethod
+    def _not_latest(cls, value: str) -> str:
+        if value == "latest":
+            raise ValueError(
+                "spec.prompts.mlflow.championAlias must not be latest: it moves whenever anyone registers a version"
+            )
+        return value
+
+
+class PromptStoreSpec(ApiModel):
+    """Where the champion and challenger prompts are kept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.store != 'MLflowRegistry' || has(self.mlflow)",
+                    "spec.prompts.mlflow is required when spec.prompts.store is MLflowRegistry",
+                    ".mlflow",
+                ),
+            ]
+        }
+    )
+
+    store: Literal["Config", "MLflowRegistry"] = "Config"
+    """Config: the prompt texts are in the delivered config (Generation 1). MLflowRegistry: versions of a registered prompt."""
+    mlflow: MlflowRegistryPrompts | None = None
+    """The MLflow prompt registry."""
+
+    @model_validator(mode="after")
+    def _configured(self) -> PromptStoreSpec:
+        if self.store == "MLflowRegistry" and self.mlflow is None:
+            raise ValueError("spec.prompts.mlflow is required when spec.prompts.store is MLflowRegistry")
+        return self
+
+
 class PromptExperimentSpec(ApiModel):
     """An A/B test of a challenger prompt against the champion on a running Canopy backend."""
 
@@ -298,9 +468,23 @@ class PromptExperimentSpec(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "!has(self.champion) || !has(self.champion.prompt) || self.champion.prompt != self.challenger.prompt",
+                    "!has(self.champion) || !has(self.champion.prompt) || !has(self.challenger.prompt) "
+                    "|| self.champion.prompt != self.challenger.prompt",
                     "spec.challenger.prompt must differ from spec.champion.prompt",
                     ".challenger.prompt",
+                ),
+                _cel(
+                    "(has(self.prompts) && self.prompts.store == 'MLflowRegistry') == has(self.challenger.version)",
+                    "spec.challenger.version (a registry version) goes with spec.prompts.store MLflowRegistry, "
+                    "spec.challenger.prompt (text) with the default store Config",
+                    ".challenger",
+                ),
+                _cel(
+                    "!has(self.prompts) || self.prompts.store != 'MLflowRegistry' || !has(self.champion) "
+                    "|| !has(self.champion.prompt)",
+                    "spec.champion.prompt is text; with spec.prompts.store MLflowRegistry the champion is "
+                    "spec.prompts.mlflow.championAlias",
+                    ".champion.prompt",
                 ),
             ]
         }
@@ -322,9 +506,31 @@ class PromptExperimentSpec(ApiModel):
     """What happens on a decision and on deletion."""
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     """Evaluation Jobs on negative feedback."""
+    votes: VoteSourceSpec = Field(default_factory=VoteSourceSpec)
+    """Where votes and feedback are read (the Canopy backend by default)."""
+    prompts: PromptStoreSpec = Field(default_factory=PromptStoreSpec)
+    """Where the prompts are kept (text in the config by default)."""
 
     @model_validator(mode="after")
     def _prompts_differ(self) -> PromptExperimentSpec:
         if self.champion.prompt is not None and self.champion.prompt == self.challenger.prompt:
             raise ValueError("spec.challenger.prompt must differ from spec.champion.prompt")
+        registry = self.prompts.store == "MLflowRegistry"
+        if registry != (self.challenger.version is not None):
+            raise ValueError(
+                "spec.challenger.version (a registry version) goes with spec.prompts.store MLflowRegistry, "
+                "spec.challenger.prompt (text) with the default store Config"
+            )
+        if registry and self.champion.prompt is not None:
+            raise ValueError(
+                "spec.champion.prompt is text; with spec.prompts.store MLflowRegistry the champion is "
+                "spec.prompts.mlflow.championAlias"
+            )
         return self
+
+    @property
+    def challenger_ref(self) -> str:
+        """What the config's challenger key holds: the prompt text, or the registry version as text."""
+        if self.challenger.prompt is not None:
+            return self.challenger.prompt
+        return str(self.challenger.version)

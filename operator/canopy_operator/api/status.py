@@ -89,6 +89,10 @@ class TestIdentity(ApiModel):
     """Maximum decisive votes."""
     equivalence_delta: float | None = None
     """Equivalence margin, if any."""
+    champion_version: str | None = None
+    """The registry version the champion alias named when the test started (prompts.store MLflowRegistry)."""
+    challenger_version: str | None = None
+    """The challenger's registry version (prompts.store MLflowRegistry)."""
 
 
 class EpochPrompts(ApiModel):
@@ -189,6 +193,10 @@ class PendingPromotion(ApiModel):
     """When the decision was made."""
     summary: str
     """One-line decision summary."""
+    store_moved_at: datetime | None = None
+    """When the prompt store made the winner the champion (the MLflow alias move); the promotion completes once the application's alias cache has expired after it."""
+    store_revision: str | None = None
+    """What the prompt store did, e.g. prompts:/summarization@champion 3 -> 5."""
 
 
 class PromotionRecord(ApiModel):
@@ -216,6 +224,8 @@ class PromotionRecord(ApiModel):
     """When the test decided (the pending promotion was recorded)."""
     completed_at: datetime
     """When the resulting config was verified in the running backend."""
+    previous_version: str | None = None
+    """The registry version the champion alias named before the promotion: move the alias back to it to roll back."""
     revision: str
     """Commit SHA or rollout that delivered it."""
 

@@ -28,11 +28,11 @@ class BackendNotAllowed(ValueError):
     """The backend URL is not one this experiment may use; the message names the field and the rule."""
 
 
-def _port(parts: SplitResult) -> int | None:
+def _port(parts: SplitResult, field: str) -> int | None:
     try:
         return parts.port
     except ValueError:
-        raise BackendNotAllowed("spec.backend.url has an invalid port") from None
+        raise BackendNotAllowed(f"{field} has an invalid port") from None
 
 
 def _is_ip(host: str) -> bool:
@@ -67,17 +67,18 @@ def host_allowed(host: str, port: int | None, patterns: Sequence[str]) -> bool:
     return False
 
 
-def backend_url(url: str, namespace: str, allowed_hosts: Sequence[str] = ()) -> str:
-    """The URL the operator will use for ``url`` in ``namespace``, or :class:`BackendNotAllowed`."""
+def backend_url(url: str, namespace: str, allowed_hosts: Sequence[str] = (), *, field: str = "spec.backend.url") -> str:
+    """The URL the operator will use for ``url`` in ``namespace``, or :class:`BackendNotAllowed` naming ``field``
+    (the same rule holds for every server an experiment names: the backend, MLflow, Phoenix)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise BackendNotAllowed("spec.backend.url must be an http:// or https:// URL")
+        raise BackendNotAllowed(f"{field} must be an http:// or https:// URL")
     if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise BackendNotAllowed("spec.backend.url must not carry a query or a fragment")
+        raise BackendNotAllowed(f"{field} must not carry a query or a fragment")
     host = (parts.hostname or "").lower()
     if not host:
-        raise BackendNotAllowed("spec.backend.url has no host")
-    port = _port(parts)
+        raise BackendNotAllowed(f"{field} has no host")
+    port = _port(parts, field)
     labels = host.split(".")
     if host_allowed(host, port, allowed_hosts):
         return url
@@ -86,7 +87,7 @@ def backend_url(url: str, namespace: str, allowed_hosts: Sequence[str] = ()) -> 
     if len(labels) >= 2 and labels[1] == namespace and tuple(labels[2:]) in CLUSTER_SUFFIXES:
         return url
     raise BackendNotAllowed(
-        f"spec.backend.url names {host}{f':{port}' if port else ''}, which is neither a Service in namespace "
+        f"{field} names {host}{f':{port}' if port else ''}, which is neither a Service in namespace "
         f"{namespace} (<service>, <service>.{namespace}[.svc[.cluster.local]]) nor on the operator's allow-list "
         f"({ALLOW_LIST})"
     )

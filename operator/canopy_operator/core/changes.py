@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from canopy_operator.api.status import PromptExperimentStatus
-from canopy_operator.core.values import PATHS, ManagedKeys, managed_hash
+from canopy_operator.core.values import FIELDS, GEN1, ManagedKeys, ValuesLayout, managed_hash
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,14 @@ def commit_info(
     )
 
 
-def commit_message(info: CommitInfo, before: ManagedKeys, after: ManagedKeys) -> str:
-    """Subject, the changed key paths (no prompt texts: the diff shows them), evidence and trailers."""
+def commit_message(info: CommitInfo, before: ManagedKeys, after: ManagedKeys, *, layout: ValuesLayout = GEN1) -> str:
+    """Subject, the changed key paths of ``layout`` (no prompt texts: the diff shows them), evidence and trailers."""
     changes = []
-    for name, (section, key) in PATHS.items():
+    for name in FIELDS:
         old, new = getattr(before, name), getattr(after, name)
         if old != new:
             what = "removed" if new is None else (str(new).lower() if isinstance(new, bool) else "set")
-            changes.append(f"- {section}.{key}: {what}")
+            changes.append(f"- {layout.dotted(name)}: {what}")
     lines = [f"canopy: {info.change} ({info.experiment})", "", f"Experiment {info.experiment}: {info.change}."]
     lines += ["", "Changed keys:", *changes]
     if info.evidence.strip():

@@ -39,7 +39,7 @@ def test_key(spec: PromptExperimentSpec) -> str:
     a = spec.analysis
     material = {
         "champion": text_hash(spec.champion.prompt) if spec.champion.prompt is not None else CONFIGURED,
-        "challenger": text_hash(spec.challenger.prompt),
+        "challenger": text_hash(spec.challenger_ref),
         "method": a.method,
         "alpha": a.alpha,
         "tau": a.tau,
@@ -74,9 +74,17 @@ def champion_text(spec: PromptExperimentSpec, configured_prompt: str | None) -> 
 
 
 def start_test(
-    spec: PromptExperimentSpec, status: PromptExperimentStatus, champion: str, now: datetime
+    spec: PromptExperimentSpec,
+    status: PromptExperimentStatus,
+    champion: str,
+    now: datetime,
+    *,
+    champion_version: str | None = None,
+    challenger_version: str | None = None,
 ) -> PromptExperimentStatus:
-    """A status with a fresh test; the previous one (if any) goes to the bounded test history."""
+    """A status with a fresh test; the previous one (if any) goes to the bounded test history.
+
+    ``champion_version`` / ``challenger_version``: the registry versions the arms are pinned to (MLflow store)."""
     history = list(status.test_history)
     if status.test is not None:
         result = status.evidence.decision if status.phase == "Concluded" else "superseded"
@@ -96,7 +104,7 @@ def start_test(
         id=test_key(spec),
         started_at=now,
         champion_hash=text_hash(champion),
-        challenger_hash=text_hash(spec.challenger.prompt),
+        challenger_hash=text_hash(spec.challenger_ref),
         champion_prompt=champion,
         method=a.method,
         alpha=a.alpha,
@@ -104,6 +112,8 @@ def start_test(
         min_votes=a.min_votes,
         max_votes=a.max_votes,
         equivalence_delta=a.equivalence_delta,
+        champion_version=champion_version,
+        challenger_version=challenger_version,
     )
     collection = status.collection.model_copy(update={"vote_fingerprints": ""})
     return status.model_copy(
@@ -132,10 +142,20 @@ def outcome_of(status: PromptExperimentStatus) -> str | None:
 
 
 def current_champion(spec: PromptExperimentSpec, status: PromptExperimentStatus) -> str | None:
-    """The prompt that is summarize.prompt once the active test is over."""
+    """The winner once the active test is over: its text, or its registry version (MLflow store)."""
     if status.test is None:
         return None
-    return spec.challenger.prompt if outcome_of(status) == "challenger" else status.test.champion_prompt
+    return spec.challenger_ref if outcome_of(status) == "challenger" else status.test.champion_prompt
+
+
+def champion_in_config(spec: PromptExperimentSpec, status: PromptExperimentStatus) -> str | None:
+    """What the config's prompt key holds once the active test is over: the winner's text, or, with the MLflow
+    registry, the champion reference unchanged (the store moves the alias instead of the config changing)."""
+    if status.test is None:
+        return None
+    if spec.prompts.store == "MLflowRegistry":
+        return status.test.champion_prompt
+    return current_champion(spec, status)
 
 
 def desired_keys(
@@ -149,11 +169,12 @@ def desired_keys(
         # Votes are posted to /feedback/ab, which needs the feedback flag: it is on for every A/B test.
         return ManagedKeys(
             prompt=status.test.champion_prompt,
-            prompt_b=spec.challenger.prompt,
+            prompt_b=spec.challenger_ref,
             feedback_enabled=True,
             ab_testing_enabled=True,
         )
-    winner = spec.challenger.prompt if outcome == "challenger" else status.test.champion_prompt
+    winner = champion_in_config(spec, status)
+    assert winner is not None
     return ManagedKeys(
         prompt=winner,
         prompt_b=None,
@@ -164,7 +185,7 @@ def desired_keys(
 
 def restore_keys(spec: PromptExperimentSpec, status: PromptExperimentStatus, original: OriginalConfig) -> ManagedKeys:
     """onDelete: Restore — the champion (a promoted winner stays promoted) and the flags as they were."""
-    champion = current_champion(spec, status) or original.prompt
+    champion = champion_in_config(spec, status) or original.prompt
     return ManagedKeys(
         prompt=champion,
         prompt_b=original.prompt_b,
@@ -238,7 +259,7 @@ def apply_assessment(
         return status.model_copy(update=update)  # the evaluation gate holds the automatic promotion back
     votes = status.votes
     summary = decision_summary(votes.challenger_wins, votes.champion_wins, votes.ties, assessment, _action(outcome))
-    winner_text = spec.challenger.prompt if outcome == "challenger" else status.test.champion_prompt
+    winner_text = spec.challenger_ref if outcome == "challenger" else status.test.champion_prompt
     update["pending_promotion"] = PendingPromotion(
         test_id=status.test.id,
         outcome=outcome,
@@ -270,6 +291,13 @@ def approve(
     return apply_assessment(spec, status, fake, generation, now)
 
 
+def _previous_version(status: PromptExperimentStatus, outcome: str) -> str | None:
+    """The registry version the champion alias named before a promotion moved it (None: nothing moved)."""
+    if outcome != "challenger" or status.test is None:
+        return None
+    return status.test.champion_version
+
+
 def conclude(status: PromptExperimentStatus, revision: str, now: datetime) -> PromptExperimentStatus:
     """The pending promotion is delivered and verified: one history record per test, phase Concluded."""
     pending = status.pending_promotion
@@ -291,6 +319,7 @@ def conclude(status: PromptExperimentStatus, revision: str, now: datetime) -> Pr
                 decided_at=pending.decided_at,
                 completed_at=now,
                 revision=revision,
+                previous_version=_previous_version(status, pending.outcome),
             )
         )
     winner = {"challenger": "challenger", "champion": "champion"}.get(pending.outcome, "none")

@@ -19,7 +19,7 @@ from canopy_operator.api.status import DeliveryStatus, PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.conditions import get_condition
 from canopy_operator.core.status import with_condition
-from canopy_operator.core.values import ManagedKeys, managed_hash
+from canopy_operator.core.values import GEN1, ManagedKeys, ValuesLayout, managed_hash
 
 Event = tuple[str, str, str]
 """(type, reason, message) of a Kubernetes event."""
@@ -197,13 +197,13 @@ def describe_flags(flags: Mapping[str, object]) -> str:
     return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flags.items())
 
 
-def describe_change(current: ManagedKeys, desired: ManagedKeys) -> str:
-    """Which managed keys differ, in words (no prompt texts)."""
+def describe_change(current: ManagedKeys, desired: ManagedKeys, layout: ValuesLayout = GEN1) -> str:
+    """Which managed keys differ, in words (no prompt texts), named as ``layout`` names them."""
     parts = []
     if current.prompt != desired.prompt:
-        parts.append("summarize.prompt changed")
+        parts.append(f"{layout.dotted('prompt')} changed")
     if current.prompt_b != desired.prompt_b:
-        parts.append("summarize.prompt_b " + ("removed" if desired.prompt_b is None else "set"))
+        parts.append(f"{layout.dotted('prompt_b')} " + ("removed" if desired.prompt_b is None else "set"))
     if current.feedback_enabled != desired.feedback_enabled:
         parts.append(f"feedback.enabled={str(desired.feedback_enabled).lower()}")
     if current.ab_testing_enabled != desired.ab_testing_enabled:

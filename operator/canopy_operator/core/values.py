@@ -1,20 +1,34 @@
 """The four Helm values the operator manages, read from and written into a human-maintained values file.
 
-Managed keys (contract section 3): ``summarize.prompt``, ``summarize.prompt_b``, ``feedback.enabled`` and
-``ab_testing.enabled``. ``apply_managed`` changes only those: it parses the text with PyYAML's event stream
-(the backend's own loader, within the bounds of ``yamlsplice.bounded``: size, nesting, aliases), which gives
-every node's exact position, and splices new text into just the bytes of the changed items, so comments, key
-order, quoting, block scalars, indentation, anchors and document markers elsewhere stay byte-for-byte (a full
-re-dump would re-indent and re-wrap the file). Every result is parsed again and must read back as desired with
-all other values identical, both as Helm types plain scalars and as ``yaml.safe_load`` (the backend) loads the
-file, or ``ValuesEditError`` is raised. ``edit_values`` adds the chart's schema facts (``validate_values``):
-that is the text the operator writes, or the error it reports as ``InvalidValues``.
+Managed keys of Generation 1 (contract section 3): ``summarize.prompt``, ``summarize.prompt_b``,
+``feedback.enabled`` and ``ab_testing.enabled``. ``apply_managed`` changes only those: it parses the text with
+PyYAML's event stream (the backend's own loader, within the bounds of ``yamlsplice.bounded``: size, nesting,
+aliases), which gives every node's exact position, and splices new text into just the bytes of the changed items,
+so comments, key order, quoting, block scalars, indentation, anchors and document markers elsewhere stay
+byte-for-byte (a full re-dump would re-indent and re-wrap the file). Every result is parsed again and must read
+back as desired with all other values identical, both as Helm types plain scalars and as ``yaml.safe_load`` (the
+backend) loads the file, or ``ValuesEditError`` is raised. ``edit_values`` adds the chart's schema facts
+(``validate_values``): that is the text the operator writes, or the error it reports as ``InvalidValues``.
 
 A section is written whole or not at all. ``feedback`` and ``ab_testing`` hold only ``enabled``, so the editor
 writes them whole. ``summarize`` also needs ``enabled`` and (when enabled) ``model``, and the operator cannot
 know the model: a file without a ``summarize`` section that has both (the chart's own ``values-test.yaml``
 holds only ``LLAMA_STACK_URL``) is refused with ``InvalidValues`` naming the missing keys, never completed
 with a guess and never written as a partial section the chart rejects and the backend crashes on.
+
+Two layouts. The same :class:`ManagedKeys` live at other paths in each backend generation's file; a
+:class:`ValuesLayout` names them, and every function here takes ``layout=`` (default :data:`GEN1`, the one
+above; :func:`layout_for` maps ``spec.backend.generation`` to it). :data:`GEN2` is the course's Generation 2
+``config.yaml``: ``prompt`` is ``summarization.mlflow_prompt_version`` (the champion's registry reference, usually
+the alias ``champion``), ``prompt_b`` is ``ab_testing.mlflow_prompt_b_version`` (the challenger's registry
+version: an integer or a string reads as its text, "5"; the operator writes a quoted string, ``'5'``), and the
+switches are ``feedback.enabled`` and ``ab_testing.enabled``. ``feedback`` is still written whole, but
+``ab_testing`` now holds two managed keys: a None removes just that key (a ``mlflow_prompt_b_version`` that
+stays is kept), and the section only once nothing is left in it. ``summarization`` needs ``enabled`` and
+``mlflow_prompt``, which the operator cannot know: a file without them is refused naming them, never completed
+with a guess. No test runs against a moving challenger: ``edit_values`` refuses ``ab_testing.enabled: true``
+beside a ``prompt_b`` that is not a concrete version (``latest``, an alias). ``latest`` is still read, and
+written back beside a disabled ``ab_testing`` (restoring the course's original file).
 
 Conflict rule (``check_conflict``), per managed key: the current value is fine when it equals the desired
 value ("already desired"), or when the operator has not written yet (``last_applied`` is None: "still the
@@ -26,10 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
-from canopy_operator.core.chart_schema import kind, schema_problems
+from canopy_operator.core.chart_schema import GEN2_SECTIONS, SUMMARIZE_KEYS, generation2_problems, kind, schema_problems
 from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlLimitError, safe_load
 from canopy_operator.yamlsplice.edit import (
     Edit,
@@ -58,6 +74,7 @@ from canopy_operator.yamlsplice.pos import (
     is_aliased,
     is_null,
     lookup,
+    scalar_kind,
     to_data,
 )
 
@@ -85,7 +102,8 @@ class ValuesConflict(Exception):
 
 @dataclass(frozen=True)
 class ManagedKeys:
-    """The managed values; None means the key (for the booleans: the whole section) is absent."""
+    """The managed values; None means the key is absent (for a switch of a section that holds nothing else, such
+    as ``feedback``: the whole section). Which keys of the file they are depends on the :class:`ValuesLayout`."""
 
     prompt: str | None
     prompt_b: str | None
@@ -97,13 +115,91 @@ class ManagedKeys:
             object.__setattr__(self, "prompt_b", None)
 
 
-#: field name -> (section, key)
-PATHS: dict[str, tuple[str, str]] = {
-    "prompt": ("summarize", "prompt"),
-    "prompt_b": ("summarize", "prompt_b"),
-    "feedback_enabled": ("feedback", "enabled"),
-    "ab_testing_enabled": ("ab_testing", "enabled"),
-}
+FIELDS = ("prompt", "prompt_b", "feedback_enabled", "ab_testing_enabled")
+"""The :class:`ManagedKeys` fields, in their order."""
+
+
+@dataclass(frozen=True)
+class ValuesLayout:
+    """Where one backend generation's values file keeps the managed keys, and what its chart allows there."""
+
+    generation: int
+    paths: tuple[tuple[str, str], ...]
+    """(section, key) of each of :data:`FIELDS`, in that order."""
+    prompt_section: str
+    """The section holding the champion key (and keys of the human's, such as the model)."""
+    allowed: tuple[tuple[str, tuple[str, ...]], ...]
+    """Each managed section and the keys the chart allows in it."""
+    whole: tuple[str, ...]
+    """Sections that hold nothing but their switch: its None removes the section whole."""
+    edit_order: tuple[str, ...]
+    """The order :func:`apply_managed` edits the fields in (a section's switch before its other keys)."""
+    after: tuple[tuple[str, str], ...]
+    """(key, neighbour): a new key goes right after its neighbour when the section has it."""
+    references: bool
+    """The prompt keys hold registry references (an int or a string, read as its text), not prompt texts."""
+    schema: Callable[[Mapping | None], Iterator[str]]
+    """The chart's schema facts (``core.chart_schema``)."""
+
+    def path(self, name: str) -> tuple[str, str]:
+        """(section, key) of the :class:`ManagedKeys` field ``name``."""
+        return self.paths[FIELDS.index(name)]
+
+    def dotted(self, name: str) -> str:
+        """``section.key`` of the field ``name``, as messages name it."""
+        return ".".join(self.path(name))
+
+    def managed_in(self, section: str) -> tuple[str, ...]:
+        """The managed keys of ``section``."""
+        return tuple(key for sec, key in self.paths if sec == section)
+
+    def partial_sections(self) -> tuple[str, ...]:
+        """Managed sections that also hold other keys (the operator edits them key by key)."""
+        return tuple(dict.fromkeys(sec for sec, _ in self.paths if sec not in self.whole))
+
+
+GEN1 = ValuesLayout(
+    generation=1,
+    paths=(("summarize", "prompt"), ("summarize", "prompt_b"), ("feedback", "enabled"), ("ab_testing", "enabled")),
+    prompt_section="summarize",
+    allowed=(("summarize", SUMMARIZE_KEYS), ("feedback", ("enabled",)), ("ab_testing", ("enabled",))),
+    whole=("feedback", "ab_testing"),
+    edit_order=FIELDS,
+    after=(("prompt_b", "prompt"),),
+    references=False,
+    schema=schema_problems,
+)
+"""Generation 1 (contract section 3): prompt texts in ``summarize``."""
+GEN2 = ValuesLayout(
+    generation=2,
+    paths=(
+        ("summarization", "mlflow_prompt_version"),
+        ("ab_testing", "mlflow_prompt_b_version"),
+        ("feedback", "enabled"),
+        ("ab_testing", "enabled"),
+    ),
+    prompt_section="summarization",
+    allowed=tuple(GEN2_SECTIONS.items()),
+    whole=("feedback",),
+    edit_order=("prompt", "feedback_enabled", "ab_testing_enabled", "prompt_b"),
+    after=(("mlflow_prompt_version", "mlflow_prompt"), ("mlflow_prompt_b_version", "enabled")),
+    references=True,
+    schema=generation2_problems,
+)
+"""Generation 2 (vote-sources.md): registry references in ``summarization`` and ``ab_testing``."""
+LAYOUTS = {1: GEN1, 2: GEN2}
+
+
+def layout_for(generation: int) -> ValuesLayout:
+    """The layout of ``spec.backend.generation``."""
+    try:
+        return LAYOUTS[generation]
+    except KeyError:
+        raise ValueError(f"no values layout for backend generation {generation!r}") from None
+
+
+#: field name -> (section, key) of Generation 1 (kept for callers that predate layouts)
+PATHS: dict[str, tuple[str, str]] = dict(zip(FIELDS, GEN1.paths, strict=True))
 
 
 def managed_hash(m: ManagedKeys) -> str:
@@ -139,20 +235,36 @@ def _section(root: Mapping | None, name: str) -> Mapping | None:
     return target if isinstance(target, Mapping) else None
 
 
-def _read_root(root: Mapping | None) -> ManagedKeys:
-    def get(section: str, key: str) -> Node | None:
+def _read_root(root: Mapping | None, layout: ValuesLayout) -> ManagedKeys:
+    def get(name: str) -> Node | None:
+        section, key = layout.path(name)
         mapping = _section(root, section)
         return None if mapping is None else lookup(mapping, key)
 
-    def text(section: str, key: str) -> str | None:
-        node = get(section, key)
-        return None if node is None else as_text(node)
+    def text(name: str) -> str | None:
+        node = get(name)
+        if node is None:
+            return None
+        return _reference(node) if layout.references else as_text(node)
 
-    def flag(section: str) -> bool | None:
-        node = get(section, "enabled")
+    def flag(name: str) -> bool | None:
+        node = get(name)
         return None if node is None else as_bool(node)
 
-    return ManagedKeys(text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing"))
+    return ManagedKeys(text("prompt"), text("prompt_b"), flag("feedback_enabled"), flag("ab_testing_enabled"))
+
+
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+
+
+def _reference(node: Node) -> str | None:
+    """A registry reference as text: a string as written, a decimal integer as its number (``+5`` is "5")."""
+    target = deref(node)
+    if not isinstance(target, Scalar) or scalar_kind(target) not in ("str", "number"):
+        return None
+    if scalar_kind(target) == "number" and _DECIMAL.fullmatch(target.value):
+        return str(int(target.value))
+    return target.value
 
 
 READ_CACHE_SIZE = 2048
@@ -161,13 +273,20 @@ reconcile pass reads the ConfigMap; parsing the same text again cost a few ms of
 (bench/RESULTS.md)."""
 
 
-def read_managed(text: str, *, limits: Limits = LIMITS) -> ManagedKeys:
+def read_managed(text: str, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> ManagedKeys:
     """The managed values as Helm sees them (``yes`` is a boolean, a quoted "true" is not)."""
-    return _read_root(_root(_document(text, limits)))
+    return _read_root(_root(_document(text, limits)), layout)
+
+
+class ReadValues(Protocol):
+    """How an adapter reads the managed keys of a text: :func:`read_managed`, or a :class:`ValuesReader`."""
+
+    def __call__(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys: ...
 
 
 class ValuesReader:
-    """:func:`read_managed` that remembers the texts it has read, up to ``size`` (one per operator process).
+    """:func:`read_managed` that remembers the texts it has read, up to ``size`` (one per operator process);
+    a text is remembered per layout (the same text reads differently in each).
 
     A text it refused is remembered too (the same ``ValuesEditError`` is raised again without parsing), so a
     hostile text costs its parse once, not once per pass. Safe to call from worker threads (the delivery
@@ -176,14 +295,14 @@ class ValuesReader:
     def __init__(self, size: int = READ_CACHE_SIZE, limits: Limits = LIMITS) -> None:
         self.size = size
         self.limits = limits
-        self.seen: dict[bytes, ManagedKeys | str] = {}
+        self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
 
-    def __call__(self, text: str) -> ManagedKeys:
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    def __call__(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys:
+        key = (layout, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
         keys = self.seen.get(key)
         if keys is None:
             try:
-                keys = read_managed(text, limits=self.limits)
+                keys = read_managed(text, layout=layout, limits=self.limits)
             except ValuesEditError as exc:
                 keys = str(exc)
             while len(self.seen) >= self.size:
@@ -202,52 +321,73 @@ def _parse(text: str, limits: Limits) -> tuple[Document | None, Mapping | None]:
     return doc, _root(doc)
 
 
-def apply_managed(text: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> str:
+def apply_managed(text: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> str:
     """``text`` with the managed keys set to ``desired``; the very same string when nothing changes.
 
     The result reads back as ``desired`` with every other value unchanged, as Helm types it and as PyYAML (the
     backend) loads it; anything else raises ``ValuesEditError``. Schema facts are ``validate_values``'s job
     (``edit_values`` does both)."""
     doc, root = _parse(text, limits)
-    if _read_root(root) == desired:
+    if _read_root(root, layout) == desired:
         return text
     out, out_doc, out_root = text, doc, root
-    for name in PATHS:
+    for name in layout.edit_order:
         want = getattr(desired, name)
-        if getattr(_read_root(out_root), name) != want:
-            out = splice(out, _edits_for(Layout(out), out_doc, out_root, name, want))
+        if getattr(_read_root(out_root, layout), name) != want:
+            out = splice(out, _edits_for(Layout(out), out_doc, out_root, name, want, layout))
             out_doc, out_root = _parse(out, limits)
-    _verify(root, out_root, desired)
-    verify_loaded(text, out, desired, limits=limits)
+    _verify(root, out_root, desired, layout)
+    verify_loaded(text, out, desired, layout=layout, limits=limits)
     return out
 
 
-def edit_values(text: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> str:
+def edit_values(text: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> str:
     """The text the operator writes for ``desired``: :func:`apply_managed`, then the chart's schema facts.
 
     Raises ``ValuesEditError`` saying what is wrong; nothing is to be written then."""
-    edited = apply_managed(text, desired, limits=limits)
-    problems = validate_values(edited, limits=limits)
+    moving = _moving_challenger(desired, layout)
+    if moving is not None:
+        raise ValuesEditError(moving, [moving])
+    edited = apply_managed(text, desired, layout=layout, limits=limits)
+    problems = validate_values(edited, layout=layout, limits=limits)
     if problems:
         raise ValuesEditError(f"the edited file would break the chart: {'; '.join(problems)}", problems)
     return edited
 
 
-def _edits_for(lay: Layout, doc: Document | None, root: Mapping | None, name: str, want: Value) -> list[Edit]:
-    section, key = PATHS[name]
+_CONCRETE = re.compile(r"[1-9][0-9]*")
+
+
+def _moving_challenger(desired: ManagedKeys, layout: ValuesLayout) -> str | None:
+    """Why ``desired`` would run an A/B test against a challenger that can change under it (None: it would not)."""
+    if not layout.references or not desired.ab_testing_enabled or desired.prompt_b is None:
+        return None
+    if _CONCRETE.fullmatch(desired.prompt_b):
+        return None
+    return (
+        f"{layout.dotted('prompt_b')}: the challenger must be a concrete registry version (a number such as 5) "
+        f"while {layout.dotted('ab_testing_enabled')} is true, not {desired.prompt_b[:40]!r}: 'latest' or an "
+        "alias would change the arm under the running test"
+    )
+
+
+def _edits_for(
+    lay: Layout, doc: Document | None, root: Mapping | None, name: str, want: Value, layout: ValuesLayout
+) -> list[Edit]:
+    section, key = layout.path(name)
     try:
         if root is None:
             if want is None:
                 return []
             return append_to_document(lay, doc, section, Section(key, want), 2)
         if want is None:
-            return _unset(lay, root, section, key, is_flag=name.endswith("_enabled"))
-        return _set(lay, root, section, key, want)
+            return _unset(lay, root, section, key, layout, blank="" if name == "prompt_b" else None)
+        return _set(lay, root, section, key, want, dict(layout.after).get(key))
     except YamlEditError as exc:
         raise ValuesEditError(str(exc)) from None
 
 
-def _set(lay: Layout, root: Mapping, section: str, key: str, want: Value) -> list[Edit]:
+def _set(lay: Layout, root: Mapping, section: str, key: str, want: Value, neighbour: str | None) -> list[Edit]:
     step = lay.step(root)
     found = find_item(root, section)
     if found is None:
@@ -262,30 +402,31 @@ def _set(lay: Layout, root: Mapping, section: str, key: str, want: Value) -> lis
         if item is not None:
             _refuse_shared_anchor(root, item[2], f"{section}.{key}")
             return replace_value(lay, svalue, item[1], item[2], want, step, f"{section}.{key}")
-        after = find_item(svalue, "prompt") if key == "prompt_b" else None
+        after = find_item(svalue, neighbour) if neighbour is not None else None
         return insert_item(lay, svalue, None if after is None else after[0], key, want, step)
     if is_null(svalue) and isinstance(svalue, Scalar):
         return replace_value(lay, root, skey, svalue, Section(key, want), step, section)
     raise ValuesEditError(f"{section}: expected a mapping, found {kind(svalue)}")
 
 
-def _unset(lay: Layout, root: Mapping, section: str, key: str, is_flag: bool) -> list[Edit]:
+def _unset(lay: Layout, root: Mapping, section: str, key: str, layout: ValuesLayout, blank: New) -> list[Edit]:
     found = find_item(root, section)
     if found is None:
         if lookup(root, section) is not None:
             raise ValuesEditError(f"{section} comes from a '<<' merge; edit the file by hand")
         return []
     index, _, svalue = found
-    if is_flag:
+    if section in layout.whole:
         return remove_item(lay, root, index, None, section)
     if not isinstance(svalue, Mapping):
         return []
     item = find_item(svalue, key)
     if item is not None:
         _refuse_shared_anchor(root, item[2], f"{section}.{key}")
+        if len(svalue.items) == 1 and section != layout.prompt_section:  # its last key: the section goes whole
+            return remove_item(lay, root, index, None, section)
         return remove_item(lay, svalue, item[0], found[1], f"{section}.{key}")
     # Only a '<<' merge provides it: hide it with an explicit empty value.
-    blank: New = "" if key == "prompt_b" else None
     return insert_item(lay, svalue, None, key, blank, lay.step(root))
 
 
@@ -294,52 +435,59 @@ def _refuse_shared_anchor(root: Mapping, value: Node, path: str) -> None:
         raise ValuesEditError(f"{path} carries anchor &{value.anchor} that other keys use; edit the file by hand")
 
 
-def _unmanaged(root: Mapping | None) -> object:
+def _unmanaged(root: Mapping | None, layout: ValuesLayout) -> object:
     """Everything but the managed keys, as plain data, for the after-edit safety check."""
     if root is None:
         return []
+    partial = layout.partial_sections()
     kept: list[object] = []
     for knode, vnode in root.items:
         name = as_text(knode)
-        if name in ("feedback", "ab_testing"):
+        if name in layout.whole:
             continue
         value = to_data(vnode)
-        if name == "summarize" and isinstance(deref(vnode), Mapping):
-            value = [(k, v) for k, v in value if k not in (("str", "prompt"), ("str", "prompt_b"))]
-        if name == "summarize" and not value:
+        if name in partial and isinstance(deref(vnode), Mapping):
+            managed = [("str", key) for key in layout.managed_in(name)]
+            value = [(k, v) for k, v in value if k not in managed]
+        if name in partial and not value:
             continue
         kept.append((to_data(knode), value))
     return kept
 
 
-def _verify(before: Mapping | None, after: Mapping | None, desired: ManagedKeys) -> None:
-    got = _read_root(after)
+def _verify(before: Mapping | None, after: Mapping | None, desired: ManagedKeys, layout: ValuesLayout) -> None:
+    got = _read_root(after, layout)
     if got != desired:
-        wrong = [".".join(PATHS[n]) for n in PATHS if getattr(got, n) != getattr(desired, n)]
+        wrong = [layout.dotted(n) for n in FIELDS if getattr(got, n) != getattr(desired, n)]
         raise ValuesEditError(f"editing did not produce the desired value of {', '.join(wrong)}")
-    if _unmanaged(before) != _unmanaged(after):
+    if _unmanaged(before, layout) != _unmanaged(after, layout):
         raise ValuesEditError("editing would change values outside the managed keys")
 
 
-def loaded_keys(data: Any) -> ManagedKeys:
+def loaded_keys(data: Any, *, layout: ValuesLayout = GEN1) -> ManagedKeys:
     """The managed keys of a document as ``yaml.safe_load`` returned it (the backend's view)."""
 
-    def get(section: str, key: str) -> Any:
+    def get(name: str) -> Any:
+        section, key = layout.path(name)
         mapping = data.get(section) if isinstance(data, dict) else None
         return mapping.get(key) if isinstance(mapping, dict) else None
 
-    def text(section: str, key: str) -> str | None:
-        value = get(section, key)
+    def text(name: str) -> str | None:
+        value = get(name)
+        if layout.references and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         return value if isinstance(value, str) else None
 
-    def flag(section: str) -> bool | None:
-        value = get(section, "enabled")
+    def flag(name: str) -> bool | None:
+        value = get(name)
         return value if isinstance(value, bool) else None
 
-    return ManagedKeys(text("summarize", "prompt"), text("summarize", "prompt_b"), flag("feedback"), flag("ab_testing"))
+    return ManagedKeys(text("prompt"), text("prompt_b"), flag("feedback_enabled"), flag("ab_testing_enabled"))
 
 
-def verify_loaded(before: str, after: str, desired: ManagedKeys, *, limits: Limits = LIMITS) -> None:
+def verify_loaded(
+    before: str, after: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS
+) -> None:
     """``after`` loads with ``yaml.safe_load`` (the backend's loader) to ``desired`` for the managed keys and
     to exactly what ``before`` loads to for everything else; ``ValuesEditError`` otherwise."""
     try:
@@ -348,27 +496,29 @@ def verify_loaded(before: str, after: str, desired: ManagedKeys, *, limits: Limi
         raise ValuesEditError(f"refused to read the values file ({exc.bound} bound): {exc}") from None
     except ValueError as exc:
         raise ValuesEditError(f"the edited file does not load with PyYAML (the backend's loader): {exc}") from None
-    got = loaded_keys(new)
-    wrong = [".".join(PATHS[n]) for n in PATHS if getattr(got, n) != getattr(desired, n)]
+    got = loaded_keys(new, layout=layout)
+    wrong = [layout.dotted(n) for n in FIELDS if getattr(got, n) != getattr(desired, n)]
     if wrong:
         raise ValuesEditError(
             f"the edited file loads with PyYAML (the backend's loader) to other values of {', '.join(wrong)}"
         )
-    if _canonical(_without_managed(old)) != _canonical(_without_managed(new)):
+    if _canonical(_without_managed(old, layout)) != _canonical(_without_managed(new, layout)):
         raise ValuesEditError("editing would change values outside the managed keys as PyYAML loads them")
 
 
-def _without_managed(data: Any) -> dict[Any, Any]:
+def _without_managed(data: Any, layout: ValuesLayout) -> dict[Any, Any]:
     if not isinstance(data, dict):
         return {}
-    out = {k: v for k, v in data.items() if k not in ("feedback", "ab_testing")}
-    summarize = out.get("summarize", {})
-    if isinstance(summarize, dict) or summarize is None:
-        rest = {k: v for k, v in (summarize or {}).items() if k not in ("prompt", "prompt_b")}
-        if rest:
-            out["summarize"] = rest
-        else:
-            out.pop("summarize", None)
+    out = {k: v for k, v in data.items() if k not in layout.whole}
+    for name in layout.partial_sections():
+        section = out.get(name, {})
+        if isinstance(section, dict) or section is None:
+            managed = layout.managed_in(name)
+            rest = {k: v for k, v in (section or {}).items() if k not in managed}
+            if rest:
+                out[name] = rest
+            else:
+                out.pop(name, None)
     return out
 
 
@@ -385,7 +535,9 @@ def _canonical(value: Any) -> object:
     return (type(value).__name__, repr(value))
 
 
-def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | str | None, desired: ManagedKeys) -> None:
+def check_conflict(
+    current: ManagedKeys, last_applied: ManagedKeys | str | None, desired: ManagedKeys, *, layout: ValuesLayout = GEN1
+) -> None:
     """Raise ``ValuesConflict`` naming every managed key a human moved to a third value (rule: module doc).
 
     ``last_applied`` may also be the ``managed_hash`` of the last write (all the status keeps); then the rule
@@ -397,21 +549,21 @@ def check_conflict(current: ManagedKeys, last_applied: ManagedKeys | str | None,
     if isinstance(last_applied, str):
         if managed_hash(current) == last_applied:
             return
-        clashes = [".".join(PATHS[n]) for n in PATHS if getattr(current, n) != getattr(desired, n)]
+        clashes = [layout.dotted(n) for n in FIELDS if getattr(current, n) != getattr(desired, n)]
     else:
         clashes = [
-            ".".join(PATHS[name])
-            for name in PATHS
+            layout.dotted(name)
+            for name in FIELDS
             if getattr(current, name) not in (getattr(desired, name), getattr(last_applied, name))
         ]
     if clashes:
         raise ValuesConflict(clashes)
 
 
-def validate_values(text: str, *, limits: Limits = LIMITS) -> list[str]:
+def validate_values(text: str, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> list[str]:
     """What would break ``helm template``/the Argo sync or crash the backend; empty means writable."""
     try:
         root = _root(_document(text, limits))
     except ValuesEditError as exc:
         return [str(exc)]
-    return list(schema_problems(root))
+    return list(layout.schema(root))

@@ -7,6 +7,9 @@ The ConfigMap's text is the tenant's: it is read and edited in a worker thread, 
 the parser's bounds (``yamlsplice.bounded``) and a deadline (``parse_timeout``), which the parse itself also
 polls, so it stops soon after the pass gave up on it. Any refusal is :class:`InvalidValues` naming the
 ConfigMap, its key and what is wrong; nothing is written then.
+
+``layout`` says which keys of the text are the managed ones (``core.values.layout_for`` of the experiment's
+backend generation; Generation 1 unless told).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
-from canopy_operator.core.values import ManagedKeys, edit_values, read_managed
+from canopy_operator.core.values import GEN1, ManagedKeys, ReadValues, ValuesLayout, edit_values, read_managed
 from canopy_operator.delivery.base import (
     DeliveryError,
     DeliveryTraits,
@@ -67,10 +70,11 @@ class ConfigMapDelivery:
         key: str,
         deployment: str,
         failpoint: Failpoint = no_failpoint,
-        read: Callable[[str], ManagedKeys] = read_managed,
+        read: ReadValues = read_managed,
         *,
         parse_timeout: float = PARSE_TIMEOUT,
         limits: Limits = LIMITS,
+        layout: ValuesLayout = GEN1,
     ) -> None:
         self.gateway = gateway
         self.namespace = namespace
@@ -81,6 +85,7 @@ class ConfigMapDelivery:
         self.read_keys = read
         self.parse_timeout = parse_timeout
         self.limits = limits
+        self.layout = layout
 
     @property
     def where(self) -> str:
@@ -112,7 +117,7 @@ class ConfigMapDelivery:
     async def read(self) -> SourceState:
         view = await self._view()
         text = view.data[self.key]
-        keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text))
+        keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text, self.layout))
         return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
 
     async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
@@ -124,7 +129,7 @@ class ConfigMapDelivery:
         for _attempt in range(CONFLICT_RETRIES):
             view = await self._view()
             text = view.data[self.key]
-            new_text = await self._off_loop("editing the values", partial(_edit, text, desired))
+            new_text = await self._off_loop("editing the values", partial(_edit, text, desired, self.layout))
             changed = new_text != text
             if changed:
                 try:
@@ -155,13 +160,13 @@ class ConfigMapDelivery:
         return True
 
 
-def _read(read: Callable[[str], ManagedKeys], text: str, limits: Limits) -> ManagedKeys:
+def _read(read: ReadValues, text: str, layout: ValuesLayout, limits: Limits) -> ManagedKeys:
     """The reader's own bounds apply (``ValuesReader`` caches by text; a repeated text is not parsed again)."""
-    return read(text)
+    return read(text, layout=layout)
 
 
-def _edit(text: str, desired: ManagedKeys, limits: Limits) -> str:
-    return edit_values(text, desired, limits=limits)
+def _edit(text: str, desired: ManagedKeys, layout: ValuesLayout, limits: Limits) -> str:
+    return edit_values(text, desired, layout=layout, limits=limits)
 
 
 MAX_MESSAGE = 400

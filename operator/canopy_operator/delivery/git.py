@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from canopy_operator.core.changes import CommitInfo, pull_request_text
-from canopy_operator.core.values import ManagedKeys
+from canopy_operator.core.values import GEN1, ManagedKeys, ValuesLayout
 from canopy_operator.delivery.base import DeliveryError, DeliveryTraits, SourceState, WriteResult
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.errors import GitError
@@ -50,6 +50,8 @@ class GitDelivery:
     """PullRequest mode: where to open the pull request; None leaves it to a human."""
     seen: Observation | None = None
     """The target branch as ``read`` last saw it."""
+    layout: ValuesLayout = GEN1
+    """Which keys of the values file are the managed ones (``core.values.layout_for`` of the backend generation)."""
 
     @property
     def traits(self) -> DeliveryTraits:
@@ -66,7 +68,7 @@ class GitDelivery:
 
     async def read(self) -> SourceState:
         try:
-            self.seen = await self.workspace.observe(self.target, self.credentials)
+            self.seen = await self.workspace.observe(self.target, self.credentials, layout=self.layout)
         except GitError as exc:
             raise GitDeliveryError(exc) from None
         return SourceState(keys=self.seen.keys, text=self.seen.text, version=self.seen.sha, argo_managed=False)
@@ -85,11 +87,17 @@ class GitDelivery:
         review_url: str | None = None
         try:
             if branch is not None:
-                seen = self.seen or await self.workspace.observe(self.target, self.credentials)
+                seen = self.seen or await self.workspace.observe(self.target, self.credentials, layout=self.layout)
                 if seen.keys == desired:  # merged already: no branch, no pull request
                     return WriteResult(changed=False, revision=seen.sha, rolled=False)
             result = await self.workspace.deliver(
-                self.target, self.credentials, desired, self.last_applied, self.info, push_branch=branch
+                self.target,
+                self.credentials,
+                desired,
+                self.last_applied,
+                self.info,
+                push_branch=branch,
+                layout=self.layout,
             )
             pushed = branch if branch is not None and result.branch == branch else None
             if pushed is not None and self.forge is not None:

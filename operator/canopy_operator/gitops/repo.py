@@ -18,6 +18,10 @@ and leaves opening the pull request to ``forge.py``; a human reviews the diff th
 made. The change counts as applied only once the target branch itself carries the desired values
 (``observe``). When the target branch already carries them and no branch of ours exists, nothing is pushed
 and the result names the target branch.
+
+The workspace serves every experiment of the process, so which keys of a values file are the managed ones is
+told per call (``layout``: ``core.values.layout_for`` of the experiment's backend generation; Generation 1 unless
+told).
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ from typing import TypeVar
 from canopy_operator.core.changes import CommitInfo, commit_message
 from canopy_operator.core.redact import Redactor
 from canopy_operator.core.values import (
+    GEN1,
     ManagedKeys,
+    ReadValues,
     ValuesConflict,
     ValuesEditError,
+    ValuesLayout,
     check_conflict,
     edit_values,
     read_managed,
@@ -119,7 +126,7 @@ class GitWorkspace:
         max_push_attempts: int = 4,
         timeout: float = 120.0,
         clock: Callable[[], datetime] = _utcnow,
-        read: Callable[[str], ManagedKeys] = read_managed,
+        read: ReadValues = read_managed,
         policy: GitPolicy | None = None,
         max_clone_bytes: int = MAX_CLONE_BYTES,
         max_values_bytes: int = MAX_VALUES_BYTES,
@@ -152,8 +159,10 @@ class GitWorkspace:
         """Refuse a repository the operator does not clone (``gitops.policy``), naming the field."""
         check_repository(target.repository, target.namespace, self.policy, self.cache_dir)
 
-    async def observe(self, target: GitTarget, credentials: GitCredentials | None) -> Observation:
-        """The managed keys on ``target.branch`` right now (fetches first)."""
+    async def observe(
+        self, target: GitTarget, credentials: GitCredentials | None, *, layout: ValuesLayout = GEN1
+    ) -> Observation:
+        """The managed keys (of ``layout``) on ``target.branch`` right now (fetches first)."""
         session = _Session(self, target, credentials)
         async with session.locked():
             with git_environment(credentials, allow_file=self.policy.allow_file_repositories) as env:
@@ -161,14 +170,23 @@ class GitWorkspace:
                 await session.sync(target.branch)
                 text = session.read_values()
                 try:
-                    keys = await _off_loop(target.values_file, "reading the values", lambda _: self.read_keys(text))
+                    keys = await _off_loop(
+                        target.values_file, "reading the values", lambda _: self.read_keys(text, layout=layout)
+                    )
                 except (ValuesEditError, RecursionError) as exc:
                     raise GitValuesError(session.redact(f"{target.values_file}: {_short(exc)}")) from None
                 return Observation(keys, text, await session.head())
 
-    async def applied(self, target: GitTarget, credentials: GitCredentials | None, desired: ManagedKeys) -> str | None:
+    async def applied(
+        self,
+        target: GitTarget,
+        credentials: GitCredentials | None,
+        desired: ManagedKeys,
+        *,
+        layout: ValuesLayout = GEN1,
+    ) -> str | None:
         """The head SHA of ``target.branch`` when it carries ``desired`` (a PR counts only once merged)."""
-        seen = await self.observe(target, credentials)
+        seen = await self.observe(target, credentials, layout=layout)
         return seen.sha if seen.keys == desired else None
 
     async def deliver(
@@ -180,9 +198,10 @@ class GitWorkspace:
         info: CommitInfo,
         *,
         push_branch: str | None = None,
+        layout: ValuesLayout = GEN1,
     ) -> GitResult:
         """Make the values file carry ``desired`` on ``target.branch`` (or on ``push_branch``, PR mode)."""
-        session = _Session(self, target, credentials)
+        session = _Session(self, target, credentials, layout)
         async with session.locked():
             with git_environment(credentials, allow_file=self.policy.allow_file_repositories) as env:
                 session.env = env
@@ -228,10 +247,13 @@ class GitWorkspace:
 class _Session:
     """One delivery against one cached clone (holds the environment and the redactor)."""
 
-    def __init__(self, ws: GitWorkspace, target: GitTarget, credentials: GitCredentials | None) -> None:
+    def __init__(
+        self, ws: GitWorkspace, target: GitTarget, credentials: GitCredentials | None, layout: ValuesLayout = GEN1
+    ) -> None:
         ws.check_target(target)
         self.ws = ws
         self.target = target
+        self.layout = layout
         self.dir = ws.clone_dir(target)
         self.redact: Redactor = (credentials or GitCredentials()).redactor()
         self.env: dict[str, str] = {}
@@ -428,11 +450,11 @@ class _Session:
         Runs in a worker thread (``_off_loop``), bounded by ``limits`` and their deadline."""
         name = self.target.values_file
         try:
-            current = self.ws.read_keys(text)
+            current = self.ws.read_keys(text, layout=self.layout)
             if current == desired:
                 return None
-            check_conflict(current, last_applied, desired)
-            edited = edit_values(text, desired, limits=limits)
+            check_conflict(current, last_applied, desired, layout=self.layout)
+            edited = edit_values(text, desired, layout=self.layout, limits=limits)
         except ValuesConflict as exc:
             raise GitConflictError(f"{name}: {exc}", exc.paths) from None
         except ValuesEditError as exc:
@@ -450,7 +472,7 @@ class _Session:
             self.env[f"GIT_{role}_EMAIL"] = info.author_email
         await self.git("add", "--", self.target.values_file)
         message = Path(self.env["HOME"]) / "commit-message"
-        message.write_text(commit_message(info, before, after), encoding="utf-8")
+        message.write_text(commit_message(info, before, after, layout=self.layout), encoding="utf-8")
         await self.git("commit", "--quiet", "--no-verify", f"--file={message}")
 
 

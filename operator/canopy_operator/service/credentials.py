@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from canopy_operator.core.credentials import (
@@ -25,6 +26,7 @@ from canopy_operator.delivery.git import GitDeliveryError
 from canopy_operator.gitops.credentials import GitCredentials
 from canopy_operator.gitops.errors import CredentialsNotAllowed, GitCredentialsError
 from canopy_operator.k8s.errors import NotFound
+from canopy_operator.sources.base import ErrorKind, SourceError
 
 #: Keys read from the credentials Secret (kubernetes.io/basic-auth and kubernetes.io/ssh-auth names first).
 USERNAME_KEYS = ("username",)
@@ -146,6 +148,62 @@ async def judge_refusal(
     except CredentialsRefused as exc:
         return exc.reason, str(exc)
     return None
+
+
+class ServerCredentialsRefused(SourceError):
+    """The Secret named for a vote or prompt server may not be used (missing, not opted in, no token)."""
+
+    kind: ErrorKind = "http_4xx"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """A bearer token, or a username and password, for a vote or prompt server."""
+
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+async def server_credentials(
+    reader: SecretReader,
+    namespace: str,
+    secret: str | None,
+    destination: Destination,
+    field_name: str,
+    *,
+    allow_insecure_http: bool = False,
+    redactor: Redactor | None = None,
+) -> ServerCredentials | None:
+    """The token (``token``, ``password`` with ``username``) of a Secret opted in for ``destination``, the MLflow
+    or Phoenix server; raises :class:`ServerCredentialsRefused` before anything is sent."""
+    if secret is None:
+        return None
+    ref = SecretRef(namespace, secret, field_name)
+    try:
+        view = await reader.read_secret(namespace, secret)
+    except NotFound:
+        raise ServerCredentialsRefused("CredentialsMissing", f"{ref} not found") from None
+    try:
+        check_opt_in(ref, view.labels, view.annotations, [destination], allow_insecure_http=allow_insecure_http)
+        key, token = _first(view.data, ("token", "api-key", "password"), strip=True)
+        if token is None:
+            raise ServerCredentialsRefused(
+                "CredentialsMissing", f"{ref} holds none of the keys token, api-key, password"
+            )
+        check_length(ref, key, token)
+    except CredentialsRefused as exc:
+        raise ServerCredentialsRefused(exc.reason, str(exc)) from None
+    _, username = _first(view.data, USERNAME_KEYS, strip=True)
+    if redactor is not None:
+        redactor.register(token, username)
+    if key == "password" and username:
+        return ServerCredentials(username=username, password=token)
+    return ServerCredentials(token=token)
 
 
 def _first(data: Mapping[str, str], keys: tuple[str, ...], *, strip: bool = False) -> tuple[str, str | None]:

@@ -37,14 +37,14 @@ from canopy_operator.core.status import (
     settle,
     unreadable_status,
 )
-from canopy_operator.core.values import ManagedKeys
+from canopy_operator.core.values import ManagedKeys, layout_for
 from canopy_operator.delivery.base import Delivery, DeliveryError, Failpoint, SourceState, no_failpoint
 from canopy_operator.k8s.errors import KubeError
 from canopy_operator.service.collect import poll_votes
 from canopy_operator.service.evaluations import Evaluations
 from canopy_operator.service.report import Effects, Report
 from canopy_operator.sources.base import AppProbe, SourceError, VoteSource
-from canopy_operator.sources.prompts import PromptStore
+from canopy_operator.sources.prompts import PromptStore, StoreRefused
 
 INTERNAL_ERROR = "InternalError"
 INTERNAL_MESSAGE_LIMIT = 200
@@ -105,11 +105,10 @@ async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
         return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
     namespace = str(body.get("metadata", {}).get("namespace") or "")
     try:
-        url = backend_url(spec.backend.url, namespace, ports.backend_hosts)
+        spec = with_server_urls(spec, namespace, ports.backend_hosts)
     except BackendNotAllowed as exc:
         effects = Effects().degrade("BackendNotAllowed", str(exc))
         return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
-    spec = spec.model_copy(update={"backend": spec.backend.model_copy(update={"url": url})})
     ctx = Context(spec, generation, ports)
     try:
         st, effects = await run_steps(ctx, st)
@@ -119,6 +118,23 @@ async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
     except Exception as exc:  # the last resort: every failure is a condition (security-model rule 5)
         effects = Effects().degrade(INTERNAL_ERROR, internal_error_message(exc))
     return report(st, effects, parse_duration(spec.analysis.interval), generation, ports.now())
+
+
+def with_server_urls(spec: PromptExperimentSpec, namespace: str, allowed: tuple[str, ...]) -> PromptExperimentSpec:
+    """Every server the spec names (the backend, MLflow, Phoenix) checked by one rule and made explicit, before
+    anything is sent (:func:`canopy_operator.core.backends.backend_url`); raises ``BackendNotAllowed``."""
+    backend = spec.backend.model_copy(update={"url": backend_url(spec.backend.url, namespace, allowed)})
+    votes, prompts = spec.votes, spec.prompts
+    if votes.mlflow is not None:
+        url = backend_url(votes.mlflow.tracking_url, namespace, allowed, field="spec.votes.mlflow.trackingUrl")
+        votes = votes.model_copy(update={"mlflow": votes.mlflow.model_copy(update={"tracking_url": url})})
+    if votes.phoenix is not None:
+        url = backend_url(votes.phoenix.url, namespace, allowed, field="spec.votes.phoenix.url")
+        votes = votes.model_copy(update={"phoenix": votes.phoenix.model_copy(update={"url": url})})
+    if prompts.mlflow is not None:
+        url = backend_url(prompts.mlflow.tracking_url, namespace, allowed, field="spec.prompts.mlflow.trackingUrl")
+        prompts = prompts.model_copy(update={"mlflow": prompts.mlflow.model_copy(update={"tracking_url": url})})
+    return spec.model_copy(update={"backend": backend, "votes": votes, "prompts": prompts})
 
 
 async def run_steps(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExperimentStatus, Effects]:
@@ -173,15 +189,26 @@ async def start_test(
     """A new test when the spec asks for one: its arms from the prompt store."""
     if not lc.needs_new_test(ctx.spec, st):
         return st, effects
-    arms = await ctx.ports.prompts(ctx.spec).arms(ctx.spec, source.keys.prompt)
+    try:
+        arms = await ctx.ports.prompts(ctx.spec).arms(ctx.spec, source.keys.prompt)
+    except StoreRefused as exc:
+        return st, effects.degrade(exc.reason, str(exc))
+    prompt_key = layout_for(ctx.spec.backend.generation).dotted("prompt")
     if arms is None:
-        message = "summarize.prompt is not configured and spec.champion.prompt is not set"
+        message = f"{prompt_key} is not configured and spec.champion.prompt is not set"
         return st, effects.degrade("NoChampion", message)
     if arms.champion == arms.challenger:
-        message = "spec.challenger.prompt equals the configured summarize.prompt (the champion)"
+        message = f"spec.challenger.prompt equals the configured {prompt_key} (the champion)"
         return st, effects.degrade("InvalidSpec", message)
     old = st.test.id if st.test else None
-    st = lc.start_test(ctx.spec, st, arms.champion, ctx.ports.now())
+    st = lc.start_test(
+        ctx.spec,
+        st,
+        arms.champion,
+        ctx.ports.now(),
+        champion_version=arms.champion_version,
+        challenger_version=arms.challenger_version,
+    )
     assert st.test is not None
     return st, effects.event("TestStarted", f"test {st.test.id} started" + (f" (supersedes {old})" if old else ""))
 
@@ -227,7 +254,7 @@ async def deliver(
     result = await delivery.write(desired)
     ctx.ports.failpoint("after-config-write")
     effects = replace(effects, delivered="changed" if result.changed or result.rolled else "unchanged")
-    change = plan.describe_change(source.keys, desired)
+    change = plan.describe_change(source.keys, desired, layout_for(ctx.spec.backend.generation))
     effects = effects.event("ConfigDelivered", f"{ctx.spec.delivery.mode}: {change} ({result.revision})")
     st = plan.record_write(st, desired, result.revision, now())
     st = plan.record_first_sync(st, ctx.generation, now())
@@ -311,6 +338,13 @@ async def collect_and_decide(
     ctx: Context, st: PromptExperimentStatus, backend: Backend, effects: Effects, *, decide: bool = True
 ) -> tuple[PromptExperimentStatus, Effects]:
     """Count the new votes; unless only reading before a config change, assess and record a decision."""
+    assert st.test is not None
+    try:
+        await ctx.ports.prompts(ctx.spec).check(st.test)
+    except StoreRefused as exc:
+        if not decide:
+            raise SourceError(str(exc)) from None
+        return st, effects.degrade(exc.reason, str(exc))  # nothing counted: votes of two versions never pool
     try:
         st, restarted = await poll_votes(ctx.spec, st, backend, ctx.ports.now(), ctx.ports.evaluations)
     except SourceError as exc:
@@ -342,11 +376,26 @@ async def conclude(
     ctx: Context, st: PromptExperimentStatus, effects: Effects
 ) -> tuple[PromptExperimentStatus, Effects]:
     """The decided config is live: the prompt store records the winner, the history one record per test."""
-    assert st.pending_promotion is not None
+    pending = st.pending_promotion
+    assert pending is not None
     assert st.test is not None
-    winner = lc.current_champion(ctx.spec, st) or st.test.champion_prompt
-    revision = await ctx.ports.prompts(ctx.spec).promote(winner) or st.delivery.revision
-    st = lc.conclude(st, revision, ctx.ports.now())
+    store = ctx.ports.prompts(ctx.spec)
+    now = ctx.ports.now()
+    if pending.store_moved_at is None:
+        winner = lc.current_champion(ctx.spec, st) or st.test.champion_prompt
+        try:
+            change = await store.promote(winner, st.test)
+        except StoreRefused as exc:
+            return st, effects.degrade(exc.reason, str(exc))
+        ctx.ports.failpoint("after-store-promote")
+        if change is not None:
+            pending = pending.model_copy(update={"store_moved_at": now, "store_revision": change})
+            st = st.model_copy(update={"pending_promotion": pending})
+            effects = effects.event("PromptStorePromoted", change)
+    if pending.store_moved_at is not None and (now - pending.store_moved_at).total_seconds() < store.settle_seconds:
+        return st, effects  # the application's alias cache may still serve the old champion
+    revision = pending.store_revision or st.delivery.revision
+    st = lc.conclude(st, revision, now)
     ctx.ports.failpoint("after-conclude")
     record = st.promotions[-1]
     return st, effects.event("Promoted" if record.outcome == "challenger" else "Concluded", record.summary)

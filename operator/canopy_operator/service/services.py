@@ -25,7 +25,7 @@ from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
 from canopy_operator.service.observe import Observer
-from canopy_operator.service.reconcile import Ports, reconcile
+from canopy_operator.service.reconcile import Backend, Ports, reconcile
 from canopy_operator.service.report import Report
 from canopy_operator.service.settings import Settings
 from canopy_operator.sources.canopy.source import CanopySource
@@ -95,10 +95,15 @@ class Services:
         async def persist(status: PromptExperimentStatus) -> None:
             await write(dump(status))
 
-        def backend(spec: PromptExperimentSpec) -> CanopySource:
+        apis = wiring.ServerApis(
+            self.gateway, namespace, self.settings, self.observer.time_request, self.tls, self.redactor
+        )
+
+        def backend(spec: PromptExperimentSpec) -> Backend:
             source = wiring.source_for(spec, self.settings, self.observer.time_request, self.tls)
             sources.append(source)
-            return source
+            votes = wiring.votes_for(spec, apis)
+            return source if votes is None else wiring.SplitBackend(source, votes)
 
         ports = Ports(
             delivery=partial(
@@ -111,7 +116,7 @@ class Services:
                 failpoint=self.failpoint,
             ),
             backend=backend,
-            prompts=wiring.prompts_for,
+            prompts=partial(wiring.prompts_for, apis=apis),
             persist=persist,
             now=utcnow,
             evaluations=Evaluations.for_body(self.gateway, namespace, body, self.settings),
@@ -128,6 +133,7 @@ class Services:
             watch.close()
             for source in sources:
                 await source.aclose()
+            await apis.aclose()
         return report
 
     async def restore(self, namespace: str, name: str, body: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,1 @@
+"""Arize Phoenix: votes and thumbs as span annotations (:mod:`.source`, over :mod:`.client`)."""
