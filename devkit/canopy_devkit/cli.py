@@ -3,7 +3,8 @@
 - ``simulate`` serves the simulated Canopy backend (what the simulator image runs);
 - ``up`` starts etcd + kube-apiserver with the CRDs installed, prints the kubeconfig paths and the
   ``export`` line, and runs until Ctrl-C or SIGTERM, then stops everything and removes its files;
-- ``demo`` runs the whole loop locally: control plane, simulator, operator, voters, promotion.
+- ``demo`` runs the whole loop locally: control plane, simulator, operator, voters, promotion
+  (``--generation 2``: a real MLflow, the Generation 2 stand-in, votes in MLflow, promotion by moving an alias).
 """
 
 from __future__ import annotations
@@ -47,7 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop locally: control plane, simulator, operator, voters")
     demo.add_argument("--kubeconfig", type=Path, default=None, help="use this cluster instead of starting one")
     demo.add_argument("--namespace", default="canopy-demo")
-    demo.add_argument("--preference", type=float, default=0.75, help="share of users preferring the challenger")
+    demo.add_argument(
+        "--generation",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="the backend generation: 1 (the simulator) or 2 (a real MLflow and the Generation 2 stand-in)",
+    )
+    demo.add_argument(
+        "--preference",
+        type=float,
+        default=None,
+        help="share of users preferring the challenger (default 0.75; 0.7 with --generation 2)",
+    )
     demo.add_argument("--max-votes", type=int, default=1000, help="stop voting after this many votes")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
@@ -105,13 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from canopy_devkit.demo import DemoOptions, run_demo  # kubernetes_asyncio and the client: only when asked
 
+        preference = args.preference if args.preference is not None else (0.7 if args.generation == 2 else 0.75)
         options = DemoOptions(
             namespace=args.namespace,
-            preference=args.preference,
+            preference=preference,
             max_votes=args.max_votes,
             seed=args.seed,
             timeout=args.timeout,
             kubeconfig=args.kubeconfig,
+            generation=args.generation,
         )
         return run_demo(options)
     return 2  # pragma: no cover - argparse rejects unknown commands

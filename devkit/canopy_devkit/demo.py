@@ -9,6 +9,12 @@ is promoted, then stops everything (also on Ctrl-C or SIGTERM; nothing is left r
 
 With ``--kubeconfig`` it uses that cluster instead of starting one (the CRD is applied with kubectl; the
 operator, simulator and kubelet still run locally; the backend Deployment gets zero replicas).
+
+``--generation 2`` runs the Generation 2 loop instead: a real MLflow server on 127.0.0.1 (``canopy_devkit.servers``),
+the prompt ``summarization`` registered there with two versions (alias ``champion`` -> 1), the Generation 2
+stand-in (``canopy_devkit.gen2``) as the backend, restarted by the fake kubelet on rollouts,
+``manifests/samples/gen2-experiment.yaml`` with ConfigMap delivery, users voting through the stand-in into MLflow,
+and the promotion as one move of the alias, read back from MLflow at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.config import new_client_from_config
@@ -34,13 +41,26 @@ from kubernetes_asyncio.config import new_client_from_config
 from canopy_devkit.controlplane.crds import default_crd_dir
 from canopy_devkit.controlplane.plane import ControlPlane
 from canopy_devkit.controlplane.processes import ManagedProcess, free_ports
+from canopy_devkit.gen2 import Gen2Error, RunningGen2, course_config
+from canopy_devkit.gen2.scene import (
+    CHAMPION_ALIAS,
+    PROMPT,
+    alias_version,
+    load_sample,
+    local_experiment,
+    register_prompts,
+)
+from canopy_devkit.gen2.scene import SAMPLE as GEN2_SAMPLE
 from canopy_devkit.kubelet import running_backend
-from canopy_devkit.voters import draw_picks, post_votes
+from canopy_devkit.servers import MlflowServer, ServerUnavailable
+from canopy_devkit.voters import Pick, Tally, draw_picks, post_gen2_votes, post_votes
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.sources.canopy.errors import BackendError
 
 REPO = default_crd_dir().parent
 SAMPLE = REPO / "manifests" / "samples" / "configmap-experiment.yaml"
+GEN2_ALIAS_CACHE = "5s"
+"""The demo's alias cache: the stand-in's and the experiment's ``aliasCache`` (the course's is 60 s)."""
 RBAC = REPO / "manifests" / "rbac"
 HEADER = ("NAME", "PHASE", "CHALLENGER", "CHAMPION", "TIES", "WINNER", "P-VALUE", "AGE")
 WIDTHS = (20, 12, 11, 9, 5, 11, 8, 5)
@@ -55,6 +75,7 @@ class DemoOptions:
     seed: int = 1
     timeout: float = 600.0
     kubeconfig: Path | None = None
+    generation: int = 1
 
 
 def row(obj: dict[str, Any], started: float) -> tuple[str, ...]:
@@ -75,8 +96,13 @@ def row(obj: dict[str, Any], started: float) -> tuple[str, ...]:
     )
 
 
-def format_row(cells: Sequence[str]) -> str:
-    return "".join(cell.ljust(width) for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()
+def format_row(cells: Sequence[str], widths: Sequence[int] = WIDTHS) -> str:
+    return "".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+
+def widths_for(name: str) -> tuple[int, ...]:
+    """The table's column widths, the NAME column wide enough for ``name``."""
+    return (max(WIDTHS[0], len(name) + 2), *WIDTHS[1:])
 
 
 def sample_experiment(backend_url: str) -> dict[str, Any]:
@@ -98,6 +124,9 @@ class Demo:
         self.workdir = workdir
         self.plane: ControlPlane | None = None
         self.operator: ManagedProcess | None = None
+        self.mlflow: MlflowServer | None = None
+        self.outcome = ""
+        """The last line the demo prints: what was promoted."""
 
     # -- set-up ------------------------------------------------------------------------------------
     def start_cluster(self) -> tuple[Path, Path]:
@@ -136,15 +165,27 @@ class Demo:
         say(f"operator started (pid {self.operator.pid}); logs: {self.operator.log_path}")
         return f"http://127.0.0.1:{metrics_port}/metrics"
 
+    def start_mlflow(self) -> MlflowServer:
+        """A real MLflow server on 127.0.0.1 (its env built once by hack/servers-assets.sh, then cached)."""
+        say("starting MLflow (the first run builds its environment: a few minutes, once) ...")
+        self.mlflow = MlflowServer()
+        self.mlflow.start()
+        say(f"MLflow ready at {self.mlflow.url} in {self.mlflow.startup_seconds:.1f}s")
+        return self.mlflow
+
     def pids(self) -> dict[str, int]:
         found = dict(self.plane.pids) if self.plane is not None else {}
         if self.operator is not None and self.operator.pid is not None:
             found["canopy-operator"] = self.operator.pid
+        if self.mlflow is not None and self.mlflow.pid is not None:
+            found["mlflow"] = self.mlflow.pid
         return found
 
     def stop(self) -> None:
         if self.operator is not None:
             self.operator.stop()
+        if self.mlflow is not None:
+            self.mlflow.close()
         if self.plane is not None:
             self.plane.stop()
 
@@ -154,6 +195,8 @@ class Demo:
         api = await new_client_from_config(config_file=str(admin))
         try:
             await ensure_namespace(api, self.options.namespace)
+            if self.options.generation == 2:
+                return await self.run_generation2(api, operator_config)
             async with running_backend(api, self.options.namespace, self.workdir, **self._backend_args()) as kubelet:
                 say(f"Canopy simulator serving on {kubelet.url}")
                 metrics_url = self.start_operator(operator_config)
@@ -164,20 +207,68 @@ class Demo:
                 await custom.create_namespaced_custom_object(GROUP, VERSION, self.options.namespace, PLURAL, body)
                 say(f"applied {SAMPLE.relative_to(REPO)} as {self.options.namespace}/{body['metadata']['name']}")
                 say("")
-                return await self.watch_and_vote(custom, body["metadata"]["name"], kubelet.url)
+                promoted = await self.watch_and_vote(custom, body["metadata"]["name"], kubelet.url)
+                self.outcome = "promoted: the challenger is now summarize.prompt" if promoted else ""
+                return promoted
         finally:
             await api.close()
+
+    async def run_generation2(self, api: client.ApiClient, operator_config: Path) -> bool:
+        """The Generation 2 loop: MLflow, the registry, the stand-in, the operator, votes into MLflow."""
+        try:
+            mlflow = self.start_mlflow()
+        except ServerUnavailable as exc:
+            say(f"MLflow could not start: {exc}")
+            return False
+        versions = await register_prompts(mlflow.url)
+        say(f"registered prompt {PROMPT}: versions {', '.join(versions)}; alias {CHAMPION_ALIAS} -> {versions[0]}")
+        standin = RunningGen2(
+            tracking_uri=mlflow.url,
+            alias_cache_seconds=float(GEN2_ALIAS_CACHE.removesuffix("s")),
+            seed=7,
+        )
+        values = course_config(PROMPT)
+        async with running_backend(
+            api, self.options.namespace, self.workdir, values=values, factory=lambda: standin, **self._backend_args()
+        ) as kubelet:
+            say(f"Generation 2 stand-in serving on {kubelet.url} (MLflow experiment {standin.experiment_id})")
+            metrics_url = self.start_operator(operator_config)
+            say(f"operator metrics: {metrics_url}")
+            say("pids: " + " ".join(f"{name}={pid}" for name, pid in sorted(self.pids().items())))
+            custom = client.CustomObjectsApi(api)
+            body = local_experiment(
+                load_sample(GEN2_SAMPLE),
+                backend_url=kubelet.url,
+                tracking_url=mlflow.url,
+                experiment_id=standin.experiment_id,
+                alias_cache=GEN2_ALIAS_CACHE,
+            )
+            await custom.create_namespaced_custom_object(GROUP, VERSION, self.options.namespace, PLURAL, body)
+            say(
+                f"applied {GEN2_SAMPLE.relative_to(REPO)} (delivery ConfigMap, servers on 127.0.0.1, aliasCache "
+                f"{GEN2_ALIAS_CACHE}) as {self.options.namespace}/{body['metadata']['name']}"
+            )
+            say("")
+            promoted = await self.watch_and_vote(custom, body["metadata"]["name"], kubelet.url, generation=2)
+        champion = await alias_version(mlflow.url)
+        say(f"MLflow: prompts:/{PROMPT}@{CHAMPION_ALIAS} names version {champion}")
+        promoted = promoted and champion == versions[1]
+        if promoted:
+            self.outcome = f"promoted: the alias {CHAMPION_ALIAS} now names version {champion} (the challenger)"
+        return promoted
 
     def _backend_args(self) -> dict[str, Any]:
         # On a real cluster the Deployment must not start pods: the simulator plays the backend locally.
         return {"replicas": 0} if self.options.kubeconfig is not None else {}
 
-    async def watch_and_vote(self, custom: client.CustomObjectsApi, name: str, url: str) -> bool:
+    async def watch_and_vote(
+        self, custom: client.CustomObjectsApi, name: str, url: str, *, generation: int = 1
+    ) -> bool:
         """Print a line per change of the experiment (a watch, as ``kubectl get -w``) while users vote."""
-        seen = Seen(started=time.monotonic())
-        voting = asyncio.create_task(self.vote_while_running(seen, url))
+        seen = Seen(started=time.monotonic(), widths=widths_for(name))
+        voting = asyncio.create_task(self.vote_while_running(seen, url, generation))
         try:
-            say(format_row(HEADER))
+            say(format_row(HEADER, seen.widths))
             async with asyncio.timeout(self.options.timeout):
                 while seen.phase != "Concluded":
                     await self.watch_once(custom, name, seen)
@@ -205,12 +296,12 @@ class Demo:
             async for event in events:
                 cells = row(event["raw_object"], seen.started)
                 if cells[1] and cells[:-1] != seen.last:
-                    say(format_row(cells))
+                    say(format_row(cells, seen.widths))
                     seen.last = cells[:-1]
                 if seen.phase == "Concluded":
                     return
 
-    async def vote_while_running(self, seen: Seen, url: str) -> None:
+    async def vote_while_running(self, seen: Seen, url: str, generation: int = 1) -> None:
         """Simulated users vote in small batches whenever the experiment collects votes."""
         posted = batch = 0
         while posted < self.options.max_votes:
@@ -219,8 +310,9 @@ class Demo:
                 continue
             batch += 1
             picks = draw_picks(self.options.batch, self.options.preference, _rng(self.options.seed, batch))
-            with contextlib.suppress(BackendError):  # the backend may be restarting after a rollout
-                await post_votes(url, picks, seed=self.options.seed * 100_000 + batch, ask_answers=True)
+            # The backend may be restarting after a rollout, or no longer serving A/B after the decision.
+            with contextlib.suppress(BackendError, Gen2Error, httpx.HTTPError):
+                await _post(url, picks, self.options.seed * 100_000 + batch, generation)
                 posted += len(picks)
 
 
@@ -230,6 +322,7 @@ class Seen:
 
     started: float
     last: tuple[str, ...] = ()
+    widths: Sequence[int] = WIDTHS
 
     @property
     def phase(self) -> str:
@@ -238,6 +331,12 @@ class Seen:
     @property
     def winner(self) -> str:
         return self.last[5] if self.last else ""
+
+
+async def _post(url: str, picks: Sequence[Pick], seed: int, generation: int) -> Tally:
+    if generation == 2:
+        return await post_gen2_votes(url, picks, seed=seed)
+    return await post_votes(url, picks, seed=seed, ask_answers=True)
 
 
 def _rng(seed: int, batch: int) -> random.Random:
@@ -290,13 +389,14 @@ def run_demo(options: DemoOptions) -> int:
     except KeyboardInterrupt:
         say("\ninterrupted")
     finally:
-        say("stopping the operator, the simulator and the control plane ...")
+        servers = "the simulator" if options.generation == 1 else "the stand-in, MLflow"
+        say(f"stopping the operator, {servers} and the control plane ...")
         log = demo.operator.log_path if demo.operator is not None else None
         demo.stop()
         if not promoted and log is not None and log.exists():
             say(f"--- last lines of the operator's log:\n{_tail(log)}")
         shutil.rmtree(workdir, ignore_errors=True)
-    say("promoted: the challenger is now summarize.prompt" if promoted else "the demo ended without a promotion")
+    say(demo.outcome if promoted else "the demo ended without a promotion")
     return 0 if promoted else 1
 
 

@@ -4,7 +4,9 @@ envtest runs no controllers and no kubelet, so nothing would ever restart the ba
 the way the cluster would: when the Deployment's pod template changes, the "pod" is replaced by a fresh
 simulator process reading the ConfigMap's current values (memory wiped, ids from 1 again).
 
-Used by the integration tests (``tests/support/kubelet.py`` re-exports it) and by the local demo.
+Used by the integration tests (``tests/support/kubelet.py`` re-exports it) and by the local demo. ``factory``
+makes another backend the pod (e.g. the Generation 2 stand-in, :class:`canopy_devkit.gen2.RunningGen2`); by
+default it is the Generation 1 simulator.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
@@ -38,6 +40,19 @@ information-search:
 student-assistant:
   enabled: false
 """
+
+
+class Pod(Protocol):
+    """What the kubelet runs as the backend's pod: started, stopped and restarted with a config file."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self, config_path: str | Path) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def restart(self, config_path: str | Path) -> None: ...
 
 
 def deployment_manifest(name: str = "canopy-backend", replicas: int = 1) -> dict[str, Any]:
@@ -70,6 +85,7 @@ class FakeKubelet:
         deployment: str = "canopy-backend",
         configmap: str = "canopy-config",
         key: str = "canopy-config.yaml",
+        factory: Callable[[], Pod] | None = None,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
@@ -79,7 +95,7 @@ class FakeKubelet:
         self.deployment = deployment
         self.configmap = configmap
         self.key = key
-        self.simulator = RunningSimulator(seed=7)
+        self.simulator: Pod = factory() if factory is not None else RunningSimulator(seed=7)
         self.rollouts = 0
         self._template = ""
         self._task: asyncio.Task[None] | None = None
@@ -137,11 +153,16 @@ class FakeKubelet:
 
 @contextlib.asynccontextmanager
 async def running_backend(
-    api: client.ApiClient, namespace: str, workdir: Path, values: str = RENDERED_VALUES, replicas: int = 1
+    api: client.ApiClient,
+    namespace: str,
+    workdir: Path,
+    values: str = RENDERED_VALUES,
+    replicas: int = 1,
+    factory: Callable[[], Pod] | None = None,
 ) -> AsyncIterator[FakeKubelet]:
     """The chart's ConfigMap ``canopy-config`` and Deployment ``canopy-backend`` in ``namespace``.
 
-    A kubelet runs the simulator for them while the block runs.
+    A kubelet runs the simulator (or what ``factory`` makes) for them while the block runs.
     """
     config_map = client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="canopy-config"), data={"canopy-config.yaml": values}
@@ -149,7 +170,7 @@ async def running_backend(
     await client.CoreV1Api(api).create_namespaced_config_map(namespace, config_map)
     deployment: Any = deployment_manifest(replicas=replicas)  # the client accepts plain dicts as bodies
     await client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment)
-    kubelet = FakeKubelet(api, namespace, workdir)
+    kubelet = FakeKubelet(api, namespace, workdir, factory=factory)
     await kubelet.start()
     try:
         yield kubelet

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from canopy_devkit.gen2.client import Gen2Client
 from canopy_operator.sources.canopy.client import CanopyClient
 
 Pick = Literal["challenger", "champion", "tie"]
@@ -80,5 +81,19 @@ async def post_votes(url: str, picks: Sequence[Pick], *, seed: int = 1, ask_answ
                 mapping = {"a": CHALLENGER_KEY, "b": CHAMPION_KEY} if swap else {"a": CHAMPION_KEY, "b": CHALLENGER_KEY}
                 response_a, response_b = f"answer a {i}", f"answer b {i}"
             await http.post_ab_feedback(article, response_a, response_b, preference_for(pick, mapping), mapping)
+            tally = tally.add(pick)
+    return tally
+
+
+async def post_gen2_votes(url: str, picks: Sequence[Pick], *, seed: int = 1) -> Tally:
+    """Post one A/B vote per pick to a Generation 2 backend, as its UI does: ``/summarize/ab`` for both answers
+    and their traces, then ``/feedback/ab`` with the pick and ``prompt_mapping`` in ``champion``/``challenger``
+    words. The Generation 2 UI has no tie button: a ``tie`` pick is posted as ``tie``, which the backend counts
+    as a ``b`` win its rationale maps to ``unknown``."""
+    tally = Tally()
+    async with Gen2Client(url, timeout=10) as http:
+        for i, pick in enumerate(picks):
+            answers = await http.summarize_ab(f"article {seed}-{i}")
+            await http.feedback_ab(answers, preference_for(pick, answers.mapping))
             tally = tally.add(pick)
     return tally

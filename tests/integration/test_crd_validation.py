@@ -77,6 +77,14 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         },
         "championAlias must not be latest",
     ),
+    (
+        "registry-on-generation-1",
+        {
+            "prompts": {"store": "MLflowRegistry", "mlflow": {"trackingUrl": "http://m:5000", "name": "p"}},
+            "challenger": {"prompt": None, "version": 3},
+        },
+        "needs spec.backend.generation 2",
+    ),
     ("version-with-text-store", {"challenger": {"prompt": None, "version": 3}}, "spec.challenger.version"),
     ("version-and-text", {"challenger": {"version": 3}}, "exactly one of prompt"),
     ("version-zero", {"challenger": {"prompt": None, "version": 0}}, "spec.challenger.version"),

@@ -151,7 +151,7 @@ async def test_registry_alias_moved_mid_test_stops_it_and_promotion_moves_once_a
     client = CountingClient(mlflow_api)
     config = MlflowRegistryPrompts(tracking_url=mlflow_server.url, name=name, alias_cache="0s")
     spec = {
-        "backend": {"url": "http://canopy-backend:8000"},
+        "backend": {"url": "http://canopy-backend:8000", "generation": 2},
         "challenger": {"version": 3},
         "prompts": {
             "store": "MLflowRegistry",

@@ -44,7 +44,7 @@ class FakeRegistry:
 
 def spec_body(version: int = 5, **mlflow: Any) -> dict[str, Any]:
     return {
-        "backend": {"url": URL},
+        "backend": {"url": URL, "generation": 2},
         "challenger": {"version": version},
         "prompts": {
             "store": "MLflowRegistry",

@@ -480,6 +480,13 @@ class PromptExperimentSpec(ApiModel):
                     ".challenger",
                 ),
                 _cel(
+                    "!has(self.prompts) || self.prompts.store != 'MLflowRegistry' "
+                    "|| (has(self.backend) && has(self.backend.generation) && self.backend.generation == 2)",
+                    "spec.prompts.store MLflowRegistry needs spec.backend.generation 2 (the Generation 1 backend "
+                    "keeps prompt texts in its config)",
+                    ".prompts.store",
+                ),
+                _cel(
                     "!has(self.prompts) || self.prompts.store != 'MLflowRegistry' || !has(self.champion) "
                     "|| !has(self.champion.prompt)",
                     "spec.champion.prompt is text; with spec.prompts.store MLflowRegistry the champion is "
@@ -520,6 +527,11 @@ class PromptExperimentSpec(ApiModel):
             raise ValueError(
                 "spec.challenger.version (a registry version) goes with spec.prompts.store MLflowRegistry, "
                 "spec.challenger.prompt (text) with the default store Config"
+            )
+        if registry and self.backend.generation != 2:
+            raise ValueError(
+                "spec.prompts.store MLflowRegistry needs spec.backend.generation 2 (the Generation 1 backend "
+                "keeps prompt texts in its config)"
             )
         if registry and self.champion.prompt is not None:
             raise ValueError(

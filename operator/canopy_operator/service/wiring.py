@@ -135,7 +135,7 @@ def source_for(
         max_body_bytes=settings.max_backend_body,
         tls=tls,
     )
-    return CanopySource(client, timer)
+    return CanopySource(client, timer, generation=spec.backend.generation)
 
 
 class ServerApis:

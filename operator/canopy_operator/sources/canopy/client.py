@@ -33,6 +33,7 @@ from canopy_operator.sources.canopy.models import (
     ErrorDetail,
     FeatureFlags,
     FeedbackAccepted,
+    Gen2FeatureFlags,
     FeedbackList,
     PromptKey,
 )
@@ -93,8 +94,11 @@ class CanopyClient:
 
     # ---- reads -------------------------------------------------------------------------------------------
 
-    async def feature_flags(self) -> FeatureFlags:
-        """The flags the running process read at start (the liveness check: no health endpoint)."""
+    async def feature_flags(self, generation: int = 1) -> FeatureFlags | Gen2FeatureFlags:
+        """The flags the running process read at start (the liveness check: no health endpoint); a Generation 2
+        backend serves only its own sections' flags."""
+        if generation == 2:
+            return await self._json_call("GET", "/feature-flags", Gen2FeatureFlags)
         return await self._json_call("GET", "/feature-flags", FeatureFlags)
 
     async def feedback(self) -> FeedbackList:

@@ -49,6 +49,15 @@ class FeatureFlags(_Strict):
     socratic_tutor: bool = Field(alias="socratic-tutor")
 
 
+class Gen2FeatureFlags(_Strict):
+    """``GET /feature-flags`` of a Generation 2 backend: its sections' flags (the probe compares feedback and
+    ab_testing); Generation 1's other features are gone from its config."""
+
+    summarization: bool
+    feedback: bool
+    ab_testing: bool
+
+
 class FeedbackItem(_Strict):
     """One thumbs entry of ``GET /feedback``."""
 

@@ -19,9 +19,10 @@ def _untimed(endpoint: str) -> AbstractContextManager[None]:
 class CanopySource:
     """One backend's HTTP API, for one pass or for the life of a daemon (the caller closes it)."""
 
-    def __init__(self, client: CanopyClient, timer: RequestTimer = _untimed) -> None:
+    def __init__(self, client: CanopyClient, timer: RequestTimer = _untimed, *, generation: int = 1) -> None:
         self.client = client
         self.timer = timer
+        self.generation = generation
 
     @property
     def where(self) -> str:
@@ -29,7 +30,7 @@ class CanopySource:
 
     async def flags(self) -> Mapping[str, bool]:
         with self.timer("/feature-flags"):
-            flags = await self.client.feature_flags()
+            flags = await self.client.feature_flags(self.generation)
         return {k: bool(v) for k, v in flags.model_dump(by_alias=True).items()}
 
     async def ab_ready(self) -> bool:
