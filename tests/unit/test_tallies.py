@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from canopy_operator.core.readings import VoteTally
 from canopy_operator.core.tallies import (
+    Arm,
     MlflowAssessment,
     MlflowTrace,
     SpanAnnotation,
@@ -150,3 +151,21 @@ def test_phoenix_negative_feedback() -> None:
     assert is_negative(SpanAnnotation("s", "user_feedback", "", "thumbs_down", None))
     assert is_negative(SpanAnnotation("s", "user_feedback", "", None, 0.0))
     assert not is_negative(SpanAnnotation("s", "user_feedback", "", "thumbs_up", 1.0))
+
+
+def test_the_arm_can_come_from_the_prompt_version_the_trace_links_to() -> None:
+    def linked(trace_id: str, links: str) -> MlflowTrace:
+        vote = MlflowAssessment("ab_preference", True, "no arm in this text", "HUMAN", "canopy_user")
+        return MlflowTrace(trace_id, 1, [vote], {"mlflow.linkedPrompts": links})
+
+    traces = [
+        linked("a", '[{"name": "summarization", "version": "5"}]'),
+        linked("b", '[{"name": "summarization", "version": "3"}]'),
+        linked("c", '[{"name": "other-prompt", "version": "5"}]'),  # another prompt's version 5
+        linked("d", '[{"name": "summarization", "version": "4"}]'),  # neither arm of this test
+        linked("e", "not json"),
+    ]
+    versions: dict[str, Arm] = {"3": "champion", "5": "challenger"}
+    count = count_mlflow_votes(traces, arm_from="Prompt", prompt="summarization", versions=versions)
+    assert count.tally == VoteTally(challenger_wins=1, champion_wins=1)
+    assert count.unmapped == 3

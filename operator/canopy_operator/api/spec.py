@@ -331,8 +331,8 @@ class MlflowVotes(ApiModel):
     """The MLflow tracking server, e.g. http://mlflow.toolings.svc:5000 (a Service of this namespace, or a host on the operator's allow-list)."""
     experiment_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     """The MLflow experiment the application's traces go to."""
-    arm_from: Literal["Rationale", "Tag"] = "Rationale"
-    """Where a vote's arm is read: the Generation 2 backend's rationale text ("... (mapped to challenger)"), or a trace tag."""
+    arm_from: Literal["Rationale", "Tag", "Prompt"] = "Rationale"
+    """Where a vote's arm is read: the Generation 2 backend's rationale text ("... (mapped to challenger)"), a trace tag, or (Prompt) the registry version the trace links to (MLflow links a trace to a prompt version when the application loads the prompt inside the trace; needs prompts.store MLflowRegistry, whose pinned versions name the arms)."""
     arm_tag: AnnotationName | None = None
     """The trace tag whose value is the arm (champion or challenger) when armFrom is Tag."""
     credentials_secret: K8sName | None = None

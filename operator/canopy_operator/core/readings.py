@@ -57,6 +57,10 @@ class Window:
 
     started_at: datetime
     feature: str = "summarize"
+    champion_version: str | None = None
+    """The registry versions the arms are pinned to (MLflow prompt store), for a source that tells a vote's arm
+    by the prompt version its trace links to."""
+    challenger_version: str | None = None
 
 
 def tally_votes(votes: VoteCounts, tally: VoteTally) -> VoteCounts:

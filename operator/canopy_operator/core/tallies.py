@@ -5,7 +5,9 @@ and the decision code never knows where a vote was kept.
 MLflow (the course's Generation 2 backend, ``../shared/vote-sources.md``): one A/B vote is two ``ab_preference``
 assessments, ``True`` on the preferred answer's trace and ``False`` on the other; the arm is named only in the
 rationale, ``"User preferred this response (mapped to <arm>)"``, or, when an application tags its traces, in a
-trace tag. A vote counts when it is ``True``, from a human source (``canopy_user``), valid (not overridden), and
+trace tag, or (``Prompt``) by the prompt version the trace links to (``mlflow.linkedPrompts``, present when the
+application loads the prompt inside the trace) compared with the test's pinned versions. A vote counts when it is
+``True``, from a human source (``canopy_user``), valid (not overridden), and
 its arm is ``champion`` or ``challenger``; the ``False`` twin is never counted, so each vote counts once. Thumbs
 are ``user_satisfaction`` assessments: ``False`` is a thumbs-down.
 
@@ -16,6 +18,7 @@ counts.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ ARMS: tuple[Arm, ...] = ("champion", "challenger")
 HUMAN_SOURCE_TYPE = "HUMAN"
 CANOPY_USER = "canopy_user"
 AB_PREFERENCE = "ab_preference"
+LINKED_PROMPTS = "mlflow.linkedPrompts"
 USER_SATISFACTION = "user_satisfaction"
 _MAPPED = re.compile(r"\(mapped to ([A-Za-z_]+)\)\s*$")
 _PREFERRED_LABELS = frozenset({"true", "preferred", "win", "winner", "yes", "1"})
@@ -114,14 +118,33 @@ class SourceCount:
     """Assessments from another source (an LLM judge, a script)."""
 
 
+def linked_arm(trace: MlflowTrace, prompt: str | None, versions: dict[str, Arm]) -> Arm | None:
+    """The arm whose pinned version of ``prompt`` the trace links to (``mlflow.linkedPrompts``), else None."""
+    try:
+        links = json.loads(trace.tags.get(LINKED_PROMPTS, "[]"))
+    except ValueError:
+        return None
+    found: set[Arm] = set()
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict) or (prompt is not None and link.get("name") != prompt):
+            continue
+        arm = versions.get(str(link.get("version")))
+        if arm is not None:
+            found.add(arm)
+    return found.pop() if len(found) == 1 else None
+
+
 def count_mlflow_votes(
     traces: Iterable[MlflowTrace],
     *,
-    arm_from: Literal["Rationale", "Tag"] = "Rationale",
+    arm_from: Literal["Rationale", "Tag", "Prompt"] = "Rationale",
     arm_tag: str | None = None,
     source_id: str = CANOPY_USER,
+    prompt: str | None = None,
+    versions: dict[str, Arm] | None = None,
 ) -> SourceCount:
-    """Challenger and champion wins over the traces of a window (recounted whole every poll)."""
+    """Challenger and champion wins over the traces of a window (recounted whole every poll); with ``Prompt``,
+    ``versions`` maps the test's pinned registry versions (of ``prompt``) to their arms."""
     wins = {"champion": 0, "challenger": 0}
     unmapped = not_human = 0
     for trace in traces:
@@ -131,7 +154,12 @@ def count_mlflow_votes(
         vote = _latest(human)
         if vote is None or _truthy(vote.value) is not True:
             continue
-        arm = arm_of(vote.rationale) if arm_from == "Rationale" else as_arm(trace.tags.get(arm_tag or ""))
+        if arm_from == "Rationale":
+            arm = arm_of(vote.rationale)
+        elif arm_from == "Tag":
+            arm = as_arm(trace.tags.get(arm_tag or ""))
+        else:
+            arm = linked_arm(trace, prompt, versions or {})
         if arm is None:
             unmapped += 1
             continue

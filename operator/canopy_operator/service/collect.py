@@ -47,7 +47,13 @@ async def poll_votes(
     the returned status moves the read position past them."""
     assert st.test is not None
     assert st.original is not None
-    reading = await source.read(Window(started_at=st.test.started_at, feature=spec.backend.feature))
+    window = Window(
+        started_at=st.test.started_at,
+        feature=spec.backend.feature,
+        champion_version=st.test.champion_version,
+        challenger_version=st.test.challenger_version,
+    )
+    reading = await source.read(window)
     collection, votes, restarted = st.collection, st.votes, False
     if isinstance(reading.votes, VoteLog):
         live = lc.desired_keys(spec, st, st.original)

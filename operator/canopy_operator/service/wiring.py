@@ -233,8 +233,14 @@ def votes_for(spec: PromptExperimentSpec, apis: ServerApis) -> VoteSource | None
             api = await apis.open(
                 "MLflow", m.tracking_url, m.credentials_secret, "spec.votes.mlflow.trackingUrl", timeout
             )
+            prompt = spec.prompts.mlflow.name if spec.prompts.mlflow is not None else None
             return MlflowVotes(
-                MlflowClient(api), m.experiment_id, where=m.tracking_url, arm_from=m.arm_from, arm_tag=m.arm_tag
+                MlflowClient(api),
+                m.experiment_id,
+                where=m.tracking_url,
+                arm_from=m.arm_from,
+                arm_tag=m.arm_tag,
+                prompt=prompt,
             )
 
         return LazyVotes(m.tracking_url, mlflow)

@@ -33,8 +33,8 @@ from canopy_operator.sources.canopy.models import (
     ErrorDetail,
     FeatureFlags,
     FeedbackAccepted,
-    Gen2FeatureFlags,
     FeedbackList,
+    Gen2FeatureFlags,
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder

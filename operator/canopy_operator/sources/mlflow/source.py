@@ -16,7 +16,7 @@ from typing import Literal
 
 from canopy_operator.core.collect import FeedbackEntry
 from canopy_operator.core.readings import FeedbackLog, Reading, Window
-from canopy_operator.core.tallies import AB_PREFERENCE, USER_SATISFACTION, count_mlflow_votes, thumbs_down
+from canopy_operator.core.tallies import AB_PREFERENCE, USER_SATISFACTION, Arm, count_mlflow_votes, thumbs_down
 from canopy_operator.sources.mlflow.client import MlflowClient, preview_text
 
 
@@ -34,20 +34,29 @@ class MlflowVotes:
         experiment_id: str,
         *,
         where: str,
-        arm_from: Literal["Rationale", "Tag"] = "Rationale",
+        arm_from: Literal["Rationale", "Tag", "Prompt"] = "Rationale",
         arm_tag: str | None = None,
+        prompt: str | None = None,
     ) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.where = where
-        self.arm_from: Literal["Rationale", "Tag"] = arm_from
+        self.arm_from: Literal["Rationale", "Tag", "Prompt"] = arm_from
         self.arm_tag = arm_tag
+        self.prompt = prompt
         self.last_unmapped = 0
         """Preferred answers of the last poll whose arm could not be told (for messages)."""
 
     async def read(self, window: Window) -> Reading:
         votes = [t async for t in self.client.search(self.experiment_id, window_filter(AB_PREFERENCE, "true", window))]
-        count = count_mlflow_votes(votes, arm_from=self.arm_from, arm_tag=self.arm_tag)
+        versions: dict[str, Arm] = {}
+        if window.champion_version is not None:
+            versions[window.champion_version] = "champion"
+        if window.challenger_version is not None:
+            versions[window.challenger_version] = "challenger"
+        count = count_mlflow_votes(
+            votes, arm_from=self.arm_from, arm_tag=self.arm_tag, prompt=self.prompt, versions=versions
+        )
         self.last_unmapped = count.unmapped
         del votes
         negatives = []
