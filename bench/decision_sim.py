@@ -2,6 +2,12 @@
 
 Run: ``.venv/bin/python bench/decision_sim.py [--reps N] [--seed S] [--check-paths M]``.
 
+Compared: the operator's four methods (``msprt``, ``bayes-factor``, ``one-sided``, ``betting``), an oracle SPRT
+that knows ``p = 0.65`` (two-sided: ``(LR_0.65 + LR_0.35)/2 >= 1/alpha``; and one-sided) with the same minimum
+and maximum votes, the course UI's rule and a naive z-test. Besides the Monte Carlo figures, the exact
+probabilities and mean votes of every rule are computed from its tables by dynamic programming over
+``(n, D)`` (no sampling error), so "no worse than mSPRT" can be read without Monte Carlo noise.
+
 Every rule is reduced to two integer tables: the test stops for the challenger at the first ``n`` with
 ``D >= up[n]`` and for the champion with ``-D >= lo[n]`` (``D = w_B - w_A``). For the operator's methods the
 tables are derived from ``canopy_operator.core.stats.assess`` itself (smallest ``w_B`` giving each decision
@@ -38,7 +44,10 @@ from canopy_operator.core.stats import TestSettings, assess
 MAX_VOTES = 5000
 NEVER = 10**9
 PROBABILITIES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
-DEFAULT = TestSettings("msprt", alpha=0.05, tau=0.1, min_votes=30, max_votes=MAX_VOTES, equivalence_delta=None)
+ALPHA = 0.05
+MIN_VOTES = 30
+ORACLE_P = 0.65
+DEFAULT = TestSettings("msprt", alpha=ALPHA, tau=0.1, min_votes=MIN_VOTES, max_votes=MAX_VOTES, equivalence_delta=None)
 Z_975 = 1.959963984540054
 
 
@@ -94,6 +103,32 @@ def rule_from_assess(name: str, settings: TestSettings) -> Rule:
         if w_a is not None:
             assert w_a == 0 or not champion(w_a - 1), (name, n)
             lo[n] = 2 * w_a - n
+    return Rule(name, up, lo)
+
+
+def oracle_rule(q: float = ORACLE_P, *, two_sided: bool = True) -> Rule:
+    """The SPRT that knows the effect: ``LR_n(q) = (2q)^w_B (2(1-q))^w_A``; two-sided, the e-process
+    ``(LR_n(q) + LR_n(1-q))/2 >= 1/alpha`` promotes the leader, one-sided ``LR_n(q) >= 1/alpha`` the challenger.
+    Same minimum and maximum votes as the operator. Not usable in practice: nobody knows p."""
+    threshold = -math.log(ALPHA)
+    up_step, down_step = math.log(2 * q), math.log(2 * (1 - q))
+
+    def log_e(w_b: int, w_a: int) -> float:
+        lead = w_b * up_step + w_a * down_step
+        if not two_sided:
+            return lead
+        trail = w_b * down_step + w_a * up_step
+        top = max(lead, trail)
+        return top + math.log((math.exp(lead - top) + math.exp(trail - top)) / 2)
+
+    up, lo = [NEVER] * (MAX_VOTES + 1), [NEVER] * (MAX_VOTES + 1)
+    for n in range(MIN_VOTES, MAX_VOTES + 1):
+        w_b = next((w for w in range(n // 2 + 1, n + 1) if log_e(w, n - w) >= threshold), None)
+        if w_b is not None:
+            up[n] = 2 * w_b - n
+            if two_sided:
+                lo[n] = up[n]
+    name = f"oracle SPRT knowing p = {q}, {'two-sided' if two_sided else 'one-sided'}"
     return Rule(name, up, lo)
 
 
@@ -212,6 +247,41 @@ def check_against_assess(rules: dict[str, tuple[Rule, TestSettings]], paths: int
 
 
 @dataclass(frozen=True)
+class Exact:
+    """Exact outcome probabilities and mean decisive votes of a rule at one p (no sampling error)."""
+
+    p: float
+    challenger: float
+    champion: float
+    mean_votes: float
+
+
+def exact(rule: Rule, p: float, max_votes: int = MAX_VOTES) -> Exact:
+    """Dynamic programming over (n, w_B): the probability of each still-running state after every vote."""
+    up, lo = rule.up, rule.lo
+    first, mass = 0, [1.0]  # mass[i] = P(w_B = first + i and not stopped) at the current n
+    challenger = champion = mean = 0.0
+    for n in range(1, max_votes + 1):
+        grown = [0.0] * (len(mass) + 1)
+        for i, m in enumerate(mass):
+            grown[i] += m * (1 - p)
+            grown[i + 1] += m * p
+        # keep the states that continue: -lo[n] < D < up[n], with D = 2 w_B - n
+        w_low = max(first, (n - lo[n]) // 2 + 1 if lo[n] < NEVER else first)
+        w_high = min(first + len(grown) - 1, (n + up[n] - 1) // 2 if up[n] < NEVER else n)
+        stopped_up = math.fsum(grown[max(0, w_high + 1 - first) :])
+        stopped_lo = math.fsum(grown[: max(0, w_low - first)])
+        challenger += stopped_up
+        champion += stopped_lo
+        mean += n * (stopped_up + stopped_lo)
+        mass = grown[w_low - first : w_high + 1 - first]
+        first = w_low
+        if not mass:
+            break
+    return Exact(p, challenger, champion, mean + max_votes * math.fsum(mass))
+
+
+@dataclass(frozen=True)
 class Summary:
     """Outcomes of one rule at one p."""
 
@@ -271,20 +341,25 @@ def fixed_horizon_power(p: float = 0.65, power: float = 0.8) -> tuple[int, float
     return n, z_power, sum(pmf[exact_need:])
 
 
+def kl_from_fair(p: float) -> float:
+    """KL(p || 1/2) per decisive vote: the oracle's expected log-wealth gain per vote."""
+    return p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+
+
 def _fmt_share(summary: Summary, count: int) -> str:
     q, se = summary.share(count)
     return f"{q:.4f} ± {se:.4f}"
 
 
-def report(rule: Rule, results: list[Summary]) -> None:
+def report(rule: Rule, results: list[Summary], exacts: list[Exact]) -> None:
     """Print one markdown table for a rule."""
-    print(f"\n### {rule.name}\n")
+    print(f"\n#### {rule.name}\n")
     print(
-        "| p | P(challenger promoted) | P(champion decided) | mean votes at stop | median [95 % CI] "
+        "| p | P(challenger promoted) | P(champion decided) | mean votes at stop | exact mean | median [95 % CI] "
         "| p90 [95 % CI] | no decision by 5000 |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for s in results:
+    print("|---|---|---|---|---|---|---|---|")
+    for s, e in zip(results, exacts, strict=True):
         mean = statistics.fmean(s.stops)
         se = statistics.stdev(s.stops) / math.sqrt(s.reps) if s.reps > 1 else 0.0
         med, med_lo, med_hi = s.quantile(0.5)
@@ -292,17 +367,46 @@ def report(rule: Rule, results: list[Summary]) -> None:
         undecided = s.reps - s.challenger - s.champion
         print(
             f"| {s.p:.2f} | {_fmt_share(s, s.challenger)} | {_fmt_share(s, s.champion)} | {mean:.1f} ± {se:.1f} "
-            f"| {med} [{med_lo}, {med_hi}] | {p90} [{p90_lo}, {p90_hi}] | {undecided / s.reps:.4f} |"
+            f"| {e.mean_votes:.1f} | {med} [{med_lo}, {med_hi}] | {p90} [{p90_lo}, {p90_hi}] "
+            f"| {undecided / s.reps:.4f} |"
         )
     null = next(s for s in results if s.p == 0.5)
+    null_exact = next(e for e in exacts if e.p == 0.5)
     promoted = len(null.decided)
     by = ", ".join(f"{h}: {sum(n <= h for n in null.decided) / null.reps:.4f}" for h in (10, 100, 1000, MAX_VOTES))
     median = null.decided[promoted // 2] if promoted else "n/a"
     print(
         f"\nAt p = 0.5 ({null.reps} runs): a winner is called {_fmt_share(null, promoted)} "
-        f"(challenger alone {_fmt_share(null, null.challenger)}); by n = {by}; "
-        f"median votes at a false promotion {median}."
+        f"(exactly {null_exact.challenger + null_exact.champion:.4f}; challenger alone "
+        f"{_fmt_share(null, null.challenger)}); by n = {by}; median votes at a false promotion {median}."
     )
+
+
+def comparison(rows: list[tuple[str, list[Summary], list[Exact]]]) -> None:
+    """One table for every rule: false promotions, power, wrong promotions and mean votes, MC and exact."""
+    alternatives = [p for p in PROBABILITIES if p > 0.5]
+    print("\n### All rules side by side\n")
+    print(
+        "Monte Carlo (± one standard error), the exact value in brackets. False: a winner called at p = 0.5; "
+        "power / worse: challenger promoted / champion decided at p = 0.55.\n"
+    )
+    head = " | ".join(f"mean votes p = {p}" for p in alternatives)
+    print(f"| rule | false | power | worse | {head} |")
+    print("|---" * (4 + len(alternatives)) + "|")
+    for name, results, exacts in rows:
+        at = {s.p: s for s in results}
+        ex = {e.p: e for e in exacts}
+        null, weak = at[0.5], at[0.55]
+        cells = [
+            f"{_fmt_share(null, null.challenger + null.champion)} [{ex[0.5].challenger + ex[0.5].champion:.4f}]",
+            f"{_fmt_share(weak, weak.challenger)} [{ex[0.55].challenger:.5f}]",
+            f"{_fmt_share(weak, weak.champion)} [{ex[0.55].champion:.5f}]",
+        ]
+        for p in alternatives:
+            stops = at[p].stops
+            se = statistics.stdev(stops) / math.sqrt(len(stops)) if len(stops) > 1 else 0.0
+            cells.append(f"{statistics.fmean(stops):.1f} ± {se:.1f} [{ex[p].mean_votes:.1f}]")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,8 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         method: (rule_from_assess(f"operator: {method}", settings), settings)
         for method, settings in (
             ("msprt", DEFAULT),
-            ("bayes-factor", TestSettings("bayes-factor", 0.05, 0.1, 30, MAX_VOTES, None)),
-            ("one-sided", TestSettings("one-sided", 0.05, 0.1, 30, MAX_VOTES, None)),
+            ("bayes-factor", TestSettings("bayes-factor", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
+            ("one-sided", TestSettings("one-sided", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
+            ("betting", TestSettings("betting", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
         )
     }
     print(f"tables from assess: {time.perf_counter() - started:.1f}s")
@@ -334,14 +439,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fixed horizon sized for 80 % power at p = 0.65: {n_fixed} votes; true power {z_power:.3f} as a z-test, "
         f"{exact_power:.3f} as an exact binomial test (one look only)"
     )
+    wald = [math.log(k / ALPHA) / kl_from_fair(ORACLE_P) for k in (2, 1)]
+    print(
+        f"oracle SPRT at p = {ORACLE_P}, Wald's approximation (no overshoot): {wald[0]:.1f} votes two-sided, "
+        f"{wald[1]:.1f} one-sided"
+    )
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, reps {args.reps}, seed {args.seed}")
 
-    rules = [rule for rule, _ in operator_rules.values()] + [course_ui_rule(), naive_z_rule()]
+    rules = [rule for rule, _ in operator_rules.values()]
+    rules += [oracle_rule(), oracle_rule(two_sided=False), course_ui_rule(), naive_z_rule()]
+    rows = []
     for rule in rules:
         t0 = time.perf_counter()
         results = [simulate(rule, p, args.reps, rng) for p in PROBABILITIES]
-        report(rule, results)
+        exacts = [exact(rule, p) for p in PROBABILITIES]
+        report(rule, results, exacts)
         print(f"({time.perf_counter() - t0:.1f}s)")
+        rows.append((rule.name, results, exacts))
+    comparison(rows)
     print(f"\ntotal {time.perf_counter() - started:.1f}s")
     return 0
 

@@ -76,7 +76,7 @@ def test_validation_rules_reach_the_schema() -> None:
     assert analysis["alpha"]["maximum"] == 0.5
     assert analysis["tau"]["exclusiveMinimum"] is True
     assert analysis["minVotes"]["minimum"] == 1
-    assert analysis["method"]["enum"] == ["msprt", "bayes-factor", "one-sided"]
+    assert analysis["method"]["enum"] == ["msprt", "bayes-factor", "one-sided", "betting"]
     rules = [r["rule"] for r in spec["properties"]["analysis"]["x-kubernetes-validations"]]
     assert "self.maxVotes >= self.minVotes" in rules
     assert any("duration('5s')" in r for r in rules)

@@ -21,7 +21,7 @@ from canopy_operator.core.stats import (
 counts = st.integers(min_value=0, max_value=20_000)
 alphas = st.sampled_from([0.01, 0.05, 0.1, 0.2, 0.5])
 taus = st.sampled_from([0.05, 0.1, 0.2, 1.0])
-methods: st.SearchStrategy[Method] = st.sampled_from(["msprt", "bayes-factor", "one-sided"])
+methods: st.SearchStrategy[Method] = st.sampled_from(["msprt", "bayes-factor", "one-sided", "betting"])
 SWAP: dict[Decision, Decision] = {"challenger": "champion", "champion": "challenger"}
 
 
@@ -38,7 +38,7 @@ def analyses(draw: st.DrawFn, method: st.SearchStrategy[Method] = methods) -> Te
     )
 
 
-two_sided = analyses(st.sampled_from(["msprt", "bayes-factor"]))
+two_sided = analyses(st.sampled_from(["msprt", "bayes-factor", "betting"]))
 
 
 @settings(deadline=None)  # timing varies on the shared CI machine

@@ -51,7 +51,7 @@ class Evidence(ApiModel):
     decisive_votes: int = Field(default=0, ge=0)
     """n = challenger wins + champion wins."""
     e_value: float = Field(default=1.0, ge=0)
-    """The test statistic (mSPRT Lambda_n or Bayes factor); a decision needs e_value >= 1/alpha."""
+    """The test statistic (mSPRT Lambda_n, Bayes factor or the betting fund's wealth); a decision needs e_value >= 1/alpha."""
     max_e_value: float = Field(default=1.0, ge=0)
     """Running maximum of the e-value over the test."""
     p_value: float = Field(default=1.0, ge=0, le=1)
@@ -78,7 +78,7 @@ class TestIdentity(ApiModel):
     champion_prompt: str
     """The champion text pinned when the test started (spec.champion.prompt or the configured prompt)."""
     method: str
-    """Decision method fixed at the test's start: msprt, bayes-factor or one-sided."""
+    """Decision method fixed at the test's start: msprt, bayes-factor, one-sided or betting."""
     alpha: float
     """False-promotion bound (significance level) fixed at the test's start."""
     tau: float

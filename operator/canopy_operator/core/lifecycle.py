@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import get_args
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import (
@@ -27,7 +28,7 @@ from canopy_operator.api.status import (
 )
 from canopy_operator.core.collect import text_hash
 from canopy_operator.core.evaluation.gate import gate_released, gate_state
-from canopy_operator.core.stats import Assessment, TestSettings, decision_summary
+from canopy_operator.core.stats import Assessment, Method, TestSettings, decision_summary
 from canopy_operator.core.values import ManagedKeys
 
 CONFIGURED = "<configured summarize.prompt>"
@@ -52,9 +53,9 @@ def test_key(spec: PromptExperimentSpec) -> str:
 
 def settings_of(test: TestIdentity) -> TestSettings:
     """The decision settings fixed when the test started."""
-    method = test.method if test.method in ("msprt", "bayes-factor", "one-sided") else "msprt"
+    method = test.method if test.method in get_args(Method) else "msprt"
     return TestSettings(
-        method=method,  # type: ignore[arg-type]
+        method=method,  # type: ignore[arg-type]  # checked against Method just above
         alpha=test.alpha,
         tau=test.tau,
         min_votes=test.min_votes,

@@ -15,10 +15,23 @@ Methods (all computed in log space, so ``n = 1e6`` neither overflows nor underfl
   boundary holds at every level at once, ``P(max_n E_n >= 1/alpha) <= alpha`` and ``1/max E`` is an
   always-valid p-value; a promotion happens exactly when ``E_n >= 1/alpha``. The test stops early keeping
   the champion when the confidence sequence's upper end falls below 1/2.
+* ``betting``: testing by betting. A fund starts with one unit of wealth shared among bettors. Constant
+  bettor ``k`` holds ``pi_k`` and stakes the fixed fraction ``lambda_k = 2 delta_k`` of its own wealth on
+  every decisive vote, half of them on the challenger, half on the champion; the plug-in bettor holds
+  ``pi_0`` and stakes ``(w_B - w_A)/(n + 2a)`` on the challenger, its running estimate of the lead. So
+  ``W_n = sum_k pi_k/2 ((1+lambda_k)^w_B (1-lambda_k)^w_A + (1-lambda_k)^w_B (1+lambda_k)^w_A)
+  + pi_0 B(a + w_B, a + w_A) / B(a, a) 2^n``. The fund's stake on a vote is the wealth-weighted average of
+  its bettors' (``betting_bet``): chosen from the votes before it only (predictable) and adapting to the
+  lead. Under "no difference" every vote is a fair coin given the past, so ``W_n`` is a non-negative
+  martingale and Ville's inequality gives ``P(ever W_n >= 1/alpha) <= alpha``. ``W_n`` depends on the
+  counts, not on the order of the votes, so a batch whose internal order is unknown (a recounted MLflow
+  window) gives the same e-value, and looking only at poll times looks at some of the times Ville's
+  inequality covers. The same fund betting against any ``p0`` gives the confidence sequence
+  (``betting_confidence_sequence``), which excludes 1/2 exactly when ``W_n >= 1/alpha``.
 
-For every method the confidence sequence for ``P(challenger preferred)`` is
-``w_B/n +/- sqrt((n+c) ln((n+c)/(c alpha^2))) / (2n)``, clipped to [0, 1] ([0, 1] at ``n = 0``), and the
-always-valid p-value is ``min(1, 1/max_k E_k)``; the running maximum is carried in by the caller.
+For ``msprt``, ``bayes-factor`` and ``one-sided`` the confidence sequence for ``P(challenger preferred)`` is
+``w_B/n +/- sqrt((n+c) ln((n+c)/(c alpha^2))) / (2n)``, clipped to [0, 1] ([0, 1] at ``n = 0``). For every
+method the always-valid p-value is ``min(1, 1/max_k E_k)``; the running maximum is carried in by the caller.
 """
 
 from __future__ import annotations
@@ -29,12 +42,20 @@ from typing import Literal
 
 from canopy_operator.api.status import Decision
 
-Method = Literal["msprt", "bayes-factor", "one-sided"]
+Method = Literal["msprt", "bayes-factor", "one-sided", "betting"]
 
 BAYES_PRIOR_A = 10.0
 """Beta(a, a) mixture of the Bayes-factor method."""
 ONE_SIDED_RHO = 6.25
 """Mixture scale of the one-sided boundary."""
+BETTING_EDGES: tuple[float, ...] = (0.04, 0.06, 0.1, 0.15, 0.2)
+"""``delta_k``: constant bettor ``k`` backs a preference ``1/2 + delta_k`` for one side, staking ``2 delta_k``."""
+BETTING_WEIGHTS: tuple[float, ...] = (0.15, 0.15, 0.4, 0.1, 0.15)
+"""``pi_k``: the share of the fund constant bettor ``k`` starts with (split evenly over both sides)."""
+BETTING_PLUG_IN_WEIGHT = 0.05
+"""``pi_0``: the plug-in bettor's share (the shares add up to 1)."""
+BETTING_PLUG_IN_A = 12.0
+"""``a``: the plug-in bettor's estimate ``(w_B + a)/(n + 2a)`` starts from ``a`` pseudo-votes per side."""
 E_VALUE_CAP = 1e300
 """E-values are capped here so they stay finite (status is JSON, which has no infinity)."""
 _LOG_E_CAP = math.log(E_VALUE_CAP)
@@ -107,6 +128,96 @@ def log_one_sided(n: int, challenger_wins: int, rho: float = ONE_SIDED_RHO) -> f
     return math.log(2.0) + 0.5 * math.log(rho / v) + log_expm1
 
 
+def _log_sum_exp(terms: list[float]) -> float:
+    top = max(terms)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(math.fsum(math.exp(t - top) for t in terms))
+
+
+def _xlogy(x: int, y: float) -> float:
+    """``x ln y`` with ``0 ln 0 = 0`` and ``x ln 0 = -inf``."""
+    if x == 0:
+        return 0.0
+    return -math.inf if y <= 0.0 else x * math.log(y)
+
+
+def _log_beta(x: float, y: float) -> float:
+    return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
+
+
+def _betting_log_predictions(challenger_wins: int, champion_wins: int) -> list[float]:
+    """Each bettor's share times the probability it gave the votes: ``ln(pi_k q_k^w_B (1-q_k)^w_A)`` etc."""
+    terms = []
+    for delta, weight in zip(BETTING_EDGES, BETTING_WEIGHTS, strict=True):
+        q = 0.5 + delta
+        log_half = math.log(weight / 2.0)
+        terms.append(log_half + _xlogy(challenger_wins, q) + _xlogy(champion_wins, 1.0 - q))
+        terms.append(log_half + _xlogy(challenger_wins, 1.0 - q) + _xlogy(champion_wins, q))
+    a = BETTING_PLUG_IN_A
+    terms.append(math.log(BETTING_PLUG_IN_WEIGHT) + _log_beta(a + challenger_wins, a + champion_wins) - _log_beta(a, a))
+    return terms
+
+
+def _log_betting_fund(challenger_wins: int, champion_wins: int) -> float:
+    """``ln F_n``: the fund's probability of the votes seen (its wealth against ``p0`` is ``F_n / L_n(p0)``)."""
+    return _log_sum_exp(_betting_log_predictions(challenger_wins, champion_wins))
+
+
+def log_betting(challenger_wins: int, champion_wins: int) -> float:
+    """``ln W_n``: the betting fund's log-wealth against "no difference" (starting wealth 1)."""
+    return _log_betting_fund(challenger_wins, champion_wins) + (challenger_wins + champion_wins) * math.log(2.0)
+
+
+def betting_bet(challenger_wins: int, champion_wins: int) -> float:
+    """The fund's stake on the challenger for the next vote (negative: on the champion), as a fraction of its
+    wealth: ``W_{n+1} = W_n (1 + bet)`` if the challenger wins it, ``W_n (1 - bet)`` if the champion does.
+
+    The wealth-weighted average of its bettors' stakes, from the counts so far only; ``|bet| < 1``, so the
+    wealth never reaches 0."""
+    n = challenger_wins + champion_wins
+    stakes = [sign * 2.0 * delta for delta in BETTING_EDGES for sign in (1.0, -1.0)]
+    stakes.append((challenger_wins - champion_wins) / (n + 2.0 * BETTING_PLUG_IN_A))
+    log_wealth = _betting_log_predictions(challenger_wins, champion_wins)
+    top = max(log_wealth)
+    shares = [math.exp(w - top) for w in log_wealth]
+    return math.fsum(s * x for s, x in zip(shares, stakes, strict=True)) / math.fsum(shares)
+
+
+def betting_confidence_sequence(alpha: float, challenger_wins: int, champion_wins: int) -> tuple[float, float]:
+    """The ``p0`` the betting fund does not reject at level ``alpha``: ``{p0 : W_n(p0) < 1/alpha}``.
+
+    Against ``p0`` every bettor keeps the probabilities it gives each vote (a constant bettor ``q_k``, the
+    plug-in bettor its running estimate) and is paid fair odds for ``p0``: its wealth is the probability it
+    gave the votes divided by ``L_n(p0) = p0^w_B (1-p0)^w_A``, a martingale when P(challenger preferred) = p0.
+    So ``ln W_n(p0) = ln F_n - ln L_n(p0)`` (``F_n``: ``_log_betting_fund``). ``ln L_n`` is concave with its
+    maximum at ``w_B/n``, where it is at least ``ln F_n``, so the set is an interval around ``w_B/n``; its ends
+    are found by bisection (60 halvings, in constant time whatever ``n``). At ``p0 = 1/2`` this is the test:
+    1/2 is outside exactly when ``W_n >= 1/alpha``."""
+    n = challenger_wins + champion_wins
+    if n <= 0:
+        return 0.0, 1.0
+    floor = _log_betting_fund(challenger_wins, champion_wins) + math.log(alpha)
+
+    def kept(p0: float) -> bool:
+        return _xlogy(challenger_wins, p0) + _xlogy(champion_wins, 1.0 - p0) > floor
+
+    centre = challenger_wins / n
+
+    def edge(inside: float, outside: float) -> float:
+        if kept(outside):
+            return outside
+        for _ in range(60):
+            mid = (inside + outside) / 2.0
+            if kept(mid):
+                inside = mid
+            else:
+                outside = mid
+        return inside
+
+    return edge(centre, 0.0), edge(centre, 1.0)
+
+
 def msprt_boundary(n: int, c: float, alpha: float) -> float:
     """The |D| at which ``Lambda_n`` reaches ``1/alpha``: ``sqrt((n+c) ln((n+c)/(c alpha^2)))``."""
     return math.sqrt((n + c) * math.log((n + c) / (c * alpha * alpha)))
@@ -120,6 +231,8 @@ def one_sided_boundary(n: int, alpha: float, rho: float = ONE_SIDED_RHO) -> floa
 
 def confidence_sequence(settings: TestSettings, challenger_wins: int, n: int) -> tuple[float, float]:
     """Always-valid confidence interval for P(challenger preferred), clipped to [0, 1]."""
+    if settings.method == "betting":
+        return betting_confidence_sequence(settings.alpha, challenger_wins, n - challenger_wins)
     if n <= 0:
         return 0.0, 1.0
     centre = challenger_wins / n
@@ -133,6 +246,8 @@ def _log_e_value(settings: TestSettings, challenger_wins: int, champion_wins: in
         return log_msprt(n, challenger_wins - champion_wins, settings.c)
     if settings.method == "bayes-factor":
         return log_bayes_factor(challenger_wins, champion_wins)
+    if settings.method == "betting":
+        return log_betting(challenger_wins, champion_wins)
     return log_one_sided(n, challenger_wins)
 
 
