@@ -15,9 +15,17 @@ from __future__ import annotations
 from typing import Literal
 
 from canopy_operator.core.collect import FeedbackEntry
-from canopy_operator.core.readings import FeedbackLog, Reading, Window
-from canopy_operator.core.tallies import AB_PREFERENCE, USER_SATISFACTION, Arm, count_mlflow_votes, thumbs_down
-from canopy_operator.sources.mlflow.client import MlflowClient, preview_text
+from canopy_operator.core.readings import FeedbackLog, Reading, VoteTally, Window
+from canopy_operator.core.tallies import (
+    AB_PREFERENCE,
+    USER_SATISFACTION,
+    Arm,
+    MlflowTrace,
+    SourceCount,
+    count_mlflow_votes,
+    thumbs_down,
+)
+from canopy_operator.sources.mlflow.client import PAGE_SIZE, MlflowClient, preview_text
 
 
 def window_filter(name: str, value: str, window: Window) -> str:
@@ -48,17 +56,30 @@ class MlflowVotes:
         """Preferred answers of the last poll whose arm could not be told (for messages)."""
 
     async def read(self, window: Window) -> Reading:
-        votes = [t async for t in self.client.search(self.experiment_id, window_filter(AB_PREFERENCE, "true", window))]
         versions: dict[str, Arm] = {}
         if window.champion_version is not None:
             versions[window.champion_version] = "champion"
         if window.challenger_version is not None:
             versions[window.challenger_version] = "challenger"
-        count = count_mlflow_votes(
-            votes, arm_from=self.arm_from, arm_tag=self.arm_tag, prompt=self.prompt, versions=versions
+        # Counted a page at a time: memory is one page plus the ids seen, whatever the window holds.
+        challenger = champion = unmapped = 0
+        page: list[MlflowTrace] = []
+        async for trace in self.client.search(self.experiment_id, window_filter(AB_PREFERENCE, "true", window)):
+            page.append(trace)
+            if len(page) >= PAGE_SIZE:
+                counted = self._count(page, versions)
+                challenger, champion = (
+                    challenger + counted.tally.challenger_wins,
+                    champion + counted.tally.champion_wins,
+                )
+                unmapped += counted.unmapped
+                page.clear()
+        counted = self._count(page, versions)
+        tally = VoteTally(
+            challenger_wins=challenger + counted.tally.challenger_wins,
+            champion_wins=champion + counted.tally.champion_wins,
         )
-        self.last_unmapped = count.unmapped
-        del votes
+        self.last_unmapped = unmapped + counted.unmapped
         negatives = []
         async for trace in self.client.search(self.experiment_id, window_filter(USER_SATISFACTION, "false", window)):
             vote = thumbs_down(trace)
@@ -77,4 +98,9 @@ class MlflowVotes:
             )
             for index, (created, trace, comment) in enumerate(negatives, start=1)
         ]
-        return Reading(count.tally, FeedbackLog(tuple(entries), len(entries)))
+        return Reading(tally, FeedbackLog(tuple(entries), len(entries)))
+
+    def _count(self, traces: list[MlflowTrace], versions: dict[str, Arm]) -> SourceCount:
+        return count_mlflow_votes(
+            traces, arm_from=self.arm_from, arm_tag=self.arm_tag, prompt=self.prompt, versions=versions
+        )
