@@ -14,12 +14,11 @@ The in-app agent's server-side tools (bash, web, GitHub) and telemetry are switc
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from canopy_devkit.servers.process import READY_TIMEOUT, LoopbackServer
 from tests.support.server_process import (
     LOOPBACK,
     SUPPORT_DIR,
@@ -27,8 +26,6 @@ from tests.support.server_process import (
     ServerUnavailable,
     child_env,
     free_port,
-    listening_addresses,
-    rss_bytes,
     run_script,
     server_python,
 )
@@ -38,7 +35,6 @@ __all__ = ["PhoenixServer", "ServerUnavailable"]
 PYTHON_ENV_VAR = "CANOPY_PHOENIX_PYTHON"
 LAUNCHER = SUPPORT_DIR / "phoenix_loopback.py"
 SEED_SCRIPT = SUPPORT_DIR / "gen2_seed_phoenix.py"
-READY_TIMEOUT = 90.0
 SEED_TIMEOUT = 120.0
 SERVER_ENV = {
     "PHOENIX_TELEMETRY_ENABLED": "false",
@@ -49,30 +45,12 @@ SERVER_ENV = {
 }
 
 
-class PhoenixServer:
+class PhoenixServer(LoopbackServer):
     """Phoenix on free 127.0.0.1 ports (HTTP and gRPC); ``url`` once entered; stopped (whole group) on exit."""
 
     def __init__(self, python: Path | None = None, *, ready_timeout: float = READY_TIMEOUT) -> None:
-        self.python = python
-        self.ready_timeout = ready_timeout
-        self.url = ""
+        super().__init__(python, ready_timeout=ready_timeout)
         self.grpc_port = 0
-        self.startup_seconds = 0.0
-        self.tmp_dir: Path | None = None
-        self.process: ServerProcess | None = None
-
-    def __enter__(self) -> PhoenixServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         python = self.python = self.python or server_python("phoenix", PYTHON_ENV_VAR)
@@ -95,25 +73,6 @@ class PhoenixServer:
         self.process = ServerProcess("phoenix", args, env=env, cwd=tmp, log_path=tmp / "server.log")
         self.process.start()
         self.startup_seconds = self.process.wait_ready(f"{self.url}/healthz", self.ready_timeout)
-
-    def close(self) -> None:
-        """Stop the server (no process left behind) and remove its working directory. Idempotent."""
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-        if self.tmp_dir is not None:
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            self.tmp_dir = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "" if self.process is None else self.process.tail(lines)
-
-    def rss_bytes(self) -> int:
-        return 0 if self.process is None else rss_bytes(self.process.pids())
-
-    def listening(self) -> list[tuple[str, int]]:
-        """(address, port) of every listening TCP socket of the server's processes."""
-        return [] if self.process is None else listening_addresses(self.process.pids())
 
     def seed(self, steps: list[dict[str, Any]], *, project: str = "canopy") -> dict[str, Any]:
         """Run ``gen2_seed_phoenix.py`` in the Phoenix env against this server; its JSON result.

@@ -34,7 +34,7 @@ from canopy_devkit.gen2.app import Gen2State, build_app
 from canopy_devkit.gen2.config import BackendStartupError, load_config
 from canopy_devkit.gen2.mlflow_api import MlflowApi, MlflowError
 from canopy_devkit.gen2.prompts import DEFAULT_ALIAS_CACHE_SECONDS, PromptResolver
-from canopy_devkit.simulator.runner import DEFAULT_CONFIG_PATH, configure_feedback_logger
+from canopy_devkit.simulator.runner import DEFAULT_CONFIG_PATH, bound_port, configure_feedback_logger
 
 __all__ = ["DEFAULT_EXPERIMENT", "RunningGen2", "main"]
 
@@ -146,7 +146,7 @@ class RunningGen2:
             await runner.cleanup()
             await api.aclose()
             raise
-        self.port = _bound_port(runner)
+        self.port = bound_port(runner, "the stand-in")
         self._runner, self._state = runner, state
         self.starts += 1
 
@@ -171,13 +171,6 @@ class RunningGen2:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("the stand-in is not bound to a TCP port")
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -11,27 +11,22 @@ adds a seeder that writes like the Generation 2 backend.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from canopy_devkit.servers.process import (
     LOOPBACK,
+    LoopbackServer,
     ServerProcess,
     ServerUnavailable,
     child_env,
     free_port,
-    listening_addresses,
-    rss_bytes,
     server_python,
 )
 
 __all__ = ["PYTHON_ENV_VAR", "MlflowServer", "ServerUnavailable"]
 
 PYTHON_ENV_VAR = "CANOPY_MLFLOW_PYTHON"
-READY_TIMEOUT = 90.0
 #: Server-side settings: no background job runner (a second process tree), no usage telemetry.
 SERVER_ENV = {
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -40,34 +35,8 @@ SERVER_ENV = {
 }
 
 
-class MlflowServer:
+class MlflowServer(LoopbackServer):
     """``mlflow server`` on a free 127.0.0.1 port; ``url`` once entered; stopped (whole group) on exit."""
-
-    def __init__(self, python: Path | None = None, *, ready_timeout: float = READY_TIMEOUT) -> None:
-        self.python = python
-        self.ready_timeout = ready_timeout
-        self.url = ""
-        self.startup_seconds = 0.0
-        self.tmp_dir: Path | None = None
-        self.process: ServerProcess | None = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def pid(self) -> int | None:
-        """The server's first process (its process group's id), while it runs."""
-        return None if self.process is None else self.process.pgid
 
     def start(self) -> None:
         """Start the server and wait until ``/health`` answers (ServerUnavailable otherwise)."""
@@ -96,23 +65,3 @@ class MlflowServer:
         )
         self.process.start()
         self.startup_seconds = self.process.wait_ready(f"{self.url}/health", self.ready_timeout)
-
-    def close(self) -> None:
-        """Stop the server (no process left behind) and remove its temporary directory. Idempotent."""
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-        if self.tmp_dir is not None:
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            self.tmp_dir = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "" if self.process is None else self.process.tail(lines)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the whole server (the CLI process and its uvicorn worker)."""
-        return 0 if self.process is None else rss_bytes(self.process.pids())
-
-    def listening(self) -> list[tuple[str, int]]:
-        """(address, port) of every listening TCP socket of the server's processes."""
-        return [] if self.process is None else listening_addresses(self.process.pids())

@@ -104,7 +104,7 @@ class RunningSimulator:
         except BaseException:
             await runner.cleanup()
             raise
-        self.port = _bound_port(runner)
+        self.port = bound_port(runner)
         self._runner, self._state = runner, state
         self.starts += 1
 
@@ -128,11 +128,12 @@ class RunningSimulator:
         await self.stop()
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def bound_port(runner: web.AppRunner, what: str = "the simulator") -> int:
+    """The TCP port an aiohttp runner listens on (after ``site.start()``)."""
     for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])
-    raise RuntimeError("the simulator is not bound to a TCP port")
+    raise RuntimeError(f"{what} is not bound to a TCP port")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -5,10 +5,11 @@ The only place that knows the concrete adapters; the reconcile pass sees the por
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -284,22 +285,25 @@ class LazyRegistry:
         return self._store
 
     async def arms(self, spec: PromptExperimentSpec, configured_prompt: str | None) -> Arms | None:
-        try:
+        with _refused_by_registry():
             return await (await self._get()).arms(spec, configured_prompt)
-        except SourceError as exc:
-            raise StoreRefused(getattr(exc, "reason", type(exc).__name__), f"prompt registry: {exc}") from None
 
     async def check(self, test: TestIdentity) -> None:
-        try:
+        with _refused_by_registry():
             await (await self._get()).check(test)
-        except SourceError as exc:
-            raise StoreRefused(getattr(exc, "reason", type(exc).__name__), f"prompt registry: {exc}") from None
 
     async def promote(self, winner: str, test: TestIdentity) -> str | None:
-        try:
+        with _refused_by_registry():
             return await (await self._get()).promote(winner, test)
-        except SourceError as exc:
-            raise StoreRefused(getattr(exc, "reason", type(exc).__name__), f"prompt registry: {exc}") from None
+
+
+@contextlib.contextmanager
+def _refused_by_registry() -> Iterator[None]:
+    """A registry server failure (or its credentials' refusal) as the store's refusal, naming the server."""
+    try:
+        yield
+    except SourceError as exc:
+        raise StoreRefused(getattr(exc, "reason", type(exc).__name__), f"prompt registry: {exc}") from None
 
 
 def prompts_for(spec: PromptExperimentSpec, apis: ServerApis | None = None) -> PromptStore:

@@ -28,6 +28,8 @@ from canopy_operator.sources.base import ErrorKind, RequestTimer, SourceError
 
 INLINE_PARSE_BYTES = 64 * 1024
 REMOTE_TEXT_LIMIT = 120
+"""Characters of a server's own message (MLflow ``message``, FastAPI ``detail``, a stream ``error``) kept in
+errors and status (the Canopy client uses the same bound)."""
 _ERROR_BODY_LIMIT = 64 * 1024
 _T = TypeVar("_T")
 

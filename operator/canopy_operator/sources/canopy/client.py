@@ -38,6 +38,9 @@ from canopy_operator.sources.canopy.models import (
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
+from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, short
+
+__all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
 PROMPT_B_MISSING = "prompt_b is not configured in summarize config"
 """``detail`` of the 400 ``POST /summarize/ab`` answers while no challenger is configured."""
@@ -48,8 +51,6 @@ READINESS_PROMPT = "ping"
 _ERROR_BODY_LIMIT = 64 * 1024
 INLINE_PARSE_BYTES = 64 * 1024
 """Answers up to this size are parsed on the event loop (a thread hop costs more than parsing them)."""
-REMOTE_TEXT_LIMIT = 120
-"""Characters of a backend's own message (FastAPI ``detail``, a stream ``error``) kept in errors and status."""
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
@@ -261,7 +262,7 @@ class CanopyClient:
             detail = ErrorDetail.model_validate_json(body).detail
         except ValidationError:
             return _status_phrase(response.status_code)
-        return _short(detail) or _status_phrase(response.status_code)
+        return short(detail) or _status_phrase(response.status_code)
 
     async def _events(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[str, None]:
         """The data payloads of an SSE answer, bounded by ``max_body_bytes`` in total."""
@@ -334,9 +335,9 @@ def _summary_delta(payload: str, endpoint: str) -> str:
     if isinstance(event.get("delta"), str) and len(event) == 1:
         return cast(str, event["delta"])
     if isinstance(event.get("error"), str):
-        raise BackendStreamError(endpoint, _short(event["error"]))
+        raise BackendStreamError(endpoint, short(event["error"]))
     if event.get("type") == "shield_violation":
-        raise BackendStreamError(endpoint, _short(str(event.get("message"))))
+        raise BackendStreamError(endpoint, short(str(event.get("message"))))
     raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
 
 
@@ -366,7 +367,7 @@ def _ab_delta(payload: str, endpoint: str) -> tuple[str, str]:
     if variant not in ("a", "b"):
         raise BackendProtocolError(endpoint, f"event without variant a/b: {payload[:120]}")
     if isinstance(event.get("error"), str):
-        raise BackendStreamError(endpoint, _short(event["error"]), variant=variant)
+        raise BackendStreamError(endpoint, short(event["error"]), variant=variant)
     if not isinstance(event.get("delta"), str) or len(event) != 2:
         raise BackendProtocolError(endpoint, f"unexpected event {payload[:120]}")
     return variant, event["delta"]
@@ -392,12 +393,6 @@ def _reason(exc: Exception) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
-
-
-def _short(text: str) -> str:
-    """Remote text for a status message: one line of printable characters, at most ``REMOTE_TEXT_LIMIT``."""
-    line = "".join(ch if ch.isprintable() else " " for ch in " ".join(text.split()))
-    return line if len(line) <= REMOTE_TEXT_LIMIT else line[: REMOTE_TEXT_LIMIT - 3] + "..."
 
 
 def _status_phrase(status: int) -> str:
