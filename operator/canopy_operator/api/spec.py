@@ -121,8 +121,8 @@ class DeliverySpec(ApiModel):
         }
     )
 
-    mode: Literal["ConfigMap", "Git"] = "ConfigMap"
-    """ConfigMap patches the ConfigMap and rolls the Deployment; Git commits to the repository Argo CD syncs (use it wherever Argo CD self-heal owns the ConfigMap)."""
+    mode: Literal["ConfigMap", "Git", "Shadow"] = "ConfigMap"
+    """ConfigMap patches the ConfigMap and rolls the Deployment; Git commits to the repository Argo CD syncs (use it wherever Argo CD self-heal owns the ConfigMap); Shadow writes nothing and promotes nothing: it decides on the A/B test the backend already runs (its prompt and prompt_b must be the spec's champion and challenger)."""
     config_map: ConfigMapDelivery = Field(default_factory=ConfigMapDelivery)
     """ConfigMap-mode settings."""
     git: GitDelivery | None = None
@@ -461,6 +461,31 @@ class PromptStoreSpec(ApiModel):
         return self
 
 
+NotificationEvent = Annotated[
+    Literal["AwaitingApproval", "Decided", "Promoted", "Degraded", "Aborted"],
+    Field(description="A transition: AwaitingApproval, Decided, Promoted, Degraded or Aborted."),
+]
+
+ALL_NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "AwaitingApproval",
+    "Decided",
+    "Promoted",
+    "Degraded",
+    "Aborted",
+)
+
+
+class NotificationSpec(ApiModel):
+    """A Slack-compatible incoming webhook told about AwaitingApproval, Decided, Promoted and Degraded."""
+
+    webhook_secret: K8sName | None = None
+    """Secret in the experiment's namespace whose key `url` is the webhook URL. It opts in like Git credentials (label canopy.genaiops.io/credentials=true, annotation canopy.genaiops.io/allowed-urls covering the URL). Without it, the operator-wide webhook (CANOPY_NOTIFY_WEBHOOK_URL), if any, is used."""
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(ALL_NOTIFICATION_EVENTS), max_length=5
+    )
+    """Which transitions to post (each at most once per test)."""
+
+
 class PromptExperimentSpec(ApiModel):
     """An A/B test of a challenger prompt against the champion on a running Canopy backend."""
 
@@ -517,6 +542,12 @@ class PromptExperimentSpec(ApiModel):
     """Where votes and feedback are read (the Canopy backend by default)."""
     prompts: PromptStoreSpec = Field(default_factory=PromptStoreSpec)
     """Where the prompts are kept (text in the config by default)."""
+    suspend: bool = False
+    """Pause: no polling, no config writes, no promotion, no evaluation Jobs; every count and the read position are kept. Set back to false to resume where it stopped."""
+    abort: bool = False
+    """End the active test keeping the champion: the challenger is taken out of the config (A/B testing restored to what it was) and no test runs while this stays true. Set back to false to start a new test."""
+    notifications: NotificationSpec = Field(default_factory=NotificationSpec)
+    """Where to tell people that a human is needed or that the test moved on."""
 
     @model_validator(mode="after")
     def _prompts_differ(self) -> PromptExperimentSpec:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from canopy_operator.api.base import ApiModel
 from canopy_operator.api.conditions import Condition
 
-Phase = Literal["Pending", "Progressing", "Running", "AwaitingApproval", "Promoting", "Concluded", "Degraded"]
+Phase = Literal[
+    "Pending", "Progressing", "Running", "AwaitingApproval", "Promoting", "Concluded", "Degraded", "Suspended", "Aborted"
+]
 Decision = Literal["continue", "challenger", "champion", "no_winner", "equivalent"]
 Side = Literal["champion", "challenger"]
 
 PROMOTION_HISTORY_LIMIT = 10
 TEST_HISTORY_LIMIT = 10
 EVALUATION_HISTORY_LIMIT = 10
+TRAJECTORY_LIMIT = 120
+NOTIFICATION_LIMIT = 20
 
 
 class VoteCounts(ApiModel):
@@ -278,6 +282,32 @@ class EvaluationRun(ApiModel):
     """Failure reason or summary."""
 
 
+class TrajectoryPoint(ApiModel):
+    """One point of the confidence sequence over time (status.trajectory)."""
+
+    at: datetime
+    """When the operator computed it."""
+    decisive_votes: int = Field(ge=0)
+    """Decisive votes (challenger plus champion wins) so far."""
+    lower: float = Field(ge=0, le=1)
+    """Lower bound of the challenger's win rate."""
+    upper: float = Field(ge=0, le=1)
+    """Upper bound of the challenger's win rate."""
+    p_value: float = Field(ge=0, le=1)
+    """Always-valid p-value."""
+
+
+class NotificationRecord(ApiModel):
+    """A transition the webhook was told about (so a restart does not post it again)."""
+
+    key: Annotated[str, StringConstraints(max_length=128)]
+    """`<event>/<test id>`."""
+    sent_at: datetime | None = None
+    """When the webhook accepted it; unset while it is being sent."""
+    attempts: int = Field(default=0, ge=0)
+    """Posts tried."""
+
+
 class PromptExperimentStatus(ApiModel):
     """Observed state, computed whole by the operator and written once per change."""
 
@@ -315,5 +345,13 @@ class PromptExperimentStatus(ApiModel):
     """Superseded or concluded tests, newest last (bounded)."""
     evaluations: list[EvaluationRun] = Field(default_factory=list, max_length=EVALUATION_HISTORY_LIMIT)
     """Evaluation runs, newest last (bounded)."""
+    trajectory: list[TrajectoryPoint] = Field(default_factory=list, max_length=TRAJECTORY_LIMIT)
+    """The active test's confidence sequence over time, thinned to at most 120 points (kubectl pexp plot)."""
+    progress: str = ""
+    """Short progress for the Progress column, e.g. 18/30 votes."""
+    suspended_at: datetime | None = None
+    """When spec.suspend took effect; unset while not suspended."""
+    notifications: list[NotificationRecord] = Field(default_factory=list, max_length=NOTIFICATION_LIMIT)
+    """Transitions posted to the webhook, newest last (bounded)."""
     last_run_request: str | None = None
     """The spec.evaluation.runRequest value last honoured (a different value requests a new evaluation)."""

@@ -25,6 +25,12 @@ Schema = dict[str, Any]
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Experiment phase"},
     {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress",
+        "description": "Decisive votes toward minVotes, or the running evaluation's cases",
+    },
+    {
         "name": "Challenger",
         "type": "integer",
         "jsonPath": ".status.votes.challengerWins",
