@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from canopy_operator.evals.judge import JudgeClient, JudgeConfig, JudgeError, JudgeUnavailable, backoff_delays
+from canopy_operator.evals.judge import (
+    JudgeClient,
+    JudgeConfig,
+    JudgeError,
+    JudgeUnavailable,
+    backoff_delays,
+    retry_after_seconds,
+)
 
 MESSAGES = [{"role": "user", "content": "grade this"}]
 
@@ -68,7 +76,10 @@ async def test_server_errors_timeouts_and_connection_errors_are_retried_with_bac
     )
     async with _client(script, sleeps, max_attempts=4, backoff_initial=0.5) as judge:
         assert await judge.complete(MESSAGES) == "Answer: C"
-    assert sleeps == [0.5, 1.0, 2.0]
+    # full jitter: each wait is drawn below the capped doubling, and they differ
+    assert len(sleeps) == 3
+    assert all(0 <= wait <= cap for wait, cap in zip(sleeps, [0.5, 1.0, 2.0], strict=True))
+    assert len(set(sleeps)) == 3
     assert judge.attempts == 4
 
 
@@ -122,3 +133,36 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_at_least_one_attempt() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         JudgeConfig(endpoint="http://x", max_attempts=0)
+
+
+async def test_retry_after_in_seconds_is_honoured_with_a_little_jitter() -> None:
+    sleeps: list[float] = []
+    script = Script(httpx.Response(429, text="slow down", headers={"Retry-After": "7"}), _ok())
+    async with _client(script, sleeps, backoff_initial=0.5, backoff_max=1.0) as judge:
+        assert await judge.complete(MESSAGES) == "Answer: C"
+    assert len(sleeps) == 1
+    assert 7.0 <= sleeps[0] <= 7.7
+
+
+async def test_retry_after_as_an_http_date_and_its_cap() -> None:
+    now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Mon, 30 Nov 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
+    sleeps: list[float] = []
+    script = Script(httpx.Response(503, headers={"Retry-After": "86400"}), _ok())
+    async with _client(script, sleeps, retry_after_max=60.0) as judge:
+        await judge.complete(MESSAGES)
+    assert 60.0 <= sleeps[0] <= 66.0
+
+
+async def test_without_retry_after_the_waits_of_two_clients_differ() -> None:
+    waits: list[list[float]] = []
+    for _ in range(2):
+        sleeps: list[float] = []
+        script = Script(*[httpx.Response(500, text="boom")] * 3, _ok())
+        async with _client(script, sleeps, max_attempts=4, backoff_initial=2.0) as judge:
+            await judge.complete(MESSAGES)
+        waits.append(sleeps)
+    assert waits[0] != waits[1]

@@ -169,7 +169,7 @@ def test_eval_on_the_backend_export_maps_shuffled_sides_back(simulator: Callable
     positions = [case["scores"]["pairwise"]["challenger_position"] for case in run.cases]
     assert positions == [1 if case["challenger_first"] else 2 for case in run.cases]
     assert set(positions) == {1, 2}  # seed 11 shows the challenger on both sides
-    assert summary["scorers"]["pairwise"]["challenger_first"] == positions.count(1)
+    assert summary["pairwise"]["challenger_first"] == positions.count(1)
     # Only the pairwise judge runs on negatives (no expected answers), with the export's judge model.
     assert len(requests) == 5
     assert {r.model for r in requests} == {"llama32"}
@@ -179,7 +179,12 @@ def test_eval_on_the_backend_export_maps_shuffled_sides_back(simulator: Callable
         position = case["scores"]["pairwise"]["challenger_position"]
         assert shown[position - 1] == case["challenger_answer"]
         assert shown[2 - position] == case["champion_answer"]
-    assert any("built-in judge template used" in w for w in summary["warnings"])
+    # The export names judge_prompt.txt, which is not beside this file: llm-as-judge::base is named as not run.
+    assert len(summary["scorer_errors"]) == 1
+    assert summary["unreviewed"] == 5
+    assert (
+        "llm-as-judge::base: prompt_template 'judge_prompt.txt' is not beside the suite" in summary["scorer_errors"][0]
+    )
 
 
 def test_eval_rate_below_threshold_does_not_pass_and_positions_follow_the_seed(
@@ -195,7 +200,7 @@ def test_eval_rate_below_threshold_does_not_pass_and_positions_follow_the_seed(
     assert run.returncode == 0, run.stderr
     assert run.summary["challenger_better_rate"] == pytest.approx(2 / 6, abs=1e-4)
     assert run.summary["passed"] is False
-    pairwise = run.summary["scorers"]["pairwise"]
+    pairwise = run.summary["pairwise"]
     assert (pairwise["challenger"], pairwise["champion"], pairwise["tie"]) == (2, 4, 0)
     planned = [result.challenger_first for _, _, result in plan_cases(load_suites(dataset), seed=3)]
     assert [case["challenger_first"] for case in run.cases] == planned
@@ -215,14 +220,17 @@ def test_eval_runs_every_suite_of_a_course_folder_with_its_judge_template(
     summary = run.summary
     assert (summary["cases"], summary["errors"]) == (5, 0)  # 3 + 2 cases; notes.yaml is not a suite
     assert [s["name"] for s in run.results["suites"]] == ["summarize_edge_tests", "summarize_quality_tests"]
-    scorers = summary["scorers"]
-    assert scorers["llm_as_judge"] == {"champion": {"C": 3}, "challenger": {"C": 3}}
-    assert scorers["pairwise"]["tie"] == 5
+    edge, quality = summary["suites"]
+    assert (edge["name"], edge["cases"], edge["unreviewed"]) == ("summarize_edge_tests", 2, 2)
+    assert edge["champion"]["subset_of"] == {"accuracy": 1.0, "num_correct": 2.0, "num_total": 2}
+    assert edge["champion"]["subset_of_reviewed"] == {"accuracy": None, "num_correct": 0, "num_total": 0}
+    for side in ("champion", "challenger"):
+        assert quality[side]["llm_as_judge"]["categorical_count"] == {"C": 3}
+        assert quality[side]["subset_of"]["num_total"] == 3
+    assert summary["pairwise"]["tie"] == 5
     assert summary["challenger_better_rate"] == 0.0
-    subset = scorers["subset_of"]["champion"]
-    assert subset["passed"] + subset["failed"] == 3
     never = next(c for c in run.cases if c["expected_result"].startswith("zzz"))
-    assert never["scores"]["champion"]["subset_of"]["passed"] is False
+    assert never["scores"]["champion"]["subset_of"] == 0.0
 
     graded = [r for r in requests if r.content.startswith("COURSE JUDGE TEMPLATE v1")]
     assert len(graded) == 6  # 3 cases with an expected answer x 2 sides
@@ -244,11 +252,14 @@ def test_eval_case_whose_judge_always_fails_is_reported_and_the_run_finishes(
         statuses = judge.statuses()
 
     assert run.returncode == 0, run.stderr
-    assert (run.summary["cases"], run.summary["scored"], run.summary["errors"]) == (6, 5, 1)
+    assert (run.summary["cases"], run.summary["scored"], run.summary["errors"]) == (6, 6, 1)
     failed = run.cases[3]
-    assert failed["error"].startswith("judge: JudgeUnavailable: judge unavailable after 3 attempts: HTTP 500")
+    assert failed["error"] is None  # the case was answered; only its judge failed
+    problem = failed["scorer_errors"]["pairwise"]
+    assert problem.startswith("JudgeUnavailable: judge unavailable after 3 attempts: HTTP 500")
     assert failed["challenger_answer"] == answer(CHALLENGER, PROMPTS[3])  # the answers are still kept
-    assert run.summary["error_samples"] == [f"case 3: {failed['error']}"]
+    assert failed["scores"]["champion"] == {"subset_of": 1.0}  # and what subset_of gave
+    assert run.summary["error_samples"] == [f"case 3: pairwise: {problem}"]
     assert statuses.count(500) == 3
     assert len(statuses) == 6 + 2
 
@@ -275,7 +286,9 @@ def test_eval_without_a_challenger_scores_the_champion_alone(simulator: Callable
     assert (summary["mode"], summary["errors"]) == ("single", 0)
     assert summary["challenger_better_rate"] is None
     assert summary["passed"] is None
-    assert summary["scorers"]["llm_as_judge"] == {"champion": {"C": 3}, "challenger": {}}
+    quality = summary["suites"][1]
+    assert quality["champion"]["llm_as_judge"]["categorical_count"] == {"C": 3}
+    assert "challenger" not in quality
     assert all(case["challenger_answer"] is None for case in run.cases)
     assert all(case["champion_answer"] == answer(CHAMPION, case["prompt"]) for case in run.cases)
     assert any("no challenger served" in w for w in summary["warnings"])

@@ -14,8 +14,10 @@ from canopy_operator.evals import cli
 from canopy_operator.evals.judge import JudgeUnavailable
 from canopy_operator.evals.runner import (
     SUMMARY_LIMIT,
+    BackendAnswers,
     RunConfig,
     build_summary,
+    case_record,
     plan_cases,
     render_summary,
     run_suites,
@@ -78,7 +80,7 @@ async def test_ten_thousand_cases_with_failures_fit_a_termination_message() -> N
     )
     assert len(suite.tests) == 10_000
     config = RunConfig(threshold=0.9, seed=1, concurrency=8)
-    state = await run_suites([suite], StubBackend(), StubJudge(), config)
+    state = await run_suites([suite], BackendAnswers(StubBackend()), StubJudge(), config)
     summary = build_summary(state, config, ["w" * 5000] * 50, duration=12.0)
     text = render_summary(summary)
 
@@ -86,7 +88,8 @@ async def test_ten_thousand_cases_with_failures_fit_a_termination_message() -> N
     parsed = parse_summary(text)
     assert parsed is not None
     failed = sum(1 for i in range(10_000) if i % 7 == 0 or i % 11 == 0)
-    assert (parsed.cases, parsed.errors, parsed.scored) == (10_000, failed, 10_000 - failed)
+    unanswered = sum(1 for i in range(10_000) if i % 7 == 0)
+    assert (parsed.cases, parsed.errors, parsed.scored) == (10_000, failed, 10_000 - unanswered)
     assert parsed.challenger_better_rate == 1.0
     assert parsed.passed is True
     assert json.loads(text)["error_samples"][0].startswith("case 0: backend: POST /summarize/ab: connection reset")
@@ -105,21 +108,25 @@ def test_render_summary_drops_samples_before_numbers() -> None:
 
 async def test_failures_stay_with_their_case() -> None:
     suite = parse_suite(_suite(["first ok", "second down", "third judge-fails", "fourth ok"]))
-    state = await run_suites([suite], StubBackend(), StubJudge(), RunConfig(concurrency=2))
+    state = await run_suites([suite], BackendAnswers(StubBackend()), StubJudge(), RunConfig(concurrency=2))
     errors = [r.error for r in state.results]
     assert errors[0] is None
     assert errors[3] is None
     assert errors[1] is not None
     assert errors[1].startswith("backend: POST /summarize/ab: connection reset")
-    assert errors[2] is not None
-    assert errors[2].startswith("judge: JudgeUnavailable: judge unavailable after 4 attempts")
-    assert len(errors[2]) < 300
+    assert errors[2] is None  # the judge failed, the case keeps its subset_of values
+    third = state.results[2]
+    assert third.scorer_errors["pairwise"].startswith("JudgeUnavailable: judge unavailable after 4 attempts")
+    assert third.scores["champion"] == {"subset_of": 1.0}
+    record = case_record(third)
+    assert record["error"].startswith("pairwise: JudgeUnavailable")
+    assert len(record["error"]) <= 300
 
 
 async def test_auto_mode_falls_back_to_summarize_once_without_challenger() -> None:
     backend = StubBackend(challenger=False)
     suite = parse_suite(_suite([f"p{i}" for i in range(5)]))
-    state = await run_suites([suite], backend, StubJudge(), RunConfig(concurrency=4))
+    state = await run_suites([suite], BackendAnswers(backend), StubJudge(), RunConfig(concurrency=4))
     assert state.mode == "single"
     assert [r.champion_answer for r in state.results] == [f"champion:p{i}" for i in range(5)]
     assert backend.calls == 6  # one refused A/B call, then /summarize for each case
@@ -127,7 +134,7 @@ async def test_auto_mode_falls_back_to_summarize_once_without_challenger() -> No
 
 async def test_ab_mode_never_falls_back() -> None:
     suite = parse_suite(_suite(["p0", "p1"]))
-    state = await run_suites([suite], StubBackend(challenger=False), None, RunConfig(mode="ab"))
+    state = await run_suites([suite], BackendAnswers(StubBackend(challenger=False), "ab"), None, RunConfig(mode="ab"))
     assert all(r.error is not None and "400" in r.error for r in state.results)
 
 

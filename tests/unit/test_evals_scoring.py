@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE
 from canopy_operator.core.export import render_export
-from canopy_operator.evals.scorers import (
-    parse_grade,
-    parse_pairwise,
-    render_judge_prompt,
-    render_pairwise_prompt,
-    subset_of,
-)
+from canopy_operator.evals.course import GradeRegexError, TemplateError, parse_grade, render_judge_prompt, subset_of
+from canopy_operator.evals.scorers import parse_pairwise, render_pairwise_prompt
 from canopy_operator.evals.suites import (
-    DEFAULT_JUDGE_TEMPLATE,
     EvalCase,
     SuiteError,
     load_suite_file,
@@ -30,17 +25,28 @@ SUITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "suites" / "summa
 # ---- suites ------------------------------------------------------------------------------------------------
 
 
-def test_export_loads_as_a_suite_with_the_builtin_template() -> None:
-    suite = parse_suite(render_export(["first input", "zweite Eingabe: ü"]), source="export.yaml")
+def test_export_loads_as_a_suite_with_the_template_shipped_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "judge_prompt.txt").write_text(JUDGE_TEMPLATE, encoding="utf-8")
+    text = render_export(["first input", "zweite Eingabe: ü"])
+    suite = parse_suite(text, base_dir=tmp_path, source="export.yaml")
     assert [case.prompt for case in suite.tests] == ["first input", "zweite Eingabe: ü"]
     assert all(case.expected_result == "" for case in suite.tests)
     assert (suite.name, suite.endpoint, suite.subset_of) == ("feedback_eval_tests", "/summarize", True)
     assert suite.judge is not None
     assert suite.judge.judge_model == "llama32"
     assert suite.judge.score_regexes == ("Answer: (A|B|C|D|E)",)
-    assert suite.judge.prompt_template == DEFAULT_JUDGE_TEMPLATE
-    assert suite.judge.template_source == "builtin"
-    assert any("built-in judge template used" in w for w in suite.warnings)
+    assert suite.judge.prompt_template == JUDGE_TEMPLATE
+    assert suite.errors == ()
+
+
+def test_export_without_its_template_names_the_missing_file_and_still_scores_subset_of(tmp_path: Path) -> None:
+    suite = parse_suite(render_export(["x"]), base_dir=tmp_path, source="export.yaml")
+    assert suite.judge is None
+    assert suite.subset_of
+    assert suite.errors == (
+        f"export.yaml: llm-as-judge::base: prompt_template 'judge_prompt.txt' is not beside the suite ({tmp_path}); "
+        "llm-as-judge::base was not run",
+    )
 
 
 def test_empty_export_has_no_cases() -> None:
@@ -75,7 +81,9 @@ def test_inline_template_is_used_as_text(tmp_path: Path) -> None:
 
 def test_unknown_scorer_is_reported_not_fatal() -> None:
     suite = parse_suite("name: x\nscoring_params:\n  braintrust::factuality: null\ntests: []\n", source="s")
-    assert suite.warnings == ("s: unknown scorer 'braintrust::factuality' ignored",)
+    assert suite.errors == (
+        "s: unknown scorer 'braintrust::factuality' (known: llm-as-judge::base, basic::subset_of); it was not run",
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +92,6 @@ def test_unknown_scorer_is_reported_not_fatal() -> None:
         ("tests: 3\n", "'tests' must be a list"),
         ("tests:\n- just a string\n", "tests[0] must be a mapping"),
         ("name: 5\n", "'name' must be a string"),
-        ("scoring_params:\n  llm-as-judge::base:\n    judge_score_regexes: 'x'\n", "judge_score_regexes"),
     ],
 )
 def test_malformed_suite_names_the_field(text: str, problem: str) -> None:
@@ -104,42 +111,40 @@ def test_unreadable_file_is_a_suite_error(tmp_path: Path) -> None:
         load_suite_file(tmp_path / "missing_tests.yaml")
 
 
-# ---- basic::subset_of -------------------------------------------------------------------------------------
+# ---- basic::subset_of (the course's: a plain substring test) ------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("answer", "expected", "score", "passed"),
+    ("answer", "expected", "score"),
     [
-        ("The Danube ends in the Black Sea.", "the danube ends in the black sea", 1.0, True),
-        ("The  Danube\nends in the BLACK sea today", "The Danube ends in the Black Sea.", 1.0, True),
-        ("It flows through ten countries. It ends in the Black Sea.", "Ten countries. Black Sea!", 1.0, True),
-        ("It flows through ten countries.", "Ten countries. Black Sea.", 0.5, False),
-        ("Something else entirely.", "Black Sea", 0.0, False),
-        ("black seas", "Black Sea", 1.0, True),  # a substring check, as Llama Stack's
+        ("The Danube ends in the Black Sea.", "ends in the Black Sea", 1.0),
+        ("The Danube ends in the Black Sea.", "the danube ends in the black sea", 0.0),
+        ("The Danube ends in the Black Sea", "The Danube ends in the Black Sea.", 0.0),
+        ("Revenue rose 4% in Q3; margins 5% lower.", "Revenue rose 4.5%.", 0.0),
+        ("black seas", "black sea", 1.0),
+        ("any answer", "", 1.0),
+        ("any answer", "   ", 0.0),
     ],
 )
-def test_subset_of_needs_every_expected_sentence_in_the_answer(
-    answer: str, expected: str, score: float, passed: bool
-) -> None:
-    result = subset_of(answer, expected)
-    assert result is not None
-    assert (result.score, result.passed) == (score, passed)
+def test_subset_of_is_one_when_the_expected_text_is_in_the_answer(answer: str, expected: str, score: float) -> None:
+    assert subset_of(answer, expected) == score
 
 
-@pytest.mark.parametrize("expected", ["", "   ", "\n. !"])
-def test_subset_of_does_not_apply_without_an_expected_answer(expected: str) -> None:
-    assert subset_of("any answer", expected) is None
+# ---- llm-as-judge::base (str.format, re.search, group 1) ----------------------------------------------------
 
 
-# ---- llm-as-judge::base -----------------------------------------------------------------------------------
-
-
-def test_judge_template_fills_placeholders_once_and_leaves_other_braces() -> None:
-    template = 'Q: {input_query}\nE: {expected_answer}\nG: {generated_answer}\nJSON: {"a": 1} {other}'
+def test_judge_template_is_filled_by_str_format() -> None:
+    template = 'Q: {input_query}\nE: {expected_answer}\nG: {generated_answer}\nJSON: {{"a": 1}}'
     text = render_judge_prompt(
         template, input_query="in {generated_answer}", generated_answer="out", expected_answer="exp"
     )
-    assert text == 'Q: in {generated_answer}\nE: exp\nG: out\nJSON: {"a": 1} {other}'
+    assert text == 'Q: in {generated_answer}\nE: exp\nG: out\nJSON: {"a": 1}'
+
+
+@pytest.mark.parametrize("template", ['JSON: {"a": 1}', "{other}", "{0}", "}"])
+def test_a_template_str_format_refuses_is_a_named_error(template: str) -> None:
+    with pytest.raises(TemplateError):
+        render_judge_prompt(template, input_query="q", generated_answer="g", expected_answer="e")
 
 
 @pytest.mark.parametrize(
@@ -148,16 +153,22 @@ def test_judge_template_fills_placeholders_once_and_leaves_other_braces() -> Non
         ("Reasoning.\nAnswer: C", "C"),
         ("Answer: E\nAnswer: A", "E"),
         ("answer: c", None),
-        ("Answer: F", None),
+        ("Answer: F", "F"),
+        ("Answer: G", None),
         ("no verdict", None),
     ],
 )
-def test_grade_comes_from_the_first_matching_regex(reply: str, grade: str | None) -> None:
+def test_grade_is_group_one_of_the_first_search_match(reply: str, grade: str | None) -> None:
     assert parse_grade(reply, ["Answer: (A|B|C|D|E|F)"]) == grade
 
 
-def test_grade_tries_each_regex_in_turn() -> None:
-    assert parse_grade("Grade -> b", ["Answer: (A|B|C|D|E)", r"Grade -> ([a-e])"]) == "B"
+def test_grade_tries_each_regex_in_turn_and_keeps_the_text_as_matched() -> None:
+    assert parse_grade("Grade -> b", ["Answer: (A|B|C|D|E)", r"Grade -> ([a-e])"]) == "b"
+
+
+def test_a_regex_without_a_group_is_an_error_not_a_grade() -> None:
+    with pytest.raises(GradeRegexError):
+        parse_grade("Answer: A", ["Answer: [A-E]"])
 
 
 # ---- pairwise ---------------------------------------------------------------------------------------------

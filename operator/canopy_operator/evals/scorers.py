@@ -1,37 +1,32 @@
-"""Scorers: ``basic::subset_of``, ``llm-as-judge::base`` and the pairwise judge.
+"""Scorers: ``basic::subset_of`` and ``llm-as-judge::base`` as the course pipeline scores them, and the
+pairwise judge the promotion gate uses. docs/evaluation.md has the rules and a table of edge cases.
 
-``basic::subset_of`` (no LLM). Applies only where the case has an expected answer. The expected answer is
-split into sentences (on ``.``, ``!``, ``?``, ``;`` and line breaks); each sentence, lower-cased with
-whitespace collapsed and surrounding punctuation dropped, must occur as a substring of the answer
-normalised the same way. The score is the share of sentences found, and the case passes when all are.
-For a one-sentence expected answer this is Llama Stack's definition ("1.0 if the expected is included in
-the generated answer"), made insensitive to case, spacing and a trailing full stop.
+``basic::subset_of`` (no LLM): ``1.0`` when the expected answer occurs in the generated answer as it is
+(case, spacing and punctuation count), else ``0.0``. An empty expected answer occurs in every answer, so it
+scores ``1.0``; the runner records that value and marks the case *unreviewed* so it never counts as a pass.
 
-``llm-as-judge::base``. Applies only where the case has an expected answer (a grade against an empty
-reference says nothing). The suite's template gets ``{input_query}``, ``{generated_answer}`` and
-``{expected_answer}`` replaced literally (other braces are left alone) and the first of the suite's score
-regexes that matches the reply gives the grade, A to E.
+``llm-as-judge::base``: the suite's template is filled with Python's ``str.format`` and the three keywords
+``input_query``, ``generated_answer``, ``expected_answer`` (``{{``/``}}`` are literal braces, any other
+``{name}`` is an error), sent to the judge as one user message; the grade is group 1 of the first of the
+suite's regexes that ``re.search`` finds in the reply, kept as the text it matched (not upper-cased, not
+checked against A-E), or ``None`` when no regex matches. A regex without a group is an error.
 
-Pairwise judge. Applies to every case with both answers: it asks which of two answers better serves a
-request users disliked the answer to. Which side is shown first is drawn by the caller from a seeded RNG
-and recorded, so position bias can be checked and a run can be repeated.
+Pairwise judge: which of two answers better serves a request users disliked the answer to. Which side is
+shown first is drawn by the caller from a seeded RNG and recorded, so position bias can be checked and a
+run repeated. Its template is the operator's own, filled by literal replacement (answers may hold braces).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from canopy_operator.evals.course import parse_grade, render_judge_prompt
 from canopy_operator.evals.suites import EvalCase, JudgeParams
 
-GRADES = ("A", "B", "C", "D", "E")
 Winner = Literal["champion", "challenger", "tie"]
-
-_SENTENCE_SPLIT = re.compile(r"[.!?;\n]+")
 _SPACES = re.compile(r"\s+")
-_EDGE_PUNCT = " \t\"'`,:()[]{}*-"
 
 PAIRWISE_TEMPLATE = """\
 Users rated the assistant's answer to the request below as unhelpful (thumbs down).
@@ -60,12 +55,12 @@ class ChatJudge(Protocol):
 
 
 @dataclass(frozen=True)
-class SubsetResult:
-    """Outcome of ``basic::subset_of`` for one answer."""
+class Grade:
+    """The ``llm-as-judge::base`` result of one answer: the grade (None when no regex matched) and the
+    judge's reply, which the course keeps as ``judge_feedback``."""
 
-    score: float
-    passed: bool
-    missing: int
+    score: str | None
+    feedback: str
 
 
 @dataclass(frozen=True)
@@ -78,49 +73,11 @@ class PairwiseResult:
     reply_excerpt: str
 
 
-def _normalise(text: str) -> str:
-    return _SPACES.sub(" ", text).strip().lower()
-
-
-def subset_of(answer: str, expected: str) -> SubsetResult | None:
-    """Score ``answer`` against ``expected``; None when there is no expected answer."""
-    sentences = [_normalise(part).strip(_EDGE_PUNCT) for part in _SENTENCE_SPLIT.split(expected)]
-    sentences = [s for s in sentences if s]
-    if not sentences:
-        return None
-    haystack = _normalise(answer)
-    missing = sum(1 for sentence in sentences if sentence not in haystack)
-    found = len(sentences) - missing
-    return SubsetResult(score=found / len(sentences), passed=missing == 0, missing=missing)
-
-
 def fill(template: str, values: dict[str, str]) -> str:
     """Replace ``{name}`` for the given names in one pass: other braces, and placeholders that appear
-    inside the substituted texts themselves, are left alone."""
+    inside the substituted texts themselves, are left alone (the pairwise template only)."""
     pattern = re.compile("|".join(re.escape("{" + name + "}") for name in values))
     return pattern.sub(lambda match: values[match.group(0)[1:-1]], template)
-
-
-def render_judge_prompt(template: str, *, input_query: str, generated_answer: str, expected_answer: str) -> str:
-    """Fill the course template's three placeholders."""
-    values = {
-        "input_query": input_query,
-        "generated_answer": generated_answer,
-        "expected_answer": expected_answer,
-    }
-    return fill(template, values)
-
-
-def parse_grade(reply: str, regexes: Sequence[str]) -> str | None:
-    """The grade A-E from the first regex that matches the reply, or None."""
-    for pattern in regexes:
-        match = re.search(pattern, reply)
-        if match is None:
-            continue
-        letter = (match.group(1) if match.groups() else match.group(0)).strip().upper()
-        if letter in GRADES:
-            return letter
-    return None
 
 
 def render_pairwise_prompt(case: EvalCase, champion: str, challenger: str, *, challenger_first: bool) -> str:
@@ -148,8 +105,8 @@ def excerpt(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-async def judge_grade(judge: ChatJudge, params: JudgeParams, case: EvalCase, answer: str, *, model: str) -> str:
-    """Ask the judge to grade one answer; raises ``ValueError`` when the reply has no grade."""
+async def judge_grade(judge: ChatJudge, params: JudgeParams, case: EvalCase, answer: str, *, model: str) -> Grade:
+    """Grade one answer as the course does: a reply without a grade is ``Grade(None, reply)``, not an error."""
     prompt = render_judge_prompt(
         params.prompt_template,
         input_query=case.prompt,
@@ -157,10 +114,7 @@ async def judge_grade(judge: ChatJudge, params: JudgeParams, case: EvalCase, ans
         expected_answer=case.expected_result,
     )
     reply = await judge.complete([{"role": "user", "content": prompt}], model=model)
-    grade = parse_grade(reply, params.score_regexes)
-    if grade is None:
-        raise ValueError(f"judge reply has no grade matching {list(params.score_regexes)}: {excerpt(reply)!r}")
-    return grade
+    return Grade(score=parse_grade(reply, params.score_regexes), feedback=reply)
 
 
 async def judge_pairwise(

@@ -17,8 +17,10 @@ Both share one shape (contract sections 1.2 and 5)::
       expected_result: ''
     model: ...                                # optional, informational
 
-The export names ``judge_prompt.txt`` although no such file travels with it, so a template file that is
-missing falls back to :data:`DEFAULT_JUDGE_TEMPLATE` and the suite records a warning saying so.
+A scorer that cannot run as the suite asks (a template file that is not beside the suite or cannot be
+read, a template or regex the course's scorer would fail on, an unknown scorer or aggregation) is recorded
+in :attr:`Suite.errors` and left out; the other scorers of the suite still run. The operator ships its
+template as ``judge_prompt.txt`` beside every dataset it exports (``core.evaluation.template``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from typing import Any
 
 import yaml
 
+from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE
+from canopy_operator.evals.course import check_regexes, check_template
+
 LLM_AS_JUDGE = "llm-as-judge::base"
 SUBSET_OF = "basic::subset_of"
 KNOWN_SCORERS = (LLM_AS_JUDGE, SUBSET_OF)
@@ -37,26 +42,10 @@ SUITE_GLOB = "*_tests.yaml"
 #: libyaml's loader when PyYAML was built with it (ten times faster on a 10 000-case dataset).
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_SCORE_REGEXES = ("Answer: (A|B|C|D|E)",)
-
-#: The judge template used when the suite names a template file that is not there (the exported dataset
-#: always names ``judge_prompt.txt``). Same placeholders and grades as the course's template.
-DEFAULT_JUDGE_TEMPLATE = """\
-You compare a generated answer with an expected answer to the same request.
-Ignore differences in style, grammar and punctuation; compare only the content.
-
-[Request]: {input_query}
-[Expected answer]: {expected_answer}
-[Generated answer]: {generated_answer}
-
-Pick exactly one option:
-(A) The generated answer is a subset of the expected answer and fully consistent with it.
-(B) The generated answer is a superset of the expected answer and fully consistent with it.
-(C) The generated answer contains all the same details as the expected answer.
-(D) The generated answer and the expected answer disagree.
-(E) The answers differ, but the differences do not matter for the request.
-
-End your reply with a line of the form "Answer: <letter>".
-"""
+#: Llama Stack's aggregation functions, by the names a suite's ``aggregation_functions`` uses.
+AGGREGATIONS = ("accuracy", "average", "categorical_count", "median")
+#: The template the operator ships beside its datasets (kept here under its old name for callers).
+DEFAULT_JUDGE_TEMPLATE = JUDGE_TEMPLATE
 
 
 class SuiteError(ValueError):
@@ -79,7 +68,9 @@ class JudgeParams:
     prompt_template: str
     score_regexes: tuple[str, ...]
     template_source: str
-    """The file the template came from, ``inline``, or ``builtin`` (the named file was missing)."""
+    """The file the template came from, or ``inline``."""
+    aggregations: tuple[str, ...] = ()
+    """``aggregation_functions`` of the suite (Llama Stack computes none for this scorer by default)."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +83,13 @@ class Suite:
     tests: tuple[EvalCase, ...]
     judge: JudgeParams | None = None
     subset_of: bool = False
+    subset_aggregations: tuple[str, ...] = ("accuracy",)
+    """``aggregation_functions`` of ``basic::subset_of`` (accuracy unless the suite names others)."""
     model: str | None = None
     source: str = "<memory>"
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    """Scorers of the suite that cannot run, each with why (reported in the summary, never a crash)."""
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
@@ -106,37 +101,65 @@ def _text(raw: Mapping[str, Any], key: str, where: str, *, default: str | None =
     return value
 
 
-def _load_template(value: str, base_dir: Path | None, where: str) -> tuple[str, str, str | None]:
-    """The template text, where it came from and an optional warning."""
+class ScorerError(ValueError):
+    """One scorer of a suite cannot run; the rest of the suite can."""
+
+
+def _load_template(value: str, base_dir: Path | None, where: str) -> tuple[str, str]:
+    """The template text and where it came from; a ``*.txt`` value names a file beside the suite."""
     if not value.endswith(".txt"):
-        return value, "inline", None
-    if base_dir is not None:
-        path = base_dir / value
-        if path.is_file():
-            return path.read_text(encoding="utf-8"), str(path), None
-    warning = f"built-in judge template used: {value!r} is not beside {where}"
-    return DEFAULT_JUDGE_TEMPLATE, "builtin", warning
+        return value, "inline"
+    if base_dir is None:
+        raise ScorerError(f"{where}: prompt_template {value!r} names a file, but the suite has no folder")
+    path = base_dir / value
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError as exc:
+        raise ScorerError(f"{where}: prompt_template {value!r} is not beside the suite ({base_dir})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ScorerError(f"{where}: prompt_template {value!r} cannot be read: {reason}") from exc
 
 
-def _judge_params(raw: object, base_dir: Path | None, where: str) -> tuple[JudgeParams, str | None]:
+def _aggregations(raw: Mapping[str, Any], where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = raw.get("aggregation_functions")
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScorerError(f"{where}: 'aggregation_functions' must be a list of names")
+    unknown = [v for v in value if v not in AGGREGATIONS]
+    if unknown:
+        raise ScorerError(f"{where}: unknown aggregation function {unknown[0]!r} (known: {', '.join(AGGREGATIONS)})")
+    return tuple(value)
+
+
+def _judge_params(raw: object, base_dir: Path | None, where: str) -> JudgeParams:
     if raw is None:
         raw = {}
-    if not isinstance(raw, Mapping):
-        raise SuiteError(f"{where}: '{LLM_AS_JUDGE}' must be a mapping")
     inner = f"{where}: {LLM_AS_JUDGE}"
+    if not isinstance(raw, Mapping):
+        raise ScorerError(f"{inner} must be a mapping")
     regexes = raw.get("judge_score_regexes") or list(DEFAULT_SCORE_REGEXES)
     if not isinstance(regexes, list) or not all(isinstance(r, str) for r in regexes):
-        raise SuiteError(f"{inner}: 'judge_score_regexes' must be a list of strings")
-    template, source, warning = _load_template(
-        _text(raw, "prompt_template", inner, default="judge_prompt.txt"), base_dir, inner
-    )
-    params = JudgeParams(
-        judge_model=_text(raw, "judge_model", inner, default="llama32"),
+        raise ScorerError(f"{inner}: 'judge_score_regexes' must be a list of strings")
+    try:
+        template_name = _text(raw, "prompt_template", inner, default="judge_prompt.txt")
+        model = _text(raw, "judge_model", inner, default="llama32")
+    except SuiteError as exc:
+        raise ScorerError(str(exc)) from exc
+    template, source = _load_template(template_name, base_dir, inner)
+    try:
+        check_template(template)
+        check_regexes(regexes)
+    except ValueError as exc:
+        raise ScorerError(f"{inner}: {exc}") from exc
+    return JudgeParams(
+        judge_model=model,
         prompt_template=template,
         score_regexes=tuple(regexes),
         template_source=source,
+        aggregations=_aggregations(raw, inner, ()),
     )
-    return params, warning
 
 
 def _cases(raw: object, where: str) -> tuple[EvalCase, ...]:
@@ -169,12 +192,29 @@ def parse_suite(text: str, *, base_dir: Path | None = None, source: str = "<memo
     scoring = raw.get("scoring_params") or {}
     if not isinstance(scoring, Mapping):
         raise SuiteError(f"{source}: 'scoring_params' must be a mapping")
-    warnings = [f"{source}: unknown scorer {name!r} ignored" for name in scoring if name not in KNOWN_SCORERS]
+    warnings: list[str] = []
+    errors = [
+        f"{source}: unknown scorer {name!r} (known: {', '.join(KNOWN_SCORERS)}); it was not run"
+        for name in scoring
+        if name not in KNOWN_SCORERS
+    ]
     judge = None
     if LLM_AS_JUDGE in scoring:
-        judge, warning = _judge_params(scoring[LLM_AS_JUDGE], base_dir, source)
-        if warning:
-            warnings.append(warning)
+        try:
+            judge = _judge_params(scoring[LLM_AS_JUDGE], base_dir, source)
+        except ScorerError as exc:
+            errors.append(f"{exc}; {LLM_AS_JUDGE} was not run")
+    subset_aggregations: tuple[str, ...] = ("accuracy",)
+    subset_enabled = SUBSET_OF in scoring
+    subset_raw = scoring.get(SUBSET_OF)
+    if subset_enabled and subset_raw is not None:
+        try:
+            if not isinstance(subset_raw, Mapping):
+                raise ScorerError(f"{source}: {SUBSET_OF} must be null or a mapping")
+            subset_aggregations = _aggregations(subset_raw, f"{source}: {SUBSET_OF}", subset_aggregations)
+        except ScorerError as exc:
+            errors.append(f"{exc}; {SUBSET_OF} was not run")
+            subset_enabled = False
     model = raw.get("model")
     return Suite(
         name=_text(raw, "name", source, default=Path(source).stem),
@@ -182,10 +222,12 @@ def parse_suite(text: str, *, base_dir: Path | None = None, source: str = "<memo
         endpoint=_text(raw, "endpoint", source, default="/summarize"),
         tests=_cases(raw.get("tests"), source),
         judge=judge,
-        subset_of=SUBSET_OF in scoring,
+        subset_of=subset_enabled,
+        subset_aggregations=subset_aggregations,
         model=None if model is None else str(model),
         source=source,
         warnings=tuple(warnings),
+        errors=tuple(errors),
     )
 
 
