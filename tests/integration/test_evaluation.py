@@ -14,7 +14,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.core.evaluation.jobs import DATASET_KEY
+from canopy_operator.core.evaluation.jobs import DATASET_KEY, MIN_DEADLINE_SECONDS
 from canopy_operator.core.export import render_export
 from canopy_operator.core.ledger import LEDGER_KEY, decode_ledger
 from canopy_operator.sources.canopy.client import CanopyClient
@@ -115,7 +115,7 @@ async def test_new_negatives_start_an_owned_restricted_job_whose_summary_reaches
     assert labels["app.kubernetes.io/component"] == "evaluation"
     assert labels["canopy.genaiops.io/experiment"] == "exp"
     spec = job["spec"]
-    assert spec["activeDeadlineSeconds"] == 900
+    assert spec["activeDeadlineSeconds"] == MIN_DEADLINE_SECONDS  # 3 cases need far less
     assert spec["backoffLimit"] == 1
     assert spec["ttlSecondsAfterFinished"] == 86400
     pod = spec["template"]["spec"]

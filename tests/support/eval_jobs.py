@@ -58,7 +58,31 @@ def _condition(type_: str, reason: str, message: str, at: datetime) -> dict[str,
     }
 
 
-async def _pod(api: ApiClient, job: dict[str, Any], message: str | None, exit_code: int, at: datetime) -> None:
+def pod_name(job: dict[str, Any]) -> str:
+    """The name of the Job's one pod, as these helpers make it."""
+    return f"{job['metadata']['name']}-x7k2p"
+
+
+async def run_pod(api: ApiClient, job: dict[str, Any], node: str) -> str:
+    """The Job's pod bound to ``node`` and running (as the scheduler and the kubelet would make it)."""
+    core = client.CoreV1Api(api)
+    await _create_pod(api, job, node)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    started = _stamp(datetime.now(UTC))
+    running = {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": "",
+        "ready": True,
+        "restartCount": 0,
+        "state": {"running": {"startedAt": started}},
+    }
+    status = {"status": {"phase": "Running", "startTime": started, "containerStatuses": [running]}}
+    await core.patch_namespaced_pod_status(pod_name(job), job["metadata"]["namespace"], status, _content_type=MERGE)  # type: ignore[call-arg]  # a documented **kwargs option
+    return pod_name(job)
+
+
+async def _create_pod(api: ApiClient, job: dict[str, Any], node: str | None = None) -> None:
     core = client.CoreV1Api(api)
     meta = job["metadata"]
     name = meta["name"]
@@ -72,13 +96,27 @@ async def _pod(api: ApiClient, job: dict[str, Any], message: str | None, exit_co
         "controller": True,
         "blockOwnerDeletion": True,
     }
+    spec = dict(template["spec"])
+    if node is not None:
+        spec["nodeName"] = node
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"{name}-x7k2p", "labels": labels, "ownerReferences": [owner]},
-        "spec": template["spec"],
+        "metadata": {"name": pod_name(job), "labels": labels, "ownerReferences": [owner]},
+        "spec": spec,
     }
     await core.create_namespaced_pod(meta["namespace"], pod)  # type: ignore[arg-type]  # dicts serialise as-is
+
+
+async def _pod(
+    api: ApiClient, job: dict[str, Any], message: str | None, exit_code: int, at: datetime, *, create: bool = True
+) -> None:
+    core = client.CoreV1Api(api)
+    meta = job["metadata"]
+    name = meta["name"]
+    template = job["spec"]["template"]
+    if create:
+        await _create_pod(api, job)
     container = template["spec"]["containers"][0]
     terminated: dict[str, Any] = {
         "exitCode": exit_code,
@@ -115,11 +153,13 @@ async def finish_job(
     succeeded: bool = True,
     reason: str = "DeadlineExceeded",
     with_pod: bool = True,
+    pod_running: bool = False,
 ) -> None:
-    """End the Job as the cluster would: the pod's termination message, then the Job's terminal status."""
+    """End the Job as the cluster would: the pod's termination message, then the Job's terminal status.
+    ``pod_running``: the pod exists already (``run_pod``) and only terminates."""
     at = datetime.now(UTC)
     if with_pod:
-        await _pod(api, job, message, 0 if succeeded else 1, at)
+        await _pod(api, job, message, 0 if succeeded else 1, at, create=not pod_running)
     meta = job["metadata"]
     started = _stamp(at - timedelta(seconds=32))
     if succeeded:

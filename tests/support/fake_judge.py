@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +58,8 @@ class FakeJudge:
     fail_first: int = 0
     fail_when: str | None = None
     api_key: str | None = None
+    latency: float = 0.0
+    """Seconds each answer takes (a real judge takes seconds)."""
     requests: list[JudgeRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -101,6 +104,8 @@ class FakeJudge:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if judge.latency:
+                    time.sleep(judge.latency)
                 status, answer = judge.answer(self.path, body, self.headers.get("Authorization"))
                 payload = json.dumps(answer).encode()
                 self.send_response(status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,15 +14,20 @@ from canopy_operator.api.spec import EvaluationSpec, JudgeSpec
 from canopy_operator.core.evaluation.jobs import (
     API_KEY_ENV,
     DATASET_KEY,
+    FINISH_SECONDS,
     LABEL_EXPERIMENT,
+    MIN_DEADLINE_SECONDS,
+    STARTUP_SECONDS,
     dataset_secret_name,
     eval_job_name,
     eval_selector,
     experiment_label_value,
+    job_deadlines,
     render_dataset_secret,
     render_eval_job,
 )
 from canopy_operator.core.evaluation.results import parse_job_result
+from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE
 from canopy_operator.core.export import render_export
 from canopy_operator.evals.cli import build_parser
 
@@ -42,6 +48,7 @@ def _job(evaluation: EvaluationSpec | None = None, **overrides: Any) -> dict[str
         "test_id": "t-4f2a",
         "trigger": "negatives",
         "seed": 7,
+        "cases": 2,
     }
     params.update(overrides)
     return render_eval_job(**params)
@@ -140,7 +147,7 @@ def test_eval_job_is_owned_labelled_and_bounded() -> None:
     assert meta["annotations"]["canopy.genaiops.io/test-id"] == "t-4f2a"
     spec = job["spec"]
     assert (spec["activeDeadlineSeconds"], spec["backoffLimit"], spec["ttlSecondsAfterFinished"]) == (
-        1200,
+        MIN_DEADLINE_SECONDS,  # two cases need far less than activeDeadline (20m): the floor
         2,
         3600,
     )
@@ -186,7 +193,37 @@ def test_eval_job_args_are_accepted_by_the_runner_cli() -> None:
     assert args.judge_endpoint == "http://llamastack:8321/v1/openai/v1"
     assert (args.threshold, args.seed) == (0.6, 7)
     assert str(args.summary) == "/dev/termination-log"
-    assert 0 < args.deadline < 900  # stops starting cases before activeDeadlineSeconds (15m)
+    deadline = _job(_judged())["spec"]["activeDeadlineSeconds"]
+    # stops starting cases one case budget before it cancels the last ones, which leaves the pod's start-up
+    # and the summary's write inside activeDeadlineSeconds
+    assert 0 < args.deadline == args.hard_deadline - 30 < deadline
+    assert args.hard_deadline + STARTUP_SECONDS + FINISH_SECONDS == deadline
+    assert args.concurrency == 4
+    assert args.skip_unreviewed_judge is True
+
+
+@pytest.mark.parametrize(
+    ("cases", "evaluation", "active", "capped"),
+    [
+        (0, EvaluationSpec(), MIN_DEADLINE_SECONDS, False),
+        # 1000 cases in rounds of 4 at 30 s, one more round of slack, 10 % margin, start-up and finish
+        (1000, EvaluationSpec(), math.ceil(60 + 251 * 30 * 1.1 + 20), False),
+        (1000, EvaluationSpec(concurrency=8, case_budget="10s"), math.ceil(60 + 126 * 10 * 1.1 + 20), False),
+        (1000, EvaluationSpec(active_deadline="1h"), 3600, True),
+    ],
+)
+def test_the_deadline_fits_the_cases(cases: int, evaluation: EvaluationSpec, active: int, capped: bool) -> None:
+    deadlines = job_deadlines(cases, evaluation)
+    assert (deadlines.active, deadlines.capped) == (active, capped)
+    job = _job(evaluation, cases=cases)
+    assert job["spec"]["activeDeadlineSeconds"] == active
+    assert deadlines.stop_starting < deadlines.hard < deadlines.active
+
+
+def test_the_dataset_secret_carries_the_judge_template_the_export_names() -> None:
+    secret = render_dataset_secret("ns", "summary-tone", UID, DATASET)
+    assert base64.b64decode(secret["data"]["judge_prompt.txt"]).decode() == JUDGE_TEMPLATE
+    assert "prompt_template: judge_prompt.txt" in DATASET
 
 
 def test_eval_job_name_is_stable_and_a_valid_label_value() -> None:

@@ -64,6 +64,7 @@ def _eval_jobs() -> list[dict[str, Any]]:
             test_id="t-4f2a",
             trigger="negatives",
             seed=7,
+            cases=3,
         )
         for spec in specs
     ]

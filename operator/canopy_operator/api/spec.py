@@ -297,8 +297,14 @@ class EvaluationSpec(ApiModel):
     """Promote a challenger only if its latest evaluation passed minChallengerBetterRate."""
     min_challenger_better_rate: float = Field(default=0.5, ge=0, le=1)
     """Pass threshold: share of negative cases where the pairwise judge prefers the challenger."""
-    active_deadline: Duration = "15m"
-    """How long one evaluation Job may run (its activeDeadlineSeconds), e.g. 15m."""
+    case_budget: Duration = "30s"
+    """Expected time of one case (the backend's answers and the judge's calls): the Job's deadline is derived from it and the number of cases, with a margin."""
+    concurrency: int = Field(default=4, ge=1, le=32)
+    """Cases evaluated at once."""
+    active_deadline: Duration = "6h"
+    """The longest the derived deadline of one evaluation Job (its activeDeadlineSeconds) may be, e.g. 6h."""
+    judge_unreviewed: bool = False
+    """Also ask llm-as-judge::base about cases nobody has written an expected result for (the course does; the grade says little without a reference). The pairwise judge sees every case either way."""
     backoff_limit: int = Field(default=1, ge=0, le=10)
     """How many times a failed evaluation pod is retried (the Job's backoffLimit)."""
     ttl_after_finished: Duration = "24h"
@@ -480,9 +486,7 @@ class NotificationSpec(ApiModel):
 
     webhook_secret: K8sName | None = None
     """Secret in the experiment's namespace whose key `url` is the webhook URL. It opts in like Git credentials (label canopy.genaiops.io/credentials=true, annotation canopy.genaiops.io/allowed-urls covering the URL). Without it, the operator-wide webhook (CANOPY_NOTIFY_WEBHOOK_URL), if any, is used."""
-    events: list[NotificationEvent] = Field(
-        default_factory=lambda: list(ALL_NOTIFICATION_EVENTS), max_length=5
-    )
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(ALL_NOTIFICATION_EVENTS), max_length=5)
     """Which transitions to post (each at most once per test)."""
 
 

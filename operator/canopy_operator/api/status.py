@@ -11,7 +11,15 @@ from canopy_operator.api.base import ApiModel
 from canopy_operator.api.conditions import Condition
 
 Phase = Literal[
-    "Pending", "Progressing", "Running", "AwaitingApproval", "Promoting", "Concluded", "Degraded", "Suspended", "Aborted"
+    "Pending",
+    "Progressing",
+    "Running",
+    "AwaitingApproval",
+    "Promoting",
+    "Concluded",
+    "Degraded",
+    "Suspended",
+    "Aborted",
 ]
 Decision = Literal["continue", "challenger", "champion", "no_winner", "equivalent"]
 Side = Literal["champion", "challenger"]
@@ -146,6 +154,8 @@ class Negatives(ApiModel):
     """Secret holding every kept thumbs-down entry (the negative-feedback ledger)."""
     trimmed: int = Field(default=0, ge=0)
     """Oldest entries dropped from the ledger to keep it under its size cap."""
+    awaiting_review: int = Field(default=0, ge=0)
+    """Kept entries nobody has written an expected result for: evaluations report them as unreviewed (never as subset_of passes) and judge them pairwise only."""
 
 
 class DeliveryStatus(ApiModel):
@@ -253,6 +263,37 @@ class TestRecord(ApiModel):
     """Always-valid p-value."""
 
 
+class EvaluationProgress(ApiModel):
+    """How far a running evaluation is, from the runner's log."""
+
+    done: int = Field(ge=0)
+    """Cases finished."""
+    total: int = Field(ge=0)
+    """Cases in the run."""
+    eta_seconds: float | None = Field(default=None, ge=0)
+    """Estimated seconds left, from the pace so far."""
+    updated_at: datetime
+    """When the operator read it."""
+
+
+ResultsSecretName = Annotated[
+    str, StringConstraints(max_length=253), Field(description="A results Secret: <job>-results-<n>.")
+]
+
+
+class EvaluationResults(ApiModel):
+    """Where a finished evaluation's per-case results are kept (they outlive its Job and pod)."""
+
+    secrets: list[ResultsSecretName] = Field(default_factory=list, max_length=64)
+    """Secrets holding the results, key results.jsonl, one JSON object per case (kubectl pexp results)."""
+    cases: int = Field(default=0, ge=0)
+    """Cases with results."""
+    truncated: bool = False
+    """Some cases' results did not fit and were left out."""
+    unavailable: str | None = None
+    """Why no per-case results could be collected (e.g. the pod was gone)."""
+
+
 class EvaluationRun(ApiModel):
     """One evaluation Job and its machine-readable result."""
 
@@ -280,6 +321,12 @@ class EvaluationRun(ApiModel):
     """Whether it met spec.evaluation.minChallengerBetterRate."""
     message: str = ""
     """Failure reason or summary."""
+    unreviewed: int | None = None
+    """Cases without an expected result (named in the results, never counted as subset_of passes)."""
+    progress: EvaluationProgress | None = None
+    """Cases finished so far, while it runs."""
+    results: EvaluationResults | None = None
+    """Where its per-case results are kept."""
 
 
 class TrajectoryPoint(ApiModel):

@@ -97,7 +97,8 @@ RULES: tuple[Rule, ...] = (
         ("get", "create", "patch", "delete"),
         "Reads, by name, the Git/forge credentials and the judge key Secret's metadata named in the spec (used "
         "only when the Secret opts in); creates and deletes by name the dataset Secrets it owns for evaluation "
-        "Jobs; creates and patches (with a resourceVersion precondition) its negative-feedback ledger Secret. "
+        "Jobs and the results Secrets of their runs; creates and patches (with a resourceVersion precondition) its "
+        "negative-feedback ledger Secret. "
         "No list or watch: those return every Secret's data.",
     ),
     Rule(
@@ -113,6 +114,13 @@ RULES: tuple[Rule, ...] = (
         ("list",),
         "Lists the evaluation Job's pods (by the job-name label) to read the termination message (the "
         "machine-readable result).",
+    ),
+    Rule(
+        ("",),
+        ("pods/log",),
+        ("get",),
+        "Reads the evaluation pod's log: its tail for the runner's progress while it runs, and once, bounded, "
+        "the per-case results when it ends (kept in results Secrets the experiment owns).",
     ),
     Rule(
         ("",),

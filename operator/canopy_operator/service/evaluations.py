@@ -8,6 +8,11 @@ Before a Job starts, the operator-level rules hold (security-model rule 1): its 
 judge endpoint (``service.credentials.judge_refusal``); otherwise no Job is made, and an ``EvaluationNotStarted``
 event and the EvaluationPassed condition say why. Dataset Secrets are deleted by the names the operator knows
 (status and the Jobs' annotations): it never lists Secrets.
+
+While a run's Job runs, each pass reads the tail of its pod's log for the runner's progress; once it ends, the
+whole log (bounded) is read once, its case lines checked (``core.evaluation.caselog``) and kept in results
+Secrets owned by the experiment, created before the run is recorded as finished, so status never points at
+results that are not there. They are deleted when the run falls out of ``status.evaluations``.
 """
 
 from __future__ import annotations
@@ -20,18 +25,33 @@ from typing import Any, Literal
 
 from canopy_operator.api.conditions import ConditionType as C
 from canopy_operator.api.spec import PromptExperimentSpec
-from canopy_operator.api.status import EvaluationRun, PromptExperimentStatus
+from canopy_operator.api.status import (
+    EVALUATION_HISTORY_LIMIT,
+    EvaluationProgress,
+    EvaluationResults,
+    EvaluationRun,
+    PromptExperimentStatus,
+)
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.conditions import set_condition
 from canopy_operator.core.credentials import image_refusal
+from canopy_operator.core.evaluation.caselog import (
+    MAX_LINE_BYTES,
+    describe_progress,
+    last_progress,
+    read_case_log,
+    shard,
+)
 from canopy_operator.core.evaluation.gate import gate_state, gate_waiting, latest_run, run_verdict
 from canopy_operator.core.evaluation.jobs import (
     ANNOTATION_DATASET,
+    CONTAINER_NAME,
     dataset_secret_name,
     eval_selector,
     job_name_for,
     render_dataset_secret,
     render_eval_job,
+    render_results_secret,
     seed_for,
     start_annotations,
 )
@@ -61,6 +81,10 @@ from canopy_operator.service.settings import Settings
 
 EventSink = Callable[[str, str, bool], None]
 _DATASET_NAME = re.compile(r"-dataset-[0-9a-f]{8}$")
+#: Bytes of a running pod's log read for its progress (the last few case lines).
+PROGRESS_TAIL_BYTES = 3 * MAX_LINE_BYTES
+#: The most of a finished pod's log read for its per-case results.
+RESULTS_LOG_LIMIT = 64 * 1024 * 1024
 
 
 class LedgerUnreadable(KubeError):
@@ -143,6 +167,8 @@ class Evaluations:
             except KubeError as exc:
                 # Evaluations must not stall the A/B test: report, keep what was read, retry next pass.
                 event("EvaluationError", str(exc)[:1024], True)
+        ledger_cases = max(0, st.negatives.total - st.negatives.trimmed)
+        st = st.model_copy(update={"negatives": st.negatives.model_copy(update={"awaiting_review": ledger_cases})})
         st = self._condition(spec, st, generation, now)
         gate = gate_state(spec, st)
         return st, (gate.message if gate_waiting(spec, st) else None)
@@ -183,11 +209,59 @@ class Evaluations:
             elif run.state == "Running" and job is not None and job_state(job)[0] != "Running":
                 message = await self.gateway.job_termination_message(self.namespace, run.name)
                 threshold = spec.evaluation.min_challenger_better_rate
-                run = finish_run(run, parse_job_result(job, message), threshold, now)
+                outcome = parse_job_result(job, message)
+                results = await self._keep_results(run, outcome.summary.cases if outcome.summary else run.cases)
+                run = finish_run(run, outcome, threshold, now).model_copy(update={"results": results})
                 ok = run.state == "Succeeded"
                 event("EvaluationSucceeded" if ok else "EvaluationFailed", f"{run.name}: {run.message}", not ok)
+            elif run.state == "Running" and job is not None:
+                run = await self._progress(run, now)
             runs.append(run)
         return st.model_copy(update={"evaluations": runs})
+
+    async def _progress(self, run: EvaluationRun, now: datetime) -> EvaluationRun:
+        """The runner's latest progress from its pod's log tail (kept as it was when the log cannot be read:
+        the pod may still be starting)."""
+        try:
+            tail = await self.gateway.job_pod_log(
+                self.namespace, run.name, CONTAINER_NAME, limit_bytes=PROGRESS_TAIL_BYTES, tail_lines=3
+            )
+        except KubeError:
+            return run
+        found = last_progress(tail or "")
+        if found is None:
+            return run
+        progress = EvaluationProgress(done=found.done, total=found.total, eta_seconds=found.eta_seconds, updated_at=now)
+        return run.model_copy(update={"progress": progress})
+
+    async def _keep_results(self, run: EvaluationRun, cases: int) -> EvaluationResults:
+        """Read the finished pod's case lines once and keep them in results Secrets (created before the run is
+        recorded as finished; an existing one, from a pass that crashed after creating it, holds the same)."""
+        limit = min(RESULTS_LOG_LIMIT, (cases + 1) * MAX_LINE_BYTES * 2)
+        try:
+            text = await self.gateway.job_pod_log(self.namespace, run.name, CONTAINER_NAME, limit_bytes=limit)
+        except KubeError as exc:
+            return EvaluationResults(unavailable=f"the pod's log could not be read: {str(exc)[:200]}")
+        if text is None:
+            return EvaluationResults(unavailable="the Job's pod is gone")
+        log = read_case_log(text, max_cases=max(cases, 1))
+        shards, left_out = shard(log.records)
+        names = []
+        for index, jsonl in enumerate(shards):
+            body = render_results_secret(self.namespace, self.name, self.uid, run.name, index, jsonl)
+            with contextlib.suppress(Conflict):
+                await self.gateway.create_secret(body)
+            names.append(str(body["metadata"]["name"]))
+        truncated = left_out > 0 or len(log.records) < cases
+        return EvaluationResults(secrets=names, cases=len(log.records) - left_out, truncated=truncated)
+
+    async def _forget_results(self, runs: Sequence[EvaluationRun]) -> None:
+        """Delete the results Secrets of runs that fall out of status (by the names status recorded)."""
+        for run in runs:
+            for name in run.results.secrets if run.results is not None else []:
+                if name.startswith(f"{run.name}-results-"):
+                    with contextlib.suppress(NotFound):
+                        await self.gateway.delete_secret(self.namespace, name)
 
     async def _start(
         self,
@@ -224,6 +298,7 @@ class Evaluations:
             test_id=st.test.id,
             trigger=trigger,
             seed=seed_for(job_name),
+            cases=len(ledger.entries),
         )
         job["metadata"]["annotations"].update(start_annotations(st, spec, trigger))
         await self.gateway.create_job(job)
@@ -237,6 +312,8 @@ class Evaluations:
         )
         st = st.model_copy(update={"negatives": st.negatives.model_copy(update={"dataset_secret": dataset})})
         event("EvaluationStarted", f"{job_name}: {why}; {len(ledger.entries)} negative cases", False)
+        kept = [r for r in st.evaluations if r.name != run.name]
+        await self._forget_results(kept[: max(0, len(kept) + 1 - EVALUATION_HISTORY_LIMIT)])
         return record_start(st, run, st.negatives.total, spec.evaluation.run_request)
 
     async def _refusal(self, spec: PromptExperimentSpec) -> tuple[str, str] | None:
@@ -284,9 +361,13 @@ class Evaluations:
     ) -> PromptExperimentStatus:
         if not spec.evaluation.enabled and not st.evaluations:
             return st
-        verdict = run_verdict(latest_run(st))
+        latest = latest_run(st)
+        verdict = run_verdict(latest)
         status: Literal["True", "False"] = "True" if verdict.open else "False"
         reason, message = verdict.reason, verdict.message
+        if latest is not None and latest.state == "Running" and latest.progress is not None:
+            progress = latest.progress
+            message += f" ({describe_progress(progress.done, progress.total, progress.eta_seconds)})"
         if self._refused is not None:
             status, (reason, message) = "False", self._refused
         conditions = set_condition(st.conditions, C.EVALUATION_PASSED, status, reason, message, generation, now)

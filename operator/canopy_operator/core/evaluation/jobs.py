@@ -1,20 +1,26 @@
 """Evaluation Jobs and dataset Secrets, rendered as plain dicts: names, labels, the restricted pod, pruning.
 
 The operator keeps the thumbs-down feedback it collected in a Secret named by its content hash (the
-``/feedback/export`` format), and runs ``canopy-operator eval`` in a Job that mounts it.
+``/feedback/export`` format, with the judge template it names beside it), and runs ``canopy-operator eval``
+in a Job that mounts it. The Job's deadline is derived from the number of cases (:func:`job_deadlines`).
+Each run's per-case results are kept in Secrets ``<job>-results-<n>`` owned by the experiment
+(:func:`render_results_secret`), so they outlive the Job and its pod.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from canopy_operator.api.base import API_VERSION, KIND, parse_duration
 from canopy_operator.api.spec import EvaluationSpec, PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
+from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE, JUDGE_TEMPLATE_FILE
 from canopy_operator.core.evaluation.trigger import Trigger
 
 MANAGED_BY = "canopy-operator"
@@ -33,6 +39,15 @@ COMPONENT_EVALUATION = "evaluation"
 
 
 COMPONENT_DATASET = "evaluation-dataset"
+
+
+COMPONENT_RESULTS = "evaluation-results"
+
+
+LABEL_RESULTS_OF = "canopy.genaiops.io/evaluation"
+
+
+RESULTS_KEY = "results.jsonl"
 
 
 ANNOTATION_TEST_ID = "canopy.genaiops.io/test-id"
@@ -76,6 +91,54 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 
 
 _MAX_JOB_NAME = 63
+
+
+#: Seconds allowed for the pod to start (image pull, Python) before the runner's own clock starts.
+STARTUP_SECONDS = 60.0
+#: Seconds the runner keeps after cancelling its last cases, to write the summary and exit.
+FINISH_SECONDS = 20.0
+#: Share of the cases' expected time added as a margin.
+DEADLINE_MARGIN = 0.1
+#: The shortest deadline a Job gets, whatever the case count.
+MIN_DEADLINE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long an evaluation Job may take, and the runner's own limits inside it (seconds)."""
+
+    active: int
+    """The Job's activeDeadlineSeconds."""
+    stop_starting: float
+    """The runner starts no case after this (measured from its own start)."""
+    hard: float
+    """The runner cancels cases still running at this point and writes its summary."""
+    request_timeout: float
+    """Per backend or judge request."""
+    derived: int
+    """What the cases need, before the cap (activeDeadline)."""
+
+    @property
+    def capped(self) -> bool:
+        return self.derived > self.active
+
+
+def job_deadlines(cases: int, evaluation: EvaluationSpec) -> Deadlines:
+    """The deadline that fits the work: start-up, then the cases in rounds of ``concurrency`` at
+    ``caseBudget`` each plus one more case's worth for the last ones started, a 10 % margin, and the time to
+    finish; at least five minutes, at most ``activeDeadline``. The runner stops starting cases one case
+    budget before its hard deadline, which leaves the start-up and finishing time inside the Job's."""
+    budget = max(1.0, parse_duration(evaluation.case_budget))
+    rounds = math.ceil(max(0, cases) / evaluation.concurrency)
+    work = (rounds + 1) * budget * (1 + DEADLINE_MARGIN)
+    derived = max(MIN_DEADLINE_SECONDS, math.ceil(STARTUP_SECONDS + work + FINISH_SECONDS))
+    cap = max(1, int(parse_duration(evaluation.active_deadline)))
+    active = min(derived, cap)
+    hard = max(1.0, active - STARTUP_SECONDS - FINISH_SECONDS)
+    stop = max(0.0, hard - budget)
+    return Deadlines(
+        active=active, stop_starting=stop, hard=hard, request_timeout=min(120.0, max(10.0, budget)), derived=derived
+    )
 
 
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -133,7 +196,8 @@ def dataset_secret_name(experiment_name: str, dataset_yaml: str) -> str:
 def render_dataset_secret(
     namespace: str, experiment_name: str, experiment_uid: str, dataset_yaml: str
 ) -> dict[str, Any]:
-    """An immutable Secret holding the dataset under ``dataset.yaml``, owned by the experiment."""
+    """An immutable Secret holding the dataset under ``dataset.yaml`` and the judge template it names beside
+    it (``judge_prompt.txt``), owned by the experiment."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -145,7 +209,36 @@ def render_dataset_secret(
         },
         "type": "Opaque",
         "immutable": True,
-        "data": {DATASET_KEY: base64.b64encode(dataset_yaml.encode("utf-8")).decode("ascii")},
+        "data": {
+            DATASET_KEY: base64.b64encode(dataset_yaml.encode("utf-8")).decode("ascii"),
+            JUDGE_TEMPLATE_FILE: base64.b64encode(JUDGE_TEMPLATE.encode("utf-8")).decode("ascii"),
+        },
+    }
+
+
+def results_secret_name(job_name: str, shard: int) -> str:
+    """``<job>-results-<shard>``: named by the run, so the operator can find and delete them by name."""
+    return f"{job_name}-results-{shard}"
+
+
+def render_results_secret(
+    namespace: str, experiment_name: str, experiment_uid: str, job_name: str, shard: int, jsonl: str
+) -> dict[str, Any]:
+    """An immutable Secret with one shard of a run's per-case results (``results.jsonl``), owned by the
+    experiment (not the Job: the results outlive it). A Secret, since the judge's reasons may quote inputs."""
+    labels = {**_labels(experiment_name, COMPONENT_RESULTS), LABEL_RESULTS_OF: job_name}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": results_secret_name(job_name, shard),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(experiment_name, experiment_uid)],
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "data": {RESULTS_KEY: base64.b64encode(jsonl.encode("utf-8")).decode("ascii")},
     }
 
 
@@ -160,8 +253,7 @@ def _runner_args(
     backend_url: str,
     evaluation: EvaluationSpec,
     seed: int,
-    request_timeout_seconds: float,
-    deadline_seconds: float,
+    deadlines: Deadlines,
 ) -> list[str]:
     args = [
         "eval",
@@ -178,10 +270,16 @@ def _runner_args(
         "--seed",
         str(seed),
         "--timeout",
-        f"{request_timeout_seconds:g}",
+        f"{deadlines.request_timeout:g}",
         "--deadline",
-        f"{deadline_seconds:g}",
+        f"{deadlines.stop_starting:g}",
+        "--hard-deadline",
+        f"{deadlines.hard:g}",
+        "--concurrency",
+        str(evaluation.concurrency),
     ]
+    if not evaluation.judge_unreviewed:
+        args.append("--skip-unreviewed-judge")
     judge = evaluation.judge
     if judge.endpoint:
         args += ["--judge-endpoint", judge.endpoint, "--judge-model", judge.model]
@@ -260,23 +358,17 @@ def render_eval_job(
     test_id: str,
     trigger: Trigger,
     seed: int,
-    request_timeout_seconds: float = 120.0,
+    cases: int,
 ) -> dict[str, Any]:
     """A batch/v1 Job running ``canopy-operator eval`` on the dataset Secret, owned by the experiment.
 
-    The runner is told to stop starting cases a little before ``activeDeadlineSeconds`` so it can still
-    write its summary; the judge's API key comes from ``evaluation.judge.apiKeySecret`` (key ``api-key``)
-    through the environment and never appears in the manifest.
+    Its deadline fits its ``cases`` (:func:`job_deadlines`), and the runner is told when to stop starting
+    cases and when to cancel the last ones, so it can still write its summary; the judge's API key comes
+    from ``evaluation.judge.apiKeySecret`` (key ``api-key``) through the environment and never appears in
+    the manifest.
     """
-    active_deadline = max(1, int(parse_duration(evaluation.active_deadline)))
-    margin = min(60.0, active_deadline * 0.1)
-    args = _runner_args(
-        backend_url=backend_url,
-        evaluation=evaluation,
-        seed=seed,
-        request_timeout_seconds=request_timeout_seconds,
-        deadline_seconds=max(1.0, active_deadline - margin),
-    )
+    deadlines = job_deadlines(cases, evaluation)
+    args = _runner_args(backend_url=backend_url, evaluation=evaluation, seed=seed, deadlines=deadlines)
     labels = _labels(experiment_name, COMPONENT_EVALUATION)
     annotations = {
         ANNOTATION_TEST_ID: test_id,
@@ -296,7 +388,7 @@ def render_eval_job(
         },
         "spec": {
             "backoffLimit": evaluation.backoff_limit,
-            "activeDeadlineSeconds": active_deadline,
+            "activeDeadlineSeconds": deadlines.active,
             "ttlSecondsAfterFinished": int(parse_duration(evaluation.ttl_after_finished)),
             "podFailurePolicy": {
                 "rules": [

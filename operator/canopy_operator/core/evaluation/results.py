@@ -37,6 +37,7 @@ class EvalSummary:
     challenger_better_rate: float | None = None
     threshold: float | None = None
     passed: bool | None = None
+    unreviewed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def parse_summary(termination_message: str | None) -> EvalSummary | None:
             challenger_better_rate=_fraction(raw, "challenger_better_rate"),
             threshold=_fraction(raw, "threshold"),
             passed=passed if isinstance(passed, bool) else None,
+            unreviewed=_count(raw, "unreviewed"),
         )
     return None
 
@@ -150,6 +152,8 @@ def _describe(summary: EvalSummary) -> str:
     parts = [f"{summary.scored if summary.scored is not None else '?'}/{summary.cases} cases scored"]
     if summary.errors:
         parts.append(f"{summary.errors} errors")
+    if summary.unreviewed:
+        parts.append(f"{summary.unreviewed} unreviewed")
     if summary.challenger_better_rate is not None:
         rate = f"challenger better in {summary.challenger_better_rate:.0%}"
         if summary.threshold is not None:
@@ -276,6 +280,8 @@ def finish_run(run: EvaluationRun, outcome: EvalOutcome, threshold: float, now: 
             "challenger_better_rate": rate,
             "passed": passed,
             "message": outcome.message[:1024],
+            "unreviewed": summary.unreviewed if summary else None,
+            "progress": None,
         }
     )
 
