@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.k8s.errors import Unavailable, translate
+from canopy_operator.k8s.errors import NotFound, Unavailable, translate
 from canopy_operator.k8s.rollout import RolloutView
 
 T = TypeVar("T")
@@ -152,6 +152,20 @@ class Gateway:
         )
         return dict(obj)
 
+    async def read_experiment(self, namespace: str, name: str) -> dict[str, Any]:
+        """The PromptExperiment as stored now (a list by name: the operator's RBAC has list, not get).
+        Raises ``NotFound``."""
+        listed = await self._call(
+            f"list PromptExperiment {namespace}/{name}",
+            lambda: self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, field_selector=f"metadata.name={name}"
+            ),
+        )
+        for item in (listed or {}).get("items") or []:
+            if item.get("metadata", {}).get("name") == name:
+                return dict(item)
+        raise NotFound(f"list PromptExperiment {namespace}/{name}: not found")
+
     # Secrets --------------------------------------------------------------------------------------------
     async def read_secret(self, namespace: str, name: str) -> SecretView:
         """A Secret's decoded data and resourceVersion (for a precondition on the next write)."""
@@ -224,3 +238,37 @@ class Gateway:
                 if term is not None and term.message:
                     return str(term.message)
         return None
+
+    async def job_pod_log(
+        self, namespace: str, job_name: str, container: str, *, limit_bytes: int, tail_lines: int | None = None
+    ) -> str | None:
+        """The log of a container of the Job's newest pod, at most ``limit_bytes`` (None: the Job has no pod)."""
+        pods = await self._call(
+            f"list Pods of Job {namespace}/{job_name}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}"),
+        )
+        newest = sorted(pods.items, key=lambda p: p.metadata.creation_timestamp or 0, reverse=True)
+        if not newest:
+            return None
+        name = newest[0].metadata.name
+        # Raw bytes (_preload_content=False): the client would parse a log that happens to be one JSON document
+        # and hand back the str() of a dict.
+        options: dict[str, Any] = {"container": container, "limit_bytes": limit_bytes, "_preload_content": False}
+        if tail_lines is not None:
+            options["tail_lines"] = tail_lines
+
+        async def read() -> bytes:
+            response: Any = await self.core.read_namespaced_pod_log(name, namespace, **options)
+            data = bytearray()
+            try:
+                while len(data) <= limit_bytes:
+                    chunk = await response.content.read(64 * 1024)
+                    if not chunk:
+                        break
+                    data += chunk
+            finally:
+                response.release()
+            return bytes(data)
+
+        data = await self._call(f"read the log of Pod {namespace}/{name}", read)
+        return data[:limit_bytes].decode("utf-8", "replace")

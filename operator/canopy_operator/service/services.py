@@ -6,9 +6,10 @@ Kopf keeps one :class:`Services` in its ``memo``; nothing lives in module global
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -24,12 +25,15 @@ from canopy_operator.k8s.client import api_client
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
+from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
-from canopy_operator.service.reconcile import Backend, Ports, reconcile
+from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
 from canopy_operator.service.report import Report
 from canopy_operator.service.settings import Settings
 from canopy_operator.sources.canopy.source import CanopySource
 from canopy_operator.telemetry.metrics import Metrics, MetricsServer
+
+log = logging.getLogger("canopy_operator")
 
 
 def utcnow() -> datetime:
@@ -53,6 +57,19 @@ class Services:
     metrics_server: MetricsServer | None = None
     tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     """One trust store for every backend client of the process."""
+    notifier: Notifier = field(init=False)
+    """The webhook notifications (docs/notifications.md); replaceable in tests."""
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier(
+            store=self.gateway,
+            open_poster=lambda: wiring.webhook_poster(self.tls),
+            operator_url=self.settings.notify_webhook_url,
+            allow_insecure_http=self.settings.allow_insecure_http,
+            redactor=self.redactor,
+            count=self.observer.metrics.record_notification,
+            now=utcnow,
+        )
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics, redactor: Redactor) -> Services:
@@ -76,8 +93,12 @@ class Services:
         await self.gateway.api.close()
 
     async def reconcile(self, namespace: str, name: str, body: Mapping[str, Any]) -> Report:
-        """One pass; the status is written only when it changed, with a resourceVersion precondition."""
-        rv = {"value": body.get("metadata", {}).get("resourceVersion")}
+        """One pass; the status is written only when it changed, with a resourceVersion precondition.
+
+        The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
+        (:mod:`canopy_operator.service.notify`)."""
+        meta = body.get("metadata", {})
+        rv = {"value": meta.get("resourceVersion")}
         old: dict[str, Any] = dict(body.get("status") or {})
         sources: list[CanopySource] = []
 
@@ -124,17 +145,45 @@ class Services:
             backend_hosts=self.settings.backend_hosts,
         )
         watch = self.observer.watch(namespace, name, body)
+        target = self.notifier.target(body.get("spec"))
         try:
             report = await reconcile(body, ports)
-            await write(report.raw_status if report.raw_status is not None else dump(report.status))
-            if report.raw_status is None:
+            if report.raw_status is not None:
+                await write(report.raw_status)
+            else:
+                report = replace(report, status=self.notifier.outbox(target, body.get("status"), report.status))
+                await write(dump(report.status))
                 watch.report(report)
+                fresh = rv["value"] != meta.get("resourceVersion")
+                report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
         finally:
             watch.close()
             for source in sources:
                 await source.aclose()
             await apis.aclose()
         return report
+
+    async def _notify(
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        target: Target,
+        status: Mapping[str, Any],
+        resource_version: str | None,
+        report: Report,
+        *,
+        fresh: bool,
+    ) -> Report:
+        """Post the due notifications after the pass's write; never fails the pass (a failure is logged, and
+        the unsent records wait for the next pass)."""
+        uid = str(body.get("metadata", {}).get("uid") or f"{namespace}/{name}")
+        try:
+            events = await self.notifier.send(namespace, name, uid, target, dict(status), resource_version, fresh=fresh)
+        except Exception as exc:  # the API server, or the unexpected: the pass itself succeeded
+            log.warning("notifications of %s/%s not sent: %s", namespace, name, internal_error_message(exc))
+            return report
+        return replace(report, events=report.events + events) if events else report
 
     async def restore(self, namespace: str, name: str, body: Mapping[str, Any]) -> str | None:
         """onDelete Restore: write the champion-only config; the revision, or None when there is nothing to do.

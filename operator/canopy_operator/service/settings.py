@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from canopy_operator.core.notify import url_problem
 from canopy_operator.failpoints import DIR_ENV, ENV, Failpoints
 
 MAX_BACKEND_BODY_ENV = "CANOPY_MAX_BACKEND_BODY"
@@ -25,6 +26,7 @@ ALLOW_INSECURE_HTTP_ENV = "CANOPY_ALLOW_INSECURE_HTTP"
 ALLOW_FILE_REPOSITORIES_ENV = "CANOPY_ALLOW_FILE_REPOSITORIES"
 BACKEND_HOSTS_ENV = "CANOPY_BACKEND_HOSTS"
 EVALUATION_IMAGES_ENV = "CANOPY_EVALUATION_IMAGES"
+NOTIFY_WEBHOOK_URL_ENV = "CANOPY_NOTIFY_WEBHOOK_URL"
 DEFAULT_MAX_BACKEND_BODY = 32 * 1024 * 1024
 
 
@@ -43,6 +45,17 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 class SettingsError(ValueError):
     """A variable holds a value the operator cannot use; the message names it."""
+
+
+def _webhook(env: Mapping[str, str], name: str, allow_insecure_http: bool) -> str | None:
+    """A webhook URL, checked like a Secret's (never repeated in the error: it is a secret)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    problem = url_problem(raw, allow_insecure_http=allow_insecure_http)
+    if problem is not None:
+        raise SettingsError(f"{name} {problem}")
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -94,6 +107,10 @@ class Settings:
     evaluation_images: tuple[str, ...] = ()
     """``CANOPY_EVALUATION_IMAGES``: images an evaluation Job may run besides the operator's own (comma-separated;
     a trailing ``*`` allows a prefix)."""
+    notify_webhook_url: str | None = field(default=None, repr=False)
+    """``CANOPY_NOTIFY_WEBHOOK_URL``: the operator-wide notification webhook (trusted: set by the installer),
+    used for experiments whose ``spec.notifications.webhookSecret`` is unset; https only unless
+    ``CANOPY_ALLOW_INSECURE_HTTP``. A secret: never shown (docs/notifications.md)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +132,7 @@ class Settings:
             allow_file_repositories=_flag(env, ALLOW_FILE_REPOSITORIES_ENV),
             backend_hosts=_list(env, BACKEND_HOSTS_ENV),
             evaluation_images=_list(env, EVALUATION_IMAGES_ENV),
+            notify_webhook_url=_webhook(env, NOTIFY_WEBHOOK_URL_ENV, _flag(env, ALLOW_INSECURE_HTTP_ENV)),
         )
 
     def make_failpoints(self) -> Failpoints:

@@ -40,6 +40,7 @@ from canopy_operator.sources.mlflow.source import MlflowVotes
 from canopy_operator.sources.phoenix.client import PhoenixClient
 from canopy_operator.sources.phoenix.source import PhoenixVotes
 from canopy_operator.sources.prompts import Arms, ConfigTextPrompts, PromptStore, StoreRefused
+from canopy_operator.sources.webhook import WebhookPoster
 
 
 def open_git_workspace(settings: Settings, read: ValuesReader | None = None) -> GitWorkspace:
@@ -54,6 +55,11 @@ def open_git_workspace(settings: Settings, read: ValuesReader | None = None) -> 
         allow_file_repositories=settings.allow_file_repositories, allow_insecure_http=settings.allow_insecure_http
     )
     return GitWorkspace(path, read=read or ValuesReader(), policy=policy)
+
+
+def webhook_poster(tls: ssl.SSLContext) -> WebhookPoster:
+    """The notification webhook's HTTP poster (docs/notifications.md), with the process's trust store."""
+    return WebhookPoster(tls=tls)
 
 
 def close_git_workspace(workspace: GitWorkspace, settings: Settings) -> None:

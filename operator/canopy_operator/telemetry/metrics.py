@@ -52,6 +52,7 @@ DELIVERY_MODES = ("configmap", "git")
 DELIVERY_RESULTS = ("changed", "unchanged", "failed")
 EVALUATION_RESULTS = ("passed", "failed", "completed", "error")
 BACKEND_ERROR_KINDS = ("unreachable", "http_4xx", "http_5xx", "protocol", "stream")
+NOTIFICATION_RESULTS = ("sent", "failed", "refused")
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,13 @@ class Metrics:
             ["mode", "result"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            f"{PREFIX}_notifications",
+            "Webhook notifications: posts accepted (sent) or not (failed), and passes whose webhook Secret was "
+            "refused (refused).",
+            ["result"],
+            registry=self.registry,
+        )
         self.reconcile = Histogram(
             f"{PREFIX}_reconcile_duration_seconds",
             "Duration of one reconciliation of a PromptExperiment.",
@@ -254,6 +262,10 @@ class Metrics:
         """Count one failed backend request by kind: unreachable, http_4xx, http_5xx, protocol, stream."""
         self.backend_errors.labels(kind).inc()
 
+    def record_notification(self, result: str) -> None:
+        """Count one webhook post (``sent``, ``failed``) or one refused webhook Secret (``refused``)."""
+        self.notifications.labels(result).inc()
+
     @contextmanager
     def time_backend_poll(self, endpoint: str) -> Iterator[None]:
         """Time a backend request (also when it raises) under the path template ``endpoint``."""
@@ -304,6 +316,8 @@ class Metrics:
             self.evaluation_runs.labels(result)
         for kind in BACKEND_ERROR_KINDS:
             self.backend_errors.labels(kind)
+        for result in NOTIFICATION_RESULTS:
+            self.notifications.labels(result)
 
 
 def build_version() -> str:
