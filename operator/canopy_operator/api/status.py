@@ -199,7 +199,7 @@ class PendingPromotion(ApiModel):
 
     test_id: str
     """Test that decided."""
-    outcome: Literal["challenger", "champion", "no_winner", "equivalent"]
+    outcome: Literal["challenger", "champion", "no_winner", "equivalent", "aborted"]
     """What the test concluded."""
     prompt_hash: str
     """Hash of the prompt that stays or becomes summarize.prompt."""
@@ -218,7 +218,7 @@ class PromotionRecord(ApiModel):
 
     test_id: str
     """Id of the concluded test (a hash of its prompts and settings)."""
-    outcome: Literal["challenger", "champion", "no_winner", "equivalent"]
+    outcome: Literal["challenger", "champion", "no_winner", "equivalent", "aborted"]
     """What was concluded."""
     promoted_hash: str
     """Hash of the prompt that is summarize.prompt afterwards."""

@@ -31,6 +31,7 @@ _OUTCOME_CHANGE = {
     "champion": "keep the champion",
     "no_winner": "end the test with no winner",
     "equivalent": "end the test: prompts equivalent",
+    "aborted": "abort the test, keep the champion",
 }
 RESTORE_CHANGE = "restore the champion-only config"
 

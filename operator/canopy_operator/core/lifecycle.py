@@ -16,6 +16,7 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import (
     PROMOTION_HISTORY_LIMIT,
     TEST_HISTORY_LIMIT,
+    TRAJECTORY_LIMIT,
     ConfidenceSequence,
     Evidence,
     OriginalConfig,
@@ -24,6 +25,7 @@ from canopy_operator.api.status import (
     PromptExperimentStatus,
     TestIdentity,
     TestRecord,
+    TrajectoryPoint,
     VoteCounts,
 )
 from canopy_operator.core.collect import text_hash
@@ -32,7 +34,11 @@ from canopy_operator.core.stats import Assessment, Method, TestSettings, decisio
 from canopy_operator.core.values import ManagedKeys
 
 CONFIGURED = "<configured summarize.prompt>"
-FINAL_OUTCOMES = ("challenger", "champion", "no_winner", "equivalent")
+FINAL_OUTCOMES = ("challenger", "champion", "no_winner", "equivalent", "aborted")
+ENDED_PHASES = ("Concluded", "Aborted")
+SHADOW_REVISION = "shadow: nothing written"
+"""The revision a shadow experiment's conclusion records: it decided, and changed nothing."""
+TRAJECTORY_KEEP = 120
 
 
 def test_key(spec: PromptExperimentSpec) -> str:
@@ -88,7 +94,8 @@ def start_test(
     ``champion_version`` / ``challenger_version``: the registry versions the arms are pinned to (MLflow store)."""
     history = list(status.test_history)
     if status.test is not None:
-        result = status.evidence.decision if status.phase == "Concluded" else "superseded"
+        ended = {"Concluded": status.evidence.decision, "Aborted": "aborted"}
+        result = ended.get(status.phase, "superseded")
         history.append(
             TestRecord(
                 test_id=status.test.id,
@@ -127,6 +134,7 @@ def start_test(
             "awaiting_approval_since_generation": None,
             "collection": collection,
             "test_history": history[-TEST_HISTORY_LIMIT:],
+            "trajectory": [],
         }
     )
 
@@ -135,7 +143,7 @@ def outcome_of(status: PromptExperimentStatus) -> str | None:
     """The active test's final outcome, once decided and past any approval wait."""
     if status.pending_promotion is not None:
         return status.pending_promotion.outcome
-    if status.phase == "Concluded" and status.test is not None:
+    if status.phase in ENDED_PHASES and status.test is not None:
         for record in reversed(status.promotions):
             if record.test_id == status.test.id:
                 return record.outcome
@@ -227,7 +235,55 @@ def _action(outcome: str) -> str:
         "champion": "champion kept",
         "no_winner": "no winner, champion kept",
         "equivalent": "no meaningful winner, champion kept",
+        "aborted": "aborted, champion kept",
     }[outcome]
+
+
+def shadow(spec: PromptExperimentSpec) -> bool:
+    """Shadow mode: decide on the A/B test the backend already runs; write nothing, promote nothing."""
+    return spec.delivery.mode == "Shadow"
+
+
+def abort(spec: PromptExperimentSpec, status: PromptExperimentStatus, now: datetime) -> PromptExperimentStatus:
+    """spec.abort ends the active test keeping the champion: recorded as a pending outcome ``aborted`` (so the
+    champion-only config is delivered exactly once, like any decision). A decision already recorded stands."""
+    if not spec.abort or status.test is None or status.pending_promotion is not None or outcome_of(status):
+        return status
+    votes = status.votes
+    summary = (
+        f"aborted by spec.abort after {votes.challenger_wins} challenger, {votes.champion_wins} champion, "
+        f"{votes.ties} tie votes (p = {status.evidence.p_value:.3g}); champion kept"
+    )
+    pending = PendingPromotion(
+        test_id=status.test.id,
+        outcome="aborted",
+        prompt_hash=text_hash(status.test.champion_prompt),
+        decided_at=now,
+        summary=summary,
+    )
+    return status.model_copy(update={"pending_promotion": pending})
+
+
+def record_trajectory(status: PromptExperimentStatus, assessment: Assessment, now: datetime) -> PromptExperimentStatus:
+    """Add the assessment to the confidence sequence's history when the decisive votes moved (or it is the
+    first point); beyond the limit every other point of the older half is dropped, the first and the newest
+    kept, so the shape stays over the whole test in at most ``TRAJECTORY_LIMIT`` points."""
+    points = list(status.trajectory)
+    if points and points[-1].decisive_votes == assessment.decisive_votes:
+        return status
+    points.append(
+        TrajectoryPoint(
+            at=now,
+            decisive_votes=assessment.decisive_votes,
+            lower=min(1.0, max(0.0, assessment.cs_lower)),
+            upper=min(1.0, max(0.0, assessment.cs_upper)),
+            p_value=min(1.0, max(0.0, assessment.p_value)),
+        )
+    )
+    while len(points) > TRAJECTORY_LIMIT:
+        half = len(points) // 2
+        points = [points[0], *points[1:half][1::2], *points[half:]]
+    return status.model_copy(update={"trajectory": points})
 
 
 def apply_assessment(
@@ -252,11 +308,12 @@ def apply_assessment(
     if assessment.decision == "continue" or status.test is None or status.pending_promotion is not None:
         return status.model_copy(update=update)
     outcome = assessment.decision
-    if outcome == "challenger" and spec.promotion.policy == "Manual" and not approval_granted(spec, status, generation):
+    manual = spec.promotion.policy == "Manual" and not shadow(spec)  # shadow promotes nothing: nothing to approve
+    if outcome == "challenger" and manual and not approval_granted(spec, status, generation):
         if status.awaiting_approval_since_generation is None:
             update["awaiting_approval_since_generation"] = generation
         return status.model_copy(update=update)
-    if outcome == "challenger" and not gate_state(spec, status).open:
+    if outcome == "challenger" and not shadow(spec) and not gate_state(spec, status).open:
         return status.model_copy(update=update)  # the evaluation gate holds the automatic promotion back
     votes = status.votes
     summary = decision_summary(votes.challenger_wins, votes.champion_wins, votes.ties, assessment, _action(outcome))
@@ -329,6 +386,6 @@ def conclude(status: PromptExperimentStatus, revision: str, now: datetime) -> Pr
             "promotions": history[-PROMOTION_HISTORY_LIMIT:],
             "pending_promotion": None,
             "winner": winner,
-            "phase": "Concluded",
+            "phase": "Aborted" if pending.outcome == "aborted" else "Concluded",
         }
     )

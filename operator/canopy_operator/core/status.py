@@ -44,6 +44,8 @@ class PassFindings:
     """Why the evaluation gate holds back an automatic promotion."""
     fresh_rollout: bool = False
     """The config this pass wrote (or found written) moments ago is not live yet: look again very soon."""
+    suspended: bool = False
+    """spec.suspend: the pass did nothing (no reads, no writes)."""
 
 
 class StatusUnreadable(ValueError):
@@ -109,12 +111,14 @@ def intent(st: PromptExperimentStatus, generation: int, now: datetime) -> Prompt
 def phase_of(st: PromptExperimentStatus, findings: PassFindings) -> Phase:
     """The phase the status and the pass's findings add up to."""
     outcome = lc.outcome_of(st)
+    if findings.suspended:
+        return "Suspended"
     if findings.degraded:
         return "Degraded"
     if st.pending_promotion is not None:
         return "Promoting"
     if outcome is not None:
-        return "Concluded"
+        return "Aborted" if outcome == "aborted" else "Concluded"
     if awaiting_approval(st):
         return "AwaitingApproval"
     if st.delivery.verified_at is None:
@@ -157,17 +161,52 @@ def settle(
     )
     decided = st.evidence.decision != "continue"
     st = cond(st, C.DECIDED, decided, st.evidence.decision if decided else "Collecting", st.evidence.reason)
-    promoted = outcome == "challenger" and phase == "Concluded"
+    promoted = outcome == "challenger" and phase == "Concluded" and st.promotions[-1].revision != lc.SHADOW_REVISION
     summary = st.promotions[-1].summary if promoted else ""
     st = cond(st, C.PROMOTED, promoted, "ChallengerPromoted" if promoted else "NotPromoted", summary)
+    if phase == "Suspended":
+        message = suspended_message(st)
     message = message or {
         "Progressing": "delivering config and waiting for the backend to report it",
-        "Running": "collecting votes",
+        "Running": "collecting: " + votes_progress(st),
         "AwaitingApproval": gate or "challenger won; set spec.promotion.approved: true to promote",
         "Promoting": "delivering the decision",
         "Concluded": st.promotions[-1].summary if st.promotions else "concluded",
+        "Aborted": st.promotions[-1].summary if st.promotions else "aborted",
     }.get(phase, "")
-    return st.model_copy(update={"phase": phase, "message": message})
+    return st.model_copy(update={"phase": phase, "message": message, "progress": progress_column(st, phase)})
+
+
+def votes_progress(st: PromptExperimentStatus) -> str:
+    """``18/30 decisive votes, CS [0.41, 0.93]`` (toward minVotes; the CS once there is one)."""
+    decisive = st.evidence.decisive_votes
+    text = f"{decisive}/{st.test.min_votes} decisive votes" if st.test is not None else f"{decisive} decisive votes"
+    cs = st.evidence.confidence_sequence
+    if cs is not None:
+        text += f", CS [{cs.lower:.2f}, {cs.upper:.2f}]"
+    return text
+
+
+def suspended_message(st: PromptExperimentStatus) -> str:
+    since = st.suspended_at.isoformat().replace("+00:00", "Z") if st.suspended_at else "now"
+    return f"suspended by spec.suspend since {since}: no polling, no writes; {votes_progress(st)} kept"
+
+
+def progress_column(st: PromptExperimentStatus, phase: Phase) -> str:
+    """The Progress printer column: votes toward minVotes while collecting, else what the phase means."""
+    running = next((r for r in reversed(st.evaluations) if r.state == "Running"), None)
+    if running is not None and running.progress is not None:
+        evaluation = f"eval {running.progress.done}/{running.progress.total}"
+    else:
+        evaluation = ""
+    if phase in ("Running", "Progressing", "Suspended", "Degraded") and st.test is not None:
+        votes = f"{st.evidence.decisive_votes}/{st.test.min_votes} votes"
+        return f"{votes}, {evaluation}" if evaluation else votes
+    if phase == "AwaitingApproval":
+        return "awaiting approval" + (f", {evaluation}" if evaluation else "")
+    if phase in ("Concluded", "Aborted") and st.promotions:
+        return st.promotions[-1].outcome.replace("_", " ")
+    return evaluation
 
 
 def next_poll(phase: Phase, findings: PassFindings, interval: float) -> float:

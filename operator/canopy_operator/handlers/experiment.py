@@ -18,6 +18,7 @@ from canopy_operator.core.redact import Redactor
 from canopy_operator.core.status import MAX_BACKOFF_SECONDS, backoff
 from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
+from canopy_operator.k8s.client import NoConfiguration, load_credentials
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.service.report import Report
@@ -38,11 +39,35 @@ def _services(memo: Any) -> Services:
     return services
 
 
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account, else the kubeconfig named by $KUBECONFIG at the time of login."""
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    return info
+@kopf.on.login(retries=12, backoff=5.0)
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the loader the operator's own client uses (``k8s.client``): the in-cluster service
+    account, else the settings' kubeconfig (``KUBECONFIG``, else ~/.kube/config), exec plugins included.
+
+    Kopf calls this again when the API server rejects the credentials (401) and after ``expiration``, so an exec
+    plugin's token is renewed by running the plugin again. No configuration at all stops the operator at once;
+    other failures (an exec plugin failing) are retried for about a minute first."""
+    services = memo.get("services")
+    ours = services.settings if isinstance(services, Services) else memo.get("settings") or Settings.from_env()
+    try:
+        found = await load_credentials(ours.kubeconfig)
+    except NoConfiguration as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_path,
+        insecure=found.insecure,
+        username=found.username,
+        password=found.password,
+        scheme=found.scheme,
+        token=found.token,
+        certificate_path=found.certificate_path,
+        private_key_path=found.private_key_path,
+        default_namespace=found.default_namespace,
+        proxy_url=found.proxy_url,
+        trust_env=settings.networking.trust_env,
+        expiration=found.expiration,
+    )
 
 
 @kopf.on.startup()

@@ -138,27 +138,46 @@ def with_server_urls(spec: PromptExperimentSpec, namespace: str, allowed: tuple[
 
 
 async def run_steps(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExperimentStatus, Effects]:
-    """Observe the config source, start or keep the test, deliver, verify, collect and decide, evaluate."""
+    """Observe the config source, start or keep the test, deliver, verify, collect and decide, evaluate.
+
+    spec.suspend stops the pass before anything is read or written; spec.abort turns the active test into a
+    pending ``aborted`` outcome, delivered (champion only) like a decision; Shadow mode writes nothing."""
     ctx.ports.failpoint("reconcile-start")
+    if ctx.spec.suspend:
+        return suspend(ctx, st)
+    resumed = st.suspended_at is not None
+    st = st.model_copy(update={"suspended_at": None})
     delivery = await ctx.ports.delivery(ctx.spec, st)
     source = await delivery.read()
     ctx.ports.failpoint("after-source-read")
     st, effects = observe_source(ctx, st, source)
+    if resumed:
+        effects = effects.event("Resumed", "spec.suspend is false: polling and delivering again")
     st, effects = await start_test(ctx, st, source, effects)
     if effects.degraded:
         return st, effects
     st = lc.approve(ctx.spec, st, ctx.generation, ctx.ports.now())
+    aborted = lc.abort(ctx.spec, st, ctx.ports.now())
+    if aborted is not st:
+        st = aborted
+        assert st.pending_promotion is not None
+        effects = effects.event("Aborted", st.pending_promotion.summary)
     assert st.original is not None
     assert st.test is not None
     desired = lc.desired_keys(ctx.spec, st, st.original)
     assert desired is not None
     backend = ctx.ports.backend(ctx.spec)
-    st, effects, written = await deliver(ctx, st, delivery, backend, source, desired, effects)
-    if effects.degraded:
-        return st, effects
-    st, effects = track(ctx, st, delivery, source, desired, written, effects)
-    if effects.awaiting_review:
-        return st, effects
+    if lc.shadow(ctx.spec):
+        st, effects = shadow_check(ctx, st, source, effects)
+        if effects.degraded:
+            return st, effects
+    else:
+        st, effects, written = await deliver(ctx, st, delivery, backend, source, desired, effects)
+        if effects.degraded:
+            return st, effects
+        st, effects = track(ctx, st, delivery, source, desired, written, effects)
+        if effects.awaiting_review:
+            return st, effects
     st, effects = await verify(ctx, st, delivery, backend, desired, effects)
     if st.delivery.verified_at is None or effects.degraded:
         return st, effects
@@ -167,6 +186,35 @@ async def run_steps(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExp
     elif st.pending_promotion is not None:
         st, effects = await conclude(ctx, st, effects)
     return await evaluate(ctx, st, effects)
+
+
+def suspend(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExperimentStatus, Effects]:
+    """spec.suspend: nothing is read, written, polled or started; every count and position is kept."""
+    effects = Effects(suspended=True)
+    if st.suspended_at is None:
+        st = st.model_copy(update={"suspended_at": ctx.ports.now()})
+        effects = effects.event("Suspended", "spec.suspend is true: no polling, no config writes, no evaluations")
+    return st, effects
+
+
+def shadow_check(
+    ctx: Context, st: PromptExperimentStatus, source: SourceState, effects: Effects
+) -> tuple[PromptExperimentStatus, Effects]:
+    """Shadow mode: the backend must already run this A/B test (feedback and A/B testing on, the champion as its
+    prompt and the challenger as its second prompt); nothing is written either way."""
+    assert st.test is not None
+    keys, layout = source.keys, layout_for(ctx.spec.backend.generation)
+    problems = []
+    if keys.prompt != st.test.champion_prompt:
+        problems.append(f"{layout.dotted('prompt')} is not the champion")
+    if keys.prompt_b != ctx.spec.challenger_ref:
+        problems.append(f"{layout.dotted('prompt_b')} is not spec.challenger")
+    if not keys.feedback_enabled or not keys.ab_testing_enabled:
+        problems.append("feedback and ab_testing must both be enabled")
+    if problems and lc.outcome_of(st) is None and st.pending_promotion is None:
+        message = "Shadow mode decides on the A/B test the backend runs, and it runs another: " + "; ".join(problems)
+        return st, effects.degrade("ShadowMismatch", message)
+    return st, effects
 
 
 def observe_source(
@@ -186,8 +234,9 @@ def observe_source(
 async def start_test(
     ctx: Context, st: PromptExperimentStatus, source: SourceState, effects: Effects
 ) -> tuple[PromptExperimentStatus, Effects]:
-    """A new test when the spec asks for one: its arms from the prompt store."""
-    if not lc.needs_new_test(ctx.spec, st):
+    """A new test when the spec asks for one: its arms from the prompt store. While spec.abort is true no new
+    test replaces the one there is (it is aborted instead)."""
+    if not lc.needs_new_test(ctx.spec, st) or (ctx.spec.abort and st.test is not None):
         return st, effects
     try:
         arms = await ctx.ports.prompts(ctx.spec).arms(ctx.spec, source.keys.prompt)
@@ -363,6 +412,7 @@ async def collect_and_decide(
     votes = st.votes
     a = assess(lc.settings_of(st.test), votes.challenger_wins, votes.champion_wins, st.evidence.max_e_value)
     st = lc.apply_assessment(ctx.spec, st, a, ctx.generation, ctx.ports.now())
+    st = lc.record_trajectory(st, a, ctx.ports.now())
     if a.decision != "continue":
         effects = replace(effects, decision=a.decision)
     if st.pending_promotion is not None:
@@ -377,14 +427,18 @@ async def conclude(
 ) -> tuple[PromptExperimentStatus, Effects]:
     """The decided config is live: the prompt store records the winner, the history one record per test."""
     pending = st.pending_promotion
+    test = st.test
     assert pending is not None
-    assert st.test is not None
+    assert test is not None
     store = ctx.ports.prompts(ctx.spec)
     now = ctx.ports.now()
-    if pending.store_moved_at is None:
-        winner = lc.current_champion(ctx.spec, st) or st.test.champion_prompt
+    if lc.shadow(ctx.spec):
+        st = lc.conclude(st, lc.SHADOW_REVISION, now)
+        return st, effects.event("ShadowConcluded", st.promotions[-1].summary + " (shadow: nothing written)")
+    if pending.store_moved_at is None and pending.outcome != "aborted":
+        winner = lc.current_champion(ctx.spec, st) or test.champion_prompt
         try:
-            change = await store.promote(winner, st.test)
+            change = await store.promote(winner, test)
         except StoreRefused as exc:
             return st, effects.degrade(exc.reason, str(exc))
         ctx.ports.failpoint("after-store-promote")
@@ -398,7 +452,8 @@ async def conclude(
     st = lc.conclude(st, revision, now)
     ctx.ports.failpoint("after-conclude")
     record = st.promotions[-1]
-    return st, effects.event("Promoted" if record.outcome == "challenger" else "Concluded", record.summary)
+    reason = {"challenger": "Promoted", "aborted": "AbortCompleted"}.get(record.outcome, "Concluded")
+    return st, effects.event(reason, record.summary)
 
 
 async def evaluate(
@@ -419,7 +474,9 @@ async def evaluate(
 
 def report(st: PromptExperimentStatus, effects: Effects, interval: float, generation: int, now: datetime) -> Report:
     """Settle phase and conditions; when to run again."""
-    findings = PassFindings(effects.degraded, effects.awaiting_review, effects.gate_block, effects.fresh_rollout)
+    findings = PassFindings(
+        effects.degraded, effects.awaiting_review, effects.gate_block, effects.fresh_rollout, effects.suspended
+    )
     st = settle(st, findings, generation, now)
     return Report(
         status=st,

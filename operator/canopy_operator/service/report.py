@@ -37,6 +37,7 @@ class Effects:
     awaiting_review: bool = False
     gate_block: str | None = None
     fresh_rollout: bool = False
+    suspended: bool = False
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> Effects:
         return self.with_events((("Warning" if warning else "Normal", reason, message),))

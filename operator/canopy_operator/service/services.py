@@ -195,8 +195,8 @@ class Services:
             status = PromptExperimentStatus.model_validate(body.get("status") or {})
         except ValueError as exc:
             raise RestoreSkipped(f"unreadable spec or status: {exc}") from exc
-        if spec.promotion.on_delete == "Keep" or status.original is None:
-            return None
+        if spec.promotion.on_delete == "Keep" or status.original is None or lc.shadow(spec):
+            return None  # Shadow mode never wrote anything, so there is nothing to restore
         keys = lc.restore_keys(spec, status, status.original)
         delivery = await wiring.delivery_for(
             self.gateway,

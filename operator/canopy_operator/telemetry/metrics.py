@@ -47,7 +47,7 @@ _EXPERIMENT = ("namespace", "name")
 
 #: Label values known in advance: their series are served as 0 from the start, so a rate() or an alert
 #: sees the first increase and a dashboard shows "none yet" instead of "no data".
-DECISION_OUTCOMES = ("challenger", "champion", "no_winner", "equivalent")
+DECISION_OUTCOMES = ("challenger", "champion", "no_winner", "equivalent", "aborted")
 DELIVERY_MODES = ("configmap", "git")
 DELIVERY_RESULTS = ("changed", "unchanged", "failed")
 EVALUATION_RESULTS = ("passed", "failed", "completed", "error")
