@@ -96,7 +96,46 @@ def _null_timer(_: str) -> AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-class JsonApi:
+def bounded_client(
+    *,
+    timeout: float,
+    headers: Mapping[str, str],
+    tls: ssl.SSLContext | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    base_url: str = "",
+    auth: httpx.Auth | None = None,
+) -> httpx.AsyncClient:
+    """The one way the adapters make an HTTP client: a timeout, no redirects, no compression (the body bounds
+    count what is sent), and the process's trust store."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout),
+        headers={"Accept-Encoding": "identity", **headers},
+        auth=auth,
+        transport=transport,
+        follow_redirects=False,
+        verify=tls if tls is not None else ssl.create_default_context(),
+    )
+
+
+class ClosingClient:
+    """An adapter holding an ``httpx.AsyncClient`` in ``_http``: ``async with`` closes it."""
+
+    _http: httpx.AsyncClient
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class JsonApi(ClosingClient):
     """JSON calls to one server at ``base_url``; ``name`` (``MLflow``, ``Phoenix``) prefixes endpoints."""
 
     def __init__(
@@ -117,29 +156,17 @@ class JsonApi:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.timer: RequestTimer = timer or _null_timer
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        headers = {"Accept": "application/json"}
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
-        self._http = httpx.AsyncClient(
+        self._http = bounded_client(
             base_url=self.base_url,
-            timeout=httpx.Timeout(timeout),
+            timeout=timeout,
             headers=headers,
             auth=httpx.BasicAuth(*basic) if basic is not None else None,
             transport=transport,
-            follow_redirects=False,
-            verify=tls if tls is not None else ssl.create_default_context(),
+            tls=tls,
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def call(
         self,

@@ -15,12 +15,12 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from canopy_operator.core.notify import Outcome
+from canopy_operator.sources.http import ClosingClient, bounded_client
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds one post may take in all."""
@@ -49,7 +49,7 @@ def classify(status: int) -> Outcome:
     return "failed"
 
 
-class WebhookPoster:
+class WebhookPoster(ClosingClient):
     """Posts JSON to webhook URLs; one client (connection pool) per pass, closed with :meth:`aclose`."""
 
     def __init__(
@@ -60,24 +60,9 @@ class WebhookPoster:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            headers={"Accept-Encoding": "identity", "User-Agent": "canopy-operator"},
-            transport=transport,
-            follow_redirects=False,
-            verify=tls if tls is not None else ssl.create_default_context(),
+        self._http = bounded_client(
+            timeout=timeout, headers={"User-Agent": "canopy-operator"}, tls=tls, transport=transport
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def post(self, url: str, payload: dict[str, Any], idempotency_key: str) -> PostResult:
         """POST ``payload`` as JSON to ``url``; never raises for what the network or the receiver does."""
