@@ -3,8 +3,10 @@
 - ``simulate`` serves the simulated Canopy backend (what the simulator image runs);
 - ``up`` starts etcd + kube-apiserver with the CRDs installed, prints the kubeconfig paths and the
   ``export`` line, and runs until Ctrl-C or SIGTERM, then stops everything and removes its files;
-- ``demo`` runs the whole loop locally: control plane, simulator, operator, voters, promotion
-  (``--generation 2``: a real MLflow, the Generation 2 stand-in, votes in MLflow, promotion by moving an alias).
+- ``demo`` runs the whole loop locally: control plane, simulator, operator, voters, promotion, then
+  ``kubectl pexp get`` and ``plot`` of the concluded experiment, saved in ``--output-dir``
+  (``--generation 2``: a real MLflow, the Generation 2 stand-in, votes in MLflow, promotion by moving an alias;
+  no ``kubectl pexp`` step).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-votes", type=int, default=1000, help="stop voting after this many votes")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    demo.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("build") / "demo",
+        help="where to keep the kubectl pexp transcripts and plot (generation 1; default: build/demo, created)",
+    )
     return parser
 
 
@@ -127,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             kubeconfig=args.kubeconfig,
             generation=args.generation,
+            output_dir=args.output_dir,
         )
         return run_demo(options)
     return 2  # pragma: no cover - argparse rejects unknown commands

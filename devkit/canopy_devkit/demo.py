@@ -5,7 +5,10 @@ RBAC, the chart's ConfigMap and Deployment with the Canopy simulator on 127.0.0.
 it whenever the Deployment rolls), the operator as its ServiceAccount (a child process, JSON logs to a
 file), applies the sample experiment, and lets simulated users vote through the backend's HTTP API with a
 real preference for the challenger. It prints ``kubectl get pexp -w``-style lines until the challenger
-is promoted, then stops everything (also on Ctrl-C or SIGTERM; nothing is left running).
+is promoted, then runs the installed ``kubectl pexp`` plugin (``kubectl-pexp``, with the demo's kubeconfig):
+``get`` and ``plot`` (the confidence sequence, as text and as a PNG), printed and saved in ``--output-dir``
+(``build/demo``: ``pexp-get.txt``, ``pexp-plot.txt``, ``pexp-plot.png``). Then it stops everything (also on
+Ctrl-C or SIGTERM; nothing is left running, only the output folder is kept).
 
 With ``--kubeconfig`` it uses that cluster instead of starting one (the CRD is applied with kubectl; the
 operator, simulator and kubelet still run locally; the backend Deployment gets zero replicas).
@@ -14,13 +17,14 @@ operator, simulator and kubelet still run locally; the backend Deployment gets z
 the prompt ``summarization`` registered there with two versions (alias ``champion`` -> 1), the Generation 2
 stand-in (``canopy_devkit.gen2``) as the backend, restarted by the fake kubelet on rollouts,
 ``manifests/samples/gen2-experiment.yaml`` with ConfigMap delivery, users voting through the stand-in into MLflow,
-and the promotion as one move of the alias, read back from MLflow at the end.
+and the promotion as one move of the alias, read back from MLflow at the end (no ``kubectl pexp`` step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import signal
@@ -64,6 +68,12 @@ GEN2_ALIAS_CACHE = "5s"
 RBAC = REPO / "manifests" / "rbac"
 HEADER = ("NAME", "PHASE", "CHALLENGER", "CHAMPION", "TIES", "WINNER", "P-VALUE", "AGE")
 WIDTHS = (20, 12, 11, 9, 5, 11, 8, 5)
+OUTPUT_DIR = Path("build") / "demo"
+"""Where the demo keeps what ``kubectl pexp`` showed (relative to the current directory; ``build/`` is ignored)."""
+PEXP_GET = "pexp-get.txt"
+PEXP_PLOT = "pexp-plot.txt"
+PEXP_PNG = "pexp-plot.png"
+PEXP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class DemoOptions:
     timeout: float = 600.0
     kubeconfig: Path | None = None
     generation: int = 1
+    output_dir: Path = OUTPUT_DIR
 
 
 def row(obj: dict[str, Any], started: float) -> tuple[str, ...]:
@@ -118,6 +129,57 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def say_verbatim(text: str) -> None:
+    """Print another program's output; characters the terminal's encoding lacks become ``?``."""
+    encoding = sys.stdout.encoding or "utf-8"
+    say(text.encode(encoding, errors="replace").decode(encoding))
+
+
+def pexp_command() -> list[str]:
+    """The installed ``kubectl-pexp`` beside this interpreter, else on PATH, else its module."""
+    beside = Path(sys.executable).parent / "kubectl-pexp"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("kubectl-pexp")
+    return [found] if found else [sys.executable, "-m", "canopy_operator.pexp.cli"]
+
+
+def fresh_output(folder: Path) -> list[Path]:
+    """The transcript, plot text and PNG paths in ``folder`` (created), none of them left from an earlier run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / PEXP_GET, folder / PEXP_PLOT, folder / PEXP_PNG]
+    for path in files:
+        path.unlink(missing_ok=True)
+    return files
+
+
+async def run_pexp(args: Sequence[str], kubeconfig: Path, transcript: Path) -> int:
+    """Run ``kubectl pexp ARGS``, print what it printed and save it (with the command line) to ``transcript``."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONIOENCODING": "utf-8"}
+    proc = await asyncio.create_subprocess_exec(
+        *pexp_command(),
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # as the other children: Ctrl-C reaches the demo, which ends this one
+    )
+    try:
+        async with asyncio.timeout(PEXP_TIMEOUT):
+            output, _ = await proc.communicate()
+    except TimeoutError:
+        output = f"kubectl pexp: no answer within {PEXP_TIMEOUT:.0f}s\n".encode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "$ kubectl pexp " + " ".join(args) + "\n" + output.decode("utf-8", errors="replace")
+    await asyncio.to_thread(transcript.write_text, text, encoding="utf-8")
+    say_verbatim(text.rstrip("\n"))
+    return proc.returncode if proc.returncode is not None else 1
+
+
 class Demo:
     def __init__(self, options: DemoOptions, workdir: Path) -> None:
         self.options = options
@@ -127,6 +189,8 @@ class Demo:
         self.mlflow: MlflowServer | None = None
         self.outcome = ""
         """The last line the demo prints: what was promoted."""
+        self.concluded = False
+        """The watch saw the experiment concluded."""
 
     # -- set-up ------------------------------------------------------------------------------------
     def start_cluster(self) -> tuple[Path, Path]:
@@ -208,6 +272,8 @@ class Demo:
                 say(f"applied {SAMPLE.relative_to(REPO)} as {self.options.namespace}/{body['metadata']['name']}")
                 say("")
                 promoted = await self.watch_and_vote(custom, body["metadata"]["name"], kubelet.url)
+                if self.concluded:
+                    await self.show_pexp(admin, body["metadata"]["name"])
                 self.outcome = "promoted: the challenger is now summarize.prompt" if promoted else ""
                 return promoted
         finally:
@@ -257,6 +323,24 @@ class Demo:
             self.outcome = f"promoted: the alias {CHAMPION_ALIAS} now names version {champion} (the challenger)"
         return promoted
 
+    async def show_pexp(self, kubeconfig: Path, name: str) -> None:
+        """``kubectl pexp get`` and ``plot`` of the concluded experiment, printed and saved in the output folder."""
+        files = await asyncio.to_thread(fresh_output, self.options.output_dir)
+        namespace = ["-n", self.options.namespace]
+        say("")
+        failed: list[str] = []
+        if await run_pexp(["get", name, *namespace], kubeconfig, files[0]) != 0:
+            failed.append("get")
+        say("")
+        plot = ["plot", name, *namespace, "-o", str(files[2]), "--terminal"]
+        if await run_pexp(plot, kubeconfig, files[1]) != 0:
+            failed.append("plot")
+        say("")
+        saved = [str(path) for path in files if await asyncio.to_thread(path.exists)]
+        say(f"kubectl pexp output saved: {', '.join(saved) or 'nothing'}")
+        if failed:
+            say(f"kubectl pexp {' and '.join(failed)} failed (see above)")
+
     def _backend_args(self) -> dict[str, Any]:
         # On a real cluster the Deployment must not start pods: the simulator plays the backend locally.
         return {"replicas": 0} if self.options.kubeconfig is not None else {}
@@ -272,6 +356,7 @@ class Demo:
             async with asyncio.timeout(self.options.timeout):
                 while seen.phase != "Concluded":
                     await self.watch_once(custom, name, seen)
+            self.concluded = True
         except TimeoutError:
             say(f"no promotion within {self.options.timeout:.0f}s")
             return False
