@@ -207,3 +207,21 @@ def test_ticks_are_round_numbers() -> None:
     assert raster.ticks(7) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert raster.ticks(0) == [0]
     assert len(raster.ticks(1_000_000)) <= 9
+
+
+def test_the_decision_point_waits_for_min_votes() -> None:
+    from canopy_operator.pexp.trajectory import parse
+
+    status = {
+        "test": {"minVotes": 30},
+        "trajectory": [
+            {"decisiveVotes": 0, "lower": 0.0, "upper": 1.0},
+            {"decisiveVotes": 27, "lower": 0.506, "upper": 1.0},  # excludes 0.5, but before minVotes
+            {"decisiveVotes": 37, "lower": 0.504, "upper": 1.0},
+        ],
+    }
+    decision = parse(status).decision
+    assert decision is not None
+    assert decision.votes == 37
+    assert parse({**status, "test": {}}).decision is not None
+    assert parse({**status, "test": {}}).decision.votes == 27  # type: ignore[union-attr]

@@ -2,7 +2,8 @@
 
 Each point is ``{at, decisiveVotes, lower, upper, pValue}``: after ``decisiveVotes`` decisive votes the
 challenger's win rate lies in ``[lower, upper]`` (always valid). The decision point is the first point, in the
-order the operator recorded them, whose band excludes 0.5. Between recorded points the band is interpolated
+order the operator recorded them, whose band excludes 0.5 once the test's ``minVotes`` decisive votes are in
+(before that the operator does not decide, whatever the band says). Between recorded points the band is interpolated
 linearly in the number of votes (the operator thins the sequence to at most 120 points).
 """
 
@@ -39,11 +40,13 @@ class Trajectory:
     """Usable points in recorded order."""
     notes: tuple[str, ...] = ()
     """What was skipped and why."""
+    min_votes: int = 0
+    """The test's minVotes: no decision before it."""
 
     @property
     def decision(self) -> Point | None:
-        """The first point whose band excludes 0.5, if any."""
-        return next((p for p in self.points if p.decided), None)
+        """The first point with at least ``min_votes`` votes whose band excludes 0.5, if any."""
+        return next((p for p in self.points if p.decided and p.votes >= self.min_votes), None)
 
     @property
     def ordered(self) -> tuple[Point, ...]:
@@ -93,7 +96,8 @@ def parse(status: Mapping[str, Any] | None) -> Trajectory:
             f"skipped {skipped} point(s) of status.trajectory with an unexpected shape "
             "(decisiveVotes >= 0, 0 <= lower <= upper <= 1)"
         )
-    return Trajectory(tuple(points), tuple(notes))
+    min_votes = integer(dig(status, "test", "minVotes"))
+    return Trajectory(tuple(points), tuple(notes), min_votes if min_votes is not None and min_votes > 0 else 0)
 
 
 def _point(entry: object) -> Point | None:

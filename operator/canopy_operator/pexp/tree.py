@@ -276,7 +276,7 @@ def _delivery(obj: Mapping[str, Any], status: Mapping[str, Any], lookup: Lookup 
     applied, verified = timestamp(delivered.get("appliedAt")), timestamp(delivered.get("verifiedAt"))
     when = []
     if revision:
-        when.append(f"revision {revision[: 19 if revision.startswith('sha256:') else 12]}")
+        when.append(f"revision {short_revision(revision)}")
     if applied:
         when.append(f"applied {age(applied, now)} ago")
     if verified:
@@ -492,3 +492,9 @@ def render(obj: Mapping[str, Any], related: Related, namespace: str, now: dateti
 def job_items(jobs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The ``obj`` of the jobs' :class:`Lookup`."""
     return {"items": list(jobs)}
+
+
+def short_revision(revision: str) -> str:
+    """A revision as people read it: ``config-sha256:`` or ``sha256:`` and 12 hex digits, a commit's 12."""
+    prefix, sep, rest = revision.rpartition(":")
+    return f"{prefix}{sep}{rest[:12]}" if sep else revision[:12]
