@@ -123,6 +123,14 @@ RULES: tuple[Rule, ...] = (
         "the per-case results when it ends (kept in results Secrets the experiment owns).",
     ),
     Rule(
+        ("coordination.k8s.io",),
+        ("leases",),
+        ("get", "create", "update"),
+        "Leader election (docs/high-availability.md): the replicas share one Lease, canopy-operator in the "
+        "operator's own namespace; a candidate reads it and creates or takes it, the holder renews it, each write "
+        "with a resourceVersion precondition, and only the holder acts. No list, watch, patch or delete.",
+    ),
+    Rule(
         ("",),
         ("namespaces",),
         ("list", "watch"),

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from canopy_operator.core.leader import Timing
 from canopy_operator.core.notify import url_problem
 from canopy_operator.failpoints import DIR_ENV, ENV, Failpoints
 
@@ -27,6 +28,14 @@ ALLOW_FILE_REPOSITORIES_ENV = "CANOPY_ALLOW_FILE_REPOSITORIES"
 BACKEND_HOSTS_ENV = "CANOPY_BACKEND_HOSTS"
 EVALUATION_IMAGES_ENV = "CANOPY_EVALUATION_IMAGES"
 NOTIFY_WEBHOOK_URL_ENV = "CANOPY_NOTIFY_WEBHOOK_URL"
+LEADER_ELECTION_ENV = "CANOPY_LEADER_ELECTION"
+LEADER_ELECTION_NAMESPACE_ENV = "CANOPY_LEADER_ELECTION_NAMESPACE"
+LEADER_ELECTION_LEASE_ENV = "CANOPY_LEADER_ELECTION_LEASE"
+LEASE_DURATION_ENV = "CANOPY_LEADER_ELECTION_LEASE_DURATION"
+RENEW_DEADLINE_ENV = "CANOPY_LEADER_ELECTION_RENEW_DEADLINE"
+RETRY_PERIOD_ENV = "CANOPY_LEADER_ELECTION_RETRY_PERIOD"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+DEFAULT_LEASE_NAME = "canopy-operator"
 DEFAULT_MAX_BACKEND_BODY = 32 * 1024 * 1024
 
 
@@ -56,6 +65,20 @@ def _webhook(env: Mapping[str, str], name: str, allow_insecure_http: bool) -> st
     if problem is not None:
         raise SettingsError(f"{name} {problem}")
     return raw
+
+
+def _leader_timing(env: Mapping[str, str]) -> Timing:
+    """The leader-election timing (whole seconds, client-go's defaults), refused when a lost leader could still
+    act while another one takes over."""
+    timing = Timing(
+        lease_duration=_int(env, LEASE_DURATION_ENV, Timing.lease_duration, 1),
+        renew_deadline=_int(env, RENEW_DEADLINE_ENV, Timing.renew_deadline, 1),
+        retry=_int(env, RETRY_PERIOD_ENV, Timing.retry, 1),
+    )
+    problem = timing.problem()
+    if problem is not None:
+        raise SettingsError(f"{LEASE_DURATION_ENV}, {RENEW_DEADLINE_ENV}, {RETRY_PERIOD_ENV}: {problem}")
+    return timing
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -111,6 +134,16 @@ class Settings:
     """``CANOPY_NOTIFY_WEBHOOK_URL``: the operator-wide notification webhook (trusted: set by the installer),
     used for experiments whose ``spec.notifications.webhookSecret`` is unset; https only unless
     ``CANOPY_ALLOW_INSECURE_HTTP``. A secret: never shown (docs/notifications.md)."""
+    leader_election: bool = False
+    """``CANOPY_LEADER_ELECTION``: replicas elect a leader through a Lease and only it acts; the others wait
+    (docs/high-availability.md). Off: the process acts at once, alone (``make run``, one replica)."""
+    leader_election_namespace: str | None = None
+    """``CANOPY_LEADER_ELECTION_NAMESPACE``, else ``POD_NAMESPACE``: where the Lease is; None: the service
+    account's namespace, else the kubeconfig context's, else ``default``."""
+    leader_election_lease: str = DEFAULT_LEASE_NAME
+    """``CANOPY_LEADER_ELECTION_LEASE``: the Lease's name."""
+    leader_timing: Timing = field(default_factory=Timing)
+    """``CANOPY_LEADER_ELECTION_LEASE_DURATION`` (15), ``_RENEW_DEADLINE`` (10), ``_RETRY_PERIOD`` (2), seconds."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +166,12 @@ class Settings:
             backend_hosts=_list(env, BACKEND_HOSTS_ENV),
             evaluation_images=_list(env, EVALUATION_IMAGES_ENV),
             notify_webhook_url=_webhook(env, NOTIFY_WEBHOOK_URL_ENV, _flag(env, ALLOW_INSECURE_HTTP_ENV)),
+            leader_election=_flag(env, LEADER_ELECTION_ENV),
+            leader_election_namespace=(
+                env.get(LEADER_ELECTION_NAMESPACE_ENV, "").strip() or env.get(POD_NAMESPACE_ENV, "").strip() or None
+            ),
+            leader_election_lease=env.get(LEADER_ELECTION_LEASE_ENV, "").strip() or DEFAULT_LEASE_NAME,
+            leader_timing=_leader_timing(env),
         )
 
     def make_failpoints(self) -> Failpoints:
