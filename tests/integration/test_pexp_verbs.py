@@ -350,21 +350,26 @@ def test_plot_writes_a_png_and_draws_in_the_terminal(
 
     result = pexp(env, "plot", NAME, "-n", namespace, "-o", str(target))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"wrote {target} (640x360 PNG, 40 points, decision at 152 votes)"
+    # the band excludes 0.5 from 152 votes, but the test decides only once minVotes (300) are in
+    decision = parse_trajectory(status).decision
+    assert decision is not None
+    assert decision.votes == 304
+    assert result.stdout.strip() == f"wrote {target} (640x360 PNG, 40 points, decision at 304 votes)"
     image = decode_png(target.read_bytes())
     assert (image.width, image.height) == (640, 360)
     geo = raster.layout(parse_trajectory(status))
     boundary = [image.at(x, geo.y(0.5)) for x in range(geo.left, geo.right + 1)]
     assert boundary.count(raster.BOUNDARY_COLOUR) >= len(boundary) - 12  # all but under the decision marker
     assert image.at(geo.x(320), geo.y(0.68)) == raster.BAND
-    assert raster.MARKER in {image.at(geo.x(152), y) for y in range(geo.y(0.52), geo.y(0.48))}
+    edge = decision.lower
+    assert raster.MARKER in {image.at(geo.x(304), y) for y in range(geo.y(edge + 0.02), geo.y(edge - 0.02))}
 
     text = pexp(env, "plot", NAME, "-n", namespace)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert len(lines) == 20
     assert lines[8].startswith(" 0.50 \u2502")
-    assert "decision at 152 votes" in lines[-1]
+    assert "decision at 304 votes" in lines[-1]
 
     create_experiment(kubectl, namespace, name="fresh")
     empty = pexp(env, "plot", "fresh", "-n", namespace, "-o", str(tmp_path / "none.png"))

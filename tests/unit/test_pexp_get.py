@@ -36,7 +36,8 @@ TEST_ID = "9c1e2f3a4b5c6d7e"
 def realistic_status(
     name: str = "tone", phase: str = "Running", test_id: str = TEST_ID, now: datetime = NOW
 ) -> PromptExperimentStatus:
-    """A test two hours in: 214 to 106 with 12 ties, decided at 152 votes, two evaluation runs."""
+    """A test two hours in: 214 to 106 with 12 ties, its band clear of 0.5 from 152 votes (decided once minVotes,
+    300, were in), two evaluation runs."""
     started = now - timedelta(hours=2)
     trajectory = []
     for k in range(1, 41):
