@@ -14,9 +14,16 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
-from canopy_operator.core.evaluation.jobs import DATASET_KEY, MIN_DEADLINE_SECONDS
-from canopy_operator.core.export import render_export
-from canopy_operator.core.ledger import LEDGER_KEY, decode_ledger
+from canopy_operator.core.evaluation.jobs import (
+    ANNOTATION_DATASET_PARTS,
+    DATASET_KEY,
+    DATASET_MOUNT,
+    MIN_DEADLINE_SECONDS,
+    dataset_part_key,
+)
+from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE_FILE
+from canopy_operator.core.export import parse_export, render_export
+from canopy_operator.core.ledger import LEDGER_KEY, SHARD_BYTES, decode_ledger, decode_manifest, shard_secret_name
 from canopy_operator.sources.canopy.client import CanopyClient
 from tests.support.envtest import Kubectl
 from tests.support.eval_jobs import eval_jobs, finish_job, summary
@@ -154,6 +161,7 @@ async def test_new_negatives_start_an_owned_restricted_job_whose_summary_reaches
         "datasetSecret": dataset_name,
         "ledgerSecret": "exp-negatives",
         "trimmed": 0,
+        "awaitingReview": 3,  # the ledger's cases, none with an expected result yet
     }
     assert conditions(status)["EvaluationPassed"]["status"] == "True"
     # Nothing the operator created outlives the experiment once the garbage collector runs (envtest has none):
@@ -269,3 +277,70 @@ async def test_thumbs_down_survive_a_backend_restart_into_the_ledger_exactly_onc
     ledger = decode_ledger(decoded(await secret(admin_api, namespace, "exp-negatives"), LEDGER_KEY))
     assert ledger.prompts() == ["Before the restart 1.", "Before the restart 2.", "After the restart."]
     assert ledger.seen == 3
+
+
+async def test_a_ledger_beyond_one_secret_is_sharded_and_its_dataset_mounted_in_parts(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path, kubectl: Kubectl
+) -> None:
+    """1 300 thumbs-down of 800 characters (about 1.2 MiB, more than a Secret holds): kept whole in immutable
+    shards the manifest names with their hashes, and evaluated from a dataset in parts (each Secret a complete
+    export) that the Job mounts as one folder of suites; the API server accepts every object as rendered."""
+    count = 1300
+    text = ("A long report on rivers, budgets and glaciers. " * 17)[:790]
+    negatives = [f"Case {i:04d}. {text}" for i in range(count)]
+    async with deployed_backend(admin_api, namespace, tmp_path) as kubelet:
+        exp = Experiments(admin_api, namespace)
+        evaluation = {"enabled": True, "minNewNegatives": count, "image": IMAGE}
+        await exp.create(kubelet.url, evaluation=evaluation)
+        with run_operator(operator_kubeconfig, namespace=namespace):
+            await exp.wait_phase("Running", timeout=WAIT)
+            for start in range(0, count, 400):  # over several polls: shards are sealed as the ledger grows
+                await thumbs(kubelet.url, negatives[start : start + 400])
+            await wait_for(lambda: _has_jobs(admin_api, namespace, 1), timeout=WAIT, what="an evaluation Job")
+            job = (await eval_jobs(admin_api, namespace))[0]
+            body = await exp.get()
+            status = await exp.wait_status(lambda s: latest_run(s).get("name") == job["metadata"]["name"], "the run")
+
+    manifest_secret = await secret(admin_api, namespace, "exp-negatives")
+    manifest = decode_manifest(decoded(manifest_secret, LEDGER_KEY))
+    assert len(manifest.layout.shards) >= 2
+    shards = {}
+    for ref in manifest.layout.shards:
+        shard = await secret(admin_api, namespace, shard_secret_name("exp", ref.seq))
+        assert owned_by(shard, body)
+        assert shard["immutable"] is True
+        assert shard["metadata"]["labels"]["app.kubernetes.io/component"] == "feedback-ledger"
+        assert len(decoded(shard, LEDGER_KEY).encode()) < SHARD_BYTES + 1024
+        shards[ref.seq] = decoded(shard, LEDGER_KEY)
+    ledger = decode_ledger(decoded(manifest_secret, LEDGER_KEY), shards)  # every hash checked
+    assert ledger.prompts() == negatives  # whole, in order, once
+    assert (ledger.seen, ledger.trimmed) == (count, 0)
+
+    pod = job["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "dataset"]
+    sources = [source["secret"]["name"] for source in volume["projected"]["sources"]]
+    dataset_name = status["negatives"]["datasetSecret"]
+    parts = int(job["metadata"]["annotations"][ANNOTATION_DATASET_PARTS])
+    assert parts >= 2
+    assert sources == [dataset_name, *(f"{dataset_name}-{n}" for n in range(1, parts))]
+    assert pod["containers"][0]["args"][1:3] == ["--suite", DATASET_MOUNT]
+    prompts: list[str] = []
+    for index, name in enumerate(sources):
+        part = await secret(admin_api, namespace, name)
+        assert owned_by(part, body)
+        assert part["immutable"] is True
+        assert set(part["data"]) == {dataset_part_key(index), JUDGE_TEMPLATE_FILE}
+        text = decoded(part, dataset_part_key(index))
+        chunk = parse_export(text)
+        assert text == render_export(chunk)  # each part is exactly the backend's /feedback/export of its cases
+        prompts += chunk
+    assert prompts == negatives
+    assert latest_run(status)["cases"] == count
+    assert status["negatives"]["total"] == count
+    assert status["negatives"]["ledgerSecret"] == "exp-negatives"
+    made = kubectl(
+        "get", "secrets,jobs", "-n", namespace, "-l", "app.kubernetes.io/managed-by=canopy-operator", "-o", "json"
+    ).stdout
+    items = json.loads(made)["items"]
+    assert len(items) == 1 + len(shards) + parts + 1  # manifest, shards, dataset parts, Job: no orphan
+    assert all(owned_by(item, body) for item in items)

@@ -8,6 +8,7 @@ expected values worked out by hand; an independent reference of the course's rul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,19 @@ def test_a_template_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     suite = parse_suite(text, base_dir=tmp_path, source="s_tests.yaml")
     assert suite.judge is None
     assert "'bad.txt' cannot be read: UnicodeDecodeError" in suite.errors[0]
+
+
+async def test_a_suite_split_in_parts_is_aggregated_once() -> None:
+    suites = load_suites(FOLDER)
+    parity = suites[1]
+    half = len(parity.tests) // 2
+    parts = [
+        dataclasses.replace(parity, tests=parity.tests[:half]),
+        dataclasses.replace(parity, tests=parity.tests[half:]),
+    ]
+    whole = await run_suites([parity], saved_for(parity), ScriptedJudge(), RunConfig(concurrency=1))
+    split = await run_suites(parts, saved_for(parity), ScriptedJudge(), RunConfig(concurrency=1))
+    assert (
+        build_summary(split, RunConfig(), [], 1.0, parts)["suites"]
+        == build_summary(whole, RunConfig(), [], 1.0, [parity])["suites"]
+    )

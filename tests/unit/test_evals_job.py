@@ -12,6 +12,7 @@ import pytest
 
 from canopy_operator.api.spec import EvaluationSpec, JudgeSpec
 from canopy_operator.core.evaluation.jobs import (
+    ANNOTATION_DATASET_PARTS,
     API_KEY_ENV,
     DATASET_KEY,
     FINISH_SECONDS,
@@ -24,6 +25,7 @@ from canopy_operator.core.evaluation.jobs import (
     experiment_label_value,
     job_deadlines,
     render_dataset_secret,
+    render_dataset_secrets,
     render_eval_job,
 )
 from canopy_operator.core.evaluation.results import parse_job_result
@@ -104,7 +106,15 @@ def test_dataset_secret_name_follows_the_content_hash() -> None:
 def test_dataset_secret_name_fits_for_a_very_long_experiment_name() -> None:
     name = dataset_secret_name("x" * 253, DATASET)
     assert len(name) <= 253
+    assert len(f"{name}-999") <= 253  # room for the last part's suffix
     assert "-dataset-" in name
+
+
+def test_a_dataset_of_one_part_is_one_secret_as_before() -> None:
+    name = dataset_secret_name("summary-tone", DATASET)
+    (secret,) = render_dataset_secrets("ns", "summary-tone", UID, name, [DATASET])
+    assert secret == render_dataset_secret("ns", "summary-tone", UID, DATASET)
+    assert set(secret["data"]) == {DATASET_KEY, "judge_prompt.txt"}
 
 
 # ---- Job -------------------------------------------------------------------------------------------------
@@ -135,7 +145,9 @@ def test_eval_job_mounts_tmp_and_the_dataset_read_only() -> None:
     assert "emptyDir" in volumes["tmp"]
     assert mounts["tmp"]["mountPath"] == "/tmp"
     assert volumes["dataset"]["secret"]["secretName"] == dataset_secret_name("summary-tone", DATASET)
+    assert volumes["dataset"]["secret"]["defaultMode"] == 0o444
     assert mounts["dataset"]["readOnly"] is True
+    assert job["metadata"]["annotations"][ANNOTATION_DATASET_PARTS] == "1"  # several parts: test_ledger_shards
 
 
 def test_eval_job_is_owned_labelled_and_bounded() -> None:

@@ -1,8 +1,11 @@
-"""The negative-feedback ledger: dedupe by fingerprint, the size cap, the Secret and the dataset it makes."""
+"""The negative-feedback ledger: dedupe by fingerprint, the size cap, the Secret and the dataset it makes.
+
+The sharded layout (shards, manifest, crashes between writes) is tested in ``test_ledger_shards.py``."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -15,6 +18,7 @@ from canopy_operator.core.ledger import (
     add_entries,
     dataset_yaml,
     decode_ledger,
+    decode_manifest,
     encode_ledger,
     ledger_secret_name,
     render_ledger_secret,
@@ -55,6 +59,7 @@ def test_over_the_cap_the_oldest_entries_are_trimmed_and_still_recognised() -> N
     ledger = _add(Ledger(), entries, max_bytes=5000)
     assert len(ledger.entries) == 4
     assert ledger.trimmed == 6
+    assert ledger.start == 6  # the position of the oldest kept entry: which shards still hold kept entries
     assert ledger.seen == 10
     assert ledger.prompts() == ["x" * 1000] * 4
     assert len(encode_ledger(ledger).encode()) < 5000 + 2000  # entries under the cap, plus the header
@@ -72,14 +77,62 @@ def test_an_entry_larger_than_the_whole_cap_is_dropped() -> None:
     assert (ledger.seen, ledger.trimmed) == (1, 1)
 
 
+def test_an_entry_too_large_to_keep_does_not_push_older_entries_out() -> None:
+    ledger = _add(Ledger(), [_entry(1), _entry(2, "z" * 10_000), _entry(3)], max_bytes=5000)
+    assert ledger.prompts() == ["article 1", "article 3"]
+    assert (ledger.seen, ledger.trimmed, ledger.start) == (3, 1, 0)
+    assert _add(ledger, [_entry(2, "z" * 10_000)], max_bytes=5000) == ledger  # still recognised
+
+
 def test_encoding_round_trips_unicode_and_comments() -> None:
     ledger = _add(Ledger(), [_entry(1, "Ünïcode\nline two"), _entry(2, 'quotes " and \\')])
     assert decode_ledger(encode_ledger(ledger)) == ledger
 
 
+def test_encoding_round_trips_the_counters_and_the_position_after_trimming() -> None:
+    ledger = _add(Ledger(), [_entry(i, "x" * 1000) for i in range(1, 11)], max_bytes=5000)
+    assert decode_ledger(encode_ledger(ledger)) == ledger
+    head = json.loads(encode_ledger(ledger).splitlines()[0])
+    assert head == {
+        "version": 2,
+        "seen": 10,
+        "trimmed": 6,
+        "start": 6,
+        "forgotten": list(ledger.forgotten),
+        "next": 0,
+        "shards": [],
+        "retired": [],
+    }
+
+
+def test_a_ledger_written_by_an_older_operator_still_reads() -> None:
+    """Version 1: one Secret, a header without shards; read as is, written as version 2 by the next write."""
+    old = (
+        '{"version":1,"seen":3,"trimmed":1,"forgotten":["f0"]}\n'
+        '{"fingerprint":"f1","timestamp":"t1","input":"rivers","comment":"too long"}\n'
+        '{"fingerprint":"f2","timestamp":"t2","input":"glaciers"}\n'
+    )
+    ledger = decode_ledger(old)
+    assert ledger.prompts() == ["rivers", "glaciers"]
+    assert (ledger.seen, ledger.trimmed, ledger.forgotten, ledger.start) == (3, 1, ("f0",), 0)
+    assert ledger.entries[0].comment == "too long"
+    assert decode_manifest(old).version == 1
+    assert json.loads(encode_ledger(ledger).splitlines()[0])["version"] == 2
+
+
 @pytest.mark.parametrize(
     "text",
-    ["", "not json", '{"version": 2, "seen": 0, "trimmed": 0, "forgotten": []}\n', '{"version": 1}\n'],
+    [
+        "",
+        "not json",
+        '{"version": 2, "seen": 0, "trimmed": 0, "forgotten": []}\n',  # a manifest without its shards list
+        '{"version": 3, "seen": 0, "trimmed": 0, "forgotten": []}\n',
+        '{"version": 1}\n',
+        '{"version":2,"seen":0,"trimmed":0,"start":0,"forgotten":[],"next":0,"shards":[],"retired":[]}\n[]\n',
+        # a manifest naming a shard that is not there
+        '{"version":2,"seen":1,"trimmed":0,"start":0,"forgotten":[],"next":1,'
+        '"shards":[{"seq":0,"first":0,"count":1,"sha256":"' + "0" * 64 + '"}],"retired":[]}\n',
+    ],
 )
 def test_unreadable_ledgers_are_refused_rather_than_guessed(text: str) -> None:
     with pytest.raises(ValueError, match="ledger"):

@@ -433,7 +433,10 @@ def suite_aggregates(suites: Sequence[Suite], results: Sequence[CaseResult]) -> 
     for result in results:
         by_suite.setdefault(result.suite, []).append(result)
     out = []
-    for suite in suites:
+    named: dict[str, Suite] = {}
+    for suite in suites:  # a dataset split in parts repeats its suite's name: one entry covers all its parts
+        named.setdefault(suite.name, suite)
+    for suite in named.values():
         rows = by_suite.get(suite.name, [])
         entry: dict[str, Any] = {
             "name": excerpt(suite.name, 100),

@@ -17,9 +17,11 @@ results that are not there. They are deleted when the run falls out of ``status.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -45,14 +47,19 @@ from canopy_operator.core.evaluation.caselog import (
 from canopy_operator.core.evaluation.gate import gate_state, gate_waiting, latest_run, run_verdict
 from canopy_operator.core.evaluation.jobs import (
     ANNOTATION_DATASET,
+    ANNOTATION_DATASET_PARTS,
     CONTAINER_NAME,
+    MAX_DATASET_PARTS,
+    dataset_digest,
+    dataset_part_name,
     dataset_secret_name,
     eval_selector,
     job_name_for,
-    render_dataset_secret,
+    render_dataset_secrets,
     render_eval_job,
     render_results_secret,
     seed_for,
+    split_dataset,
     start_annotations,
 )
 from canopy_operator.core.evaluation.results import (
@@ -68,11 +75,20 @@ from canopy_operator.core.evaluation.results import (
 from canopy_operator.core.evaluation.trigger import Trigger, should_trigger, trigger_inputs
 from canopy_operator.core.ledger import (
     LEDGER_KEY,
+    Layout,
     Ledger,
-    dataset_yaml,
-    decode_ledger,
+    LedgerEntry,
+    ShardDoc,
+    assemble,
+    decode_manifest,
+    decode_shard,
+    is_ledger_shard,
     ledger_secret_name,
-    render_ledger_secret,
+    plan_write,
+    render_manifest_secret,
+    render_shard_secret,
+    shard_secret_name,
+    text_sha256,
 )
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
 from canopy_operator.k8s.gateway import Gateway
@@ -88,9 +104,34 @@ RESULTS_LOG_LIMIT = 64 * 1024 * 1024
 
 
 class LedgerUnreadable(KubeError):
-    """The ledger Secret exists but is not a ledger: never overwrite it (its entries would be lost)."""
+    """The ledger Secret exists but is not a ledger (or a shard it names is missing or not the one it names):
+    never overwrite it (its entries would be lost)."""
 
     reason = "LedgerUnreadable"
+
+
+@dataclass(frozen=True)
+class _StoredLedger:
+    """The ledger as this pass read or wrote it: entries, where they are, and the manifest's version."""
+
+    ledger: Ledger
+    layout: Layout
+    version: str | None
+    """The manifest's resourceVersion (None: there is no manifest, or ``created`` holds what this pass made)."""
+    created: str | None = None
+    """The manifest text this pass created (create returns no resourceVersion: read it back before a patch)."""
+
+
+def _dataset_parts(jobs: Sequence[Mapping[str, Any]], dataset: str) -> int:
+    """How many Secrets the dataset ``dataset`` takes, from the annotations of the Jobs that read it (1 when
+    none says; at most :data:`MAX_DATASET_PARTS`, whatever an annotation claims)."""
+    counts = [1]
+    for job in jobs:
+        annotations = job.get("metadata", {}).get("annotations") or {}
+        if annotations.get(ANNOTATION_DATASET) == dataset:
+            with contextlib.suppress(TypeError, ValueError):
+                counts.append(int(annotations.get(ANNOTATION_DATASET_PARTS, 1)))
+    return max(1, min(max(counts), MAX_DATASET_PARTS))
 
 
 class Evaluations:
@@ -102,7 +143,7 @@ class Evaluations:
         self.name = name
         self.uid = uid
         self.settings = settings
-        self._cached: tuple[Ledger, str | None] | None = None
+        self._stored: _StoredLedger | None = None
         self._refused: tuple[str, str] | None = None
         """Why this pass did not start the evaluation it was due to start (reason, message)."""
 
@@ -117,35 +158,87 @@ class Evaluations:
         return ledger_secret_name(self.name)
 
     def dataset_name(self, ledger: Ledger) -> str | None:
-        """The dataset Secret the ledger's entries make (None while it holds none)."""
-        return dataset_secret_name(self.name, dataset_yaml(ledger)) if ledger.entries else None
+        """The dataset Secret the ledger's entries make (None while it holds none); named by a digest of the
+        prompts, so no YAML is rendered on a poll."""
+        return dataset_secret_name(self.name, dataset_digest(ledger.prompts())) if ledger.entries else None
 
     async def load(self) -> Ledger:
-        if self._cached is None:
+        return (await self._read()).ledger
+
+    async def _read(self) -> _StoredLedger:
+        """The manifest, then each shard it names (hash checked); read once per pass."""
+        if self._stored is None:
             try:
                 secret = await self.gateway.read_secret(self.namespace, self.ledger_name())
             except NotFound:
-                self._cached = (Ledger(), None)
-            else:
+                self._stored = _StoredLedger(Ledger(), Layout(), None)
+                return self._stored
+            where = f"Secret {self.namespace}/{self.ledger_name()}"
+            try:
+                manifest = decode_manifest(secret.data.get(LEDGER_KEY, ""))
+            except ValueError as exc:
+                raise LedgerUnreadable(f"{where} is not a feedback ledger ({exc}); move it away") from exc
+            shards: dict[int, tuple[LedgerEntry, ...]] = {}
+            for ref in manifest.layout.shards:
+                name = shard_secret_name(self.name, ref.seq)
                 try:
-                    ledger = decode_ledger(secret.data.get(LEDGER_KEY, ""))
+                    shard = await self.gateway.read_secret(self.namespace, name)
+                    shards[ref.seq] = decode_shard(shard.data.get(LEDGER_KEY, ""), ref)
+                except NotFound as exc:
+                    raise LedgerUnreadable(f"{where} names shard {name}, which is missing") from exc
                 except ValueError as exc:
-                    where = f"Secret {self.namespace}/{self.ledger_name()}"
-                    raise LedgerUnreadable(f"{where} is not a feedback ledger ({exc}); move it away") from exc
-                self._cached = (ledger, secret.resource_version)
-        return self._cached[0]
+                    raise LedgerUnreadable(f"{where} names shard {name}, which is not that shard ({exc})") from exc
+            self._stored = _StoredLedger(assemble(manifest, shards), manifest.layout, secret.resource_version)
+        return self._stored
 
     async def save(self, ledger: Ledger) -> None:
-        """Create the ledger Secret, or replace its content if nobody wrote it since it was read."""
-        await self.load()
-        assert self._cached is not None
-        version = self._cached[1]
-        body = render_ledger_secret(self.namespace, self.name, self.uid, ledger, version)
+        """Write the ledger: new shards first, then the manifest (the commit, with a resourceVersion
+        precondition: nobody wrote it since it was read), then delete the shards it no longer names. A crash
+        at any point leaves the manifest naming only shards that exist; the caller moves the read position
+        only after this returns."""
+        stored = await self._read()
+        plan = plan_write(stored.layout, stored.ledger, ledger)
+        for seq in plan.remove_first:  # retired by an earlier write, named by no manifest
+            await self._delete_shard(seq)
+        for doc in plan.create:
+            await self._create_shard(doc)
+        version = stored.version if stored.created is None else await self._version_of(stored.created)
+        body = render_manifest_secret(self.namespace, self.name, self.uid, plan.manifest, version)
         if version is None:
-            await self.gateway.create_secret(body)
-            self._cached = None  # re-read for the resourceVersion if it is written again in this pass
+            await self.gateway.create_secret(body)  # Conflict if someone made it since it was read
+            self._stored = _StoredLedger(ledger, plan.layout, None, created=plan.manifest)
         else:
-            self._cached = (ledger, await self.gateway.patch_secret(body))
+            self._stored = _StoredLedger(ledger, plan.layout, await self.gateway.patch_secret(body))
+        for seq in plan.remove_after:  # listed as retired in the manifest: the next write deletes them too
+            await self._delete_shard(seq)
+
+    async def _create_shard(self, doc: ShardDoc) -> None:
+        """Create a shard; one already there under its name is left by a write that crashed before its manifest:
+        kept if it holds the same, else deleted and written again (never one that is not a ledger shard)."""
+        body = render_shard_secret(self.namespace, self.name, self.uid, doc)
+        try:
+            await self.gateway.create_secret(body)
+            return
+        except Conflict:
+            existing = await self.gateway.read_secret(self.namespace, body["metadata"]["name"])
+        if text_sha256(existing.data.get(LEDGER_KEY, "")) == doc.ref.sha256:
+            return
+        if not is_ledger_shard(existing.labels, self.name):
+            where = f"Secret {self.namespace}/{existing.name}"
+            raise LedgerUnreadable(f"{where} is in the way of the feedback ledger's next shard; move it away")
+        await self.gateway.delete_secret(self.namespace, existing.name)
+        await self.gateway.create_secret(body)
+
+    async def _delete_shard(self, seq: int) -> None:
+        with contextlib.suppress(NotFound):
+            await self.gateway.delete_secret(self.namespace, shard_secret_name(self.name, seq))
+
+    async def _version_of(self, created: str) -> str:
+        """The resourceVersion of the manifest this pass created, if it still holds what was written."""
+        secret = await self.gateway.read_secret(self.namespace, self.ledger_name())
+        if secret.data.get(LEDGER_KEY) != created:
+            raise Conflict(f"Secret {self.namespace}/{self.ledger_name()} changed since this pass wrote it")
+        return secret.resource_version
 
     # -- one pass -----------------------------------------------------------------------------------------
     async def step(
@@ -281,10 +374,13 @@ class Evaluations:
         image = spec.evaluation.image or self.settings.operator_image
         assert image is not None  # _refusal checked it
         ledger = await self.load()
-        secret = render_dataset_secret(self.namespace, self.name, self.uid, dataset_yaml(ledger))
-        dataset = str(secret["metadata"]["name"])
-        with contextlib.suppress(Conflict):  # named by content hash: an existing one holds the same dataset
-            await self.gateway.create_secret(secret)
+        prompts = ledger.prompts()
+        dataset = dataset_secret_name(self.name, dataset_digest(prompts))
+        parts = await asyncio.to_thread(split_dataset, prompts)  # PyYAML's emitter: seconds for 10 000 cases
+        # The parts first, the Secret the Job and status name last: once it exists, every part does.
+        for secret in render_dataset_secrets(self.namespace, self.name, self.uid, dataset, parts):
+            with contextlib.suppress(Conflict):  # named by content hash: an existing one holds the same part
+                await self.gateway.create_secret(secret)
         job_name = job_name_for(self.name, st.test.id, dataset, trigger, now)
         job = render_eval_job(
             namespace=self.namespace,
@@ -299,6 +395,7 @@ class Evaluations:
             trigger=trigger,
             seed=seed_for(job_name),
             cases=len(ledger.entries),
+            dataset_parts=len(parts),
         )
         job["metadata"]["annotations"].update(start_annotations(st, spec, trigger))
         await self.gateway.create_job(job)
@@ -335,7 +432,8 @@ class Evaluations:
         self, spec: PromptExperimentSpec, st: PromptExperimentStatus, jobs: Sequence[Mapping[str, Any]]
     ) -> None:
         """Finished Jobs beyond historyLimit, then the dataset Secrets only they read, deleted by name (from their
-        annotations and their runs in status): the operator has no ``list`` on Secrets."""
+        annotations and their runs in status; a dataset's other parts by the count its Jobs' annotation gives,
+        before the Secret that names them): the operator has no ``list`` on Secrets."""
         doomed = set(jobs_to_prune(jobs, spec.evaluation.history_limit))
         for name in doomed:
             with contextlib.suppress(NotFound):
@@ -348,8 +446,9 @@ class Evaluations:
             dataset = (job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_DATASET)
             (candidates if job.get("metadata", {}).get("name") in doomed else keep).add(dataset)
         for name in sorted(n for n in candidates - keep if isinstance(n, str) and self._is_dataset(n)):
-            with contextlib.suppress(NotFound):
-                await self.gateway.delete_secret(self.namespace, name)
+            for index in reversed(range(_dataset_parts(jobs, name))):
+                with contextlib.suppress(NotFound):
+                    await self.gateway.delete_secret(self.namespace, dataset_part_name(name, index))
 
     def _is_dataset(self, name: str) -> bool:
         """A dataset Secret's name (``<experiment>-dataset-<sha8>``): an annotation naming any other Secret is

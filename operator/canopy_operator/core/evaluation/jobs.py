@@ -2,7 +2,9 @@
 
 The operator keeps the thumbs-down feedback it collected in a Secret named by its content hash (the
 ``/feedback/export`` format, with the judge template it names beside it), and runs ``canopy-operator eval``
-in a Job that mounts it. The Job's deadline is derived from the number of cases (:func:`job_deadlines`).
+in a Job that mounts it. A dataset larger than one Secret holds is split into parts (:func:`split_dataset`),
+each a complete export document in its own Secret, mounted together as one folder of ``*_tests.yaml`` suites
+(:func:`render_dataset_secrets`). The Job's deadline is derived from the number of cases (:func:`job_deadlines`).
 Each run's per-case results are kept in Secrets ``<job>-results-<n>`` owned by the experiment
 (:func:`render_results_secret`), so they outlive the Job and its pod.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +26,7 @@ from canopy_operator.api.spec import EvaluationSpec, PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core.evaluation.template import JUDGE_TEMPLATE, JUDGE_TEMPLATE_FILE
 from canopy_operator.core.evaluation.trigger import Trigger
+from canopy_operator.core.export import render_export
 
 MANAGED_BY = "canopy-operator"
 
@@ -62,10 +67,23 @@ ANNOTATION_DATASET = "canopy.genaiops.io/dataset-secret"
 ANNOTATION_SEED = "canopy.genaiops.io/seed"
 
 
+#: On a Job and on a dataset's Secrets: how many Secrets the dataset takes (``1`` for one ``dataset.yaml``).
+ANNOTATION_DATASET_PARTS = "canopy.genaiops.io/dataset-parts"
+
+
 DATASET_KEY = "dataset.yaml"
 
 
 DATASET_MOUNT = "/var/run/canopy/dataset"
+
+
+#: What one dataset part's YAML is aimed at (estimated from the prompts' JSON before rendering).
+DATASET_PART_BYTES = 512 * 1024
+#: The most YAML one part may hold once rendered: with the judge template, well inside a Secret's 1 MiB.
+DATASET_PART_LIMIT = 768 * 1024
+#: Parts are numbered ``-1`` to ``-999`` after the first Secret's name.
+MAX_DATASET_PARTS = 999
+_DATASET_FORMAT = "canopy-dataset/2"
 
 
 CONTAINER_NAME = "eval"
@@ -188,32 +206,110 @@ def owner_reference(experiment_name: str, experiment_uid: str) -> dict[str, Any]
     }
 
 
-def dataset_secret_name(experiment_name: str, dataset_yaml: str) -> str:
-    """``<experiment>-dataset-<sha8 of the content>``: equal content, equal name."""
-    return _name_with_suffix(experiment_name, f"-dataset-{_sha(dataset_yaml)[:8]}", 253)
+def dataset_secret_name(experiment_name: str, content: str) -> str:
+    """``<experiment>-dataset-<sha8 of the content>``: equal content, equal name (within 249 characters, so
+    a part's ``-<n>`` fits too). The operator passes :func:`dataset_digest` of the prompts as ``content``."""
+    return _name_with_suffix(experiment_name, f"-dataset-{_sha(content)[:8]}", 253 - len(f"-{MAX_DATASET_PARTS}"))
+
+
+def dataset_part_name(dataset_secret: str, index: int) -> str:
+    """The Secret of part ``index`` of the dataset named ``dataset_secret``: itself for part 0, else ``-<index>``."""
+    if not 0 <= index < MAX_DATASET_PARTS:
+        raise ValueError(f"a dataset has at most {MAX_DATASET_PARTS} parts")
+    return dataset_secret if index == 0 else f"{dataset_secret}-{index}"
+
+
+def dataset_part_key(index: int) -> str:
+    """The file of part ``index`` in the Secret and in the pod's dataset folder (sorted as the parts are)."""
+    return f"dataset-{index:03d}_tests.yaml"
+
+
+def dataset_digest(prompts: Sequence[str]) -> str:
+    """sha256 of what the dataset Secrets hold, without rendering them: the prompts in order, and the format
+    (the export's header, the judge template and how parts are cut). Cheap enough for every poll."""
+    digest = hashlib.sha256()
+    format_ = [_DATASET_FORMAT, DATASET_PART_BYTES, DATASET_PART_LIMIT, render_export([]), JUDGE_TEMPLATE]
+    digest.update(json.dumps(format_, ensure_ascii=False).encode("utf-8"))
+    digest.update(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def split_dataset(
+    prompts: Sequence[str], target: int = DATASET_PART_BYTES, limit: int = DATASET_PART_LIMIT
+) -> tuple[str, ...]:
+    """The export of ``prompts`` in parts, in order: each part is :func:`render_export` of consecutive prompts
+    (a complete ``/feedback/export`` document, byte-for-byte the backend's), at most ``limit`` bytes. One part
+    (maybe of no prompts) when their estimated YAML is under ``target``; a part rendered over ``limit`` (text
+    the YAML escapes a lot) is cut in two until it fits. Pure, deterministic, and slow (PyYAML's pure emitter,
+    which the byte-for-byte match needs): run it off the event loop."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for prompt in prompts:
+        estimate = len(json.dumps(prompt, ensure_ascii=False).encode("utf-8")) * 11 // 10 + 40
+        if chunks[-1] and size + estimate > target:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(prompt)
+        size += estimate
+    parts = [part for chunk in chunks for part in _render_within(chunk, limit)]
+    if len(parts) > MAX_DATASET_PARTS:
+        raise ValueError(f"the dataset needs {len(parts)} parts, more than {MAX_DATASET_PARTS}")
+    return tuple(parts)
+
+
+def _render_within(prompts: list[str], limit: int) -> list[str]:
+    text = render_export(prompts)
+    if len(text.encode("utf-8")) <= limit:
+        return [text]
+    if len(prompts) <= 1:
+        raise ValueError(f"one prompt renders to more than {limit} bytes of dataset")
+    half = len(prompts) // 2
+    return _render_within(prompts[:half], limit) + _render_within(prompts[half:], limit)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def render_dataset_secrets(
+    namespace: str, experiment_name: str, experiment_uid: str, dataset_secret: str, parts: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The immutable Secrets of a dataset (``parts`` from :func:`split_dataset`), owned by the experiment, in the
+    order to create them: the first Secret, ``dataset_secret`` (the name status and the Job record), comes
+    last, so once it exists every part does.
+
+    One part: ``dataset.yaml`` and the judge template it names beside it (``judge_prompt.txt``). Several: part
+    ``n`` in Secret ``<dataset_secret>-<n>`` (``dataset_secret`` itself for part 0) under
+    ``dataset-<nnn>_tests.yaml``, each with ``judge_prompt.txt`` beside it, so every Secret is a suite folder
+    of its own, and annotated with the part count."""
+    if not parts:
+        raise ValueError("a dataset has at least one part (maybe of no prompts)")
+    template = _b64(JUDGE_TEMPLATE)
+    secrets = []
+    for index, text in enumerate(parts):
+        metadata: dict[str, Any] = {
+            "name": dataset_part_name(dataset_secret, index),
+            "namespace": namespace,
+            "labels": _labels(experiment_name, COMPONENT_DATASET),
+            "ownerReferences": [owner_reference(experiment_name, experiment_uid)],
+        }
+        key = DATASET_KEY
+        if len(parts) > 1:
+            key = dataset_part_key(index)
+            metadata["annotations"] = {ANNOTATION_DATASET: dataset_secret, ANNOTATION_DATASET_PARTS: str(len(parts))}
+        data = {key: _b64(text), JUDGE_TEMPLATE_FILE: template}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "immutable": True}
+        secrets.append({**secret, "data": data})
+    return [*secrets[1:], secrets[0]]
 
 
 def render_dataset_secret(
     namespace: str, experiment_name: str, experiment_uid: str, dataset_yaml: str
 ) -> dict[str, Any]:
-    """An immutable Secret holding the dataset under ``dataset.yaml`` and the judge template it names beside
-    it (``judge_prompt.txt``), owned by the experiment."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": dataset_secret_name(experiment_name, dataset_yaml),
-            "namespace": namespace,
-            "labels": _labels(experiment_name, COMPONENT_DATASET),
-            "ownerReferences": [owner_reference(experiment_name, experiment_uid)],
-        },
-        "type": "Opaque",
-        "immutable": True,
-        "data": {
-            DATASET_KEY: base64.b64encode(dataset_yaml.encode("utf-8")).decode("ascii"),
-            JUDGE_TEMPLATE_FILE: base64.b64encode(JUDGE_TEMPLATE.encode("utf-8")).decode("ascii"),
-        },
-    }
+    """An immutable Secret holding a one-part dataset under ``dataset.yaml`` and the judge template it names
+    beside it (``judge_prompt.txt``), owned by the experiment and named by the hash of ``dataset_yaml``."""
+    name = dataset_secret_name(experiment_name, dataset_yaml)
+    return render_dataset_secrets(namespace, experiment_name, experiment_uid, name, [dataset_yaml])[0]
 
 
 def results_secret_name(job_name: str, shard: int) -> str:
@@ -254,11 +350,13 @@ def _runner_args(
     evaluation: EvaluationSpec,
     seed: int,
     deadlines: Deadlines,
+    dataset_parts: int = 1,
 ) -> list[str]:
+    # One part is one file; several are the suites of one folder (the runner runs every *_tests.yaml in it).
+    dataset = ["--dataset", f"{DATASET_MOUNT}/{DATASET_KEY}"] if dataset_parts == 1 else ["--suite", DATASET_MOUNT]
     args = [
         "eval",
-        "--dataset",
-        f"{DATASET_MOUNT}/{DATASET_KEY}",
+        *dataset,
         "--backend",
         backend_url,
         "--output",
@@ -312,7 +410,25 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _pod_spec(args: list[str], image: str, evaluation: EvaluationSpec, dataset_secret: str) -> dict[str, Any]:
+def _dataset_volume(dataset_secret: str, dataset_parts: int) -> dict[str, Any]:
+    """The dataset's Secret as the ``dataset`` volume; several parts projected into one folder, each Secret's
+    suite file by name and the judge template once (from the first)."""
+    # Readable by the pod's one user whatever UID it gets (no fsGroup to share a group with).
+    if dataset_parts == 1:
+        return {"name": "dataset", "secret": {"secretName": dataset_secret, "defaultMode": 0o444}}
+    sources = []
+    for index in range(dataset_parts):
+        key = dataset_part_key(index)
+        items = [{"key": key, "path": key}]
+        if index == 0:
+            items.append({"key": JUDGE_TEMPLATE_FILE, "path": JUDGE_TEMPLATE_FILE})
+        sources.append({"secret": {"name": dataset_part_name(dataset_secret, index), "items": items}})
+    return {"name": "dataset", "projected": {"sources": sources, "defaultMode": 0o444}}
+
+
+def _pod_spec(
+    args: list[str], image: str, evaluation: EvaluationSpec, dataset_secret: str, dataset_parts: int = 1
+) -> dict[str, Any]:
     container = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -339,8 +455,7 @@ def _pod_spec(args: list[str], image: str, evaluation: EvaluationSpec, dataset_s
         "containers": [container],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-            # Readable by the pod's one user whatever UID it gets (no fsGroup to share a group with).
-            {"name": "dataset", "secret": {"secretName": dataset_secret, "defaultMode": 0o444}},
+            _dataset_volume(dataset_secret, dataset_parts),
         ],
     }
 
@@ -359,8 +474,10 @@ def render_eval_job(
     trigger: Trigger,
     seed: int,
     cases: int,
+    dataset_parts: int = 1,
 ) -> dict[str, Any]:
-    """A batch/v1 Job running ``canopy-operator eval`` on the dataset Secret, owned by the experiment.
+    """A batch/v1 Job running ``canopy-operator eval`` on the dataset Secret (and its other parts, if
+    ``dataset_parts`` > 1: :func:`render_dataset_secrets`), owned by the experiment.
 
     Its deadline fits its ``cases`` (:func:`job_deadlines`), and the runner is told when to stop starting
     cases and when to cancel the last ones, so it can still write its summary; the judge's API key comes
@@ -368,12 +485,17 @@ def render_eval_job(
     the manifest.
     """
     deadlines = job_deadlines(cases, evaluation)
-    args = _runner_args(backend_url=backend_url, evaluation=evaluation, seed=seed, deadlines=deadlines)
+    if not 1 <= dataset_parts <= MAX_DATASET_PARTS:
+        raise ValueError(f"a dataset has 1 to {MAX_DATASET_PARTS} parts")
+    args = _runner_args(
+        backend_url=backend_url, evaluation=evaluation, seed=seed, deadlines=deadlines, dataset_parts=dataset_parts
+    )
     labels = _labels(experiment_name, COMPONENT_EVALUATION)
     annotations = {
         ANNOTATION_TEST_ID: test_id,
         ANNOTATION_TRIGGER: trigger,
         ANNOTATION_DATASET: dataset_secret,
+        ANNOTATION_DATASET_PARTS: str(dataset_parts),
         ANNOTATION_SEED: str(seed),
     }
     return {
@@ -405,7 +527,7 @@ def render_eval_job(
             },
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": _pod_spec(args, image, evaluation, dataset_secret),
+                "spec": _pod_spec(args, image, evaluation, dataset_secret, dataset_parts),
             },
         },
     }
