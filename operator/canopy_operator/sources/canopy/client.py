@@ -2,7 +2,9 @@
 
 Every call is bounded by ``timeout`` seconds in total (connect, answer and the whole body, streams included)
 and by ``max_body_bytes`` (the body is read in chunks and abandoned past the limit). httpx errors never
-leave this module: they become :mod:`canopy_operator.sources.canopy.errors`.
+leave this module: they become :mod:`canopy_operator.sources.canopy.errors`. The two stores are read either
+whole (``feedback()``, ``ab_feedback()``: every entry built and checked) or as logs (``feedback_log()``,
+``ab_log()``: parsed as they arrive, entries built when a poll counts them; :mod:`.logs`), which is what polls use.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from http import HTTPStatus
 from types import TracebackType
@@ -19,14 +21,18 @@ from typing import Any, Self, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from canopy_operator.core.collect import AbEntry, FeedbackEntry
 from canopy_operator.core.export import parse_export
+from canopy_operator.core.readings import FeedbackLog, VoteLog
 from canopy_operator.sources.canopy.errors import (
     BackendError,
     BackendHTTPError,
     BackendProtocolError,
     BackendStreamError,
     BackendUnreachable,
+    describe_validation,
 )
+from canopy_operator.sources.canopy.logs import AB_LOG, FEEDBACK_LOG, LogShape, Undecided, stream_log
 from canopy_operator.sources.canopy.models import (
     AbAnswers,
     AbFeedbackList,
@@ -51,8 +57,11 @@ READINESS_PROMPT = "ping"
 _ERROR_BODY_LIMIT = 64 * 1024
 INLINE_PARSE_BYTES = 64 * 1024
 """Answers up to this size are parsed on the event loop (a thread hop costs more than parsing them)."""
+_CHUNK = 16 * 1024
+_YIELD_BYTES = 1024 * 1024
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
+_E = TypeVar("_E", AbEntry, FeedbackEntry)
 
 
 class CanopyClient:
@@ -107,8 +116,19 @@ class CanopyClient:
         return await self._json_call("GET", "/feedback", FeedbackList)
 
     async def ab_feedback(self) -> AbFeedbackList:
-        """Every A/B vote since the process started."""
+        """Every A/B vote since the process started, each built and checked (see :meth:`ab_log`)."""
         return await self._json_call("GET", "/feedback/ab", AbFeedbackList)
+
+    async def feedback_log(self) -> FeedbackLog:
+        """``GET /feedback`` as a log: every id known, an entry built and checked when a poll asks for it
+        (:mod:`canopy_operator.sources.canopy.logs`); what a poll of a large store with little new needs."""
+        entries, total = await self._log_call(FEEDBACK_LOG)
+        return FeedbackLog(entries=entries, total=total)
+
+    async def ab_log(self) -> VoteLog:
+        """``GET /feedback/ab`` as a log, like :meth:`feedback_log`."""
+        entries, total = await self._log_call(AB_LOG)
+        return VoteLog(entries=entries, total=total)
 
     async def export(self) -> str:
         """The ``/feedback/export`` YAML, checked to have exactly the backend's shape."""
@@ -197,7 +217,22 @@ class CanopyClient:
             # A large answer is parsed off the event loop: one tenant's backend must not stall the others.
             return await asyncio.to_thread(model.model_validate_json, raw)
         except ValidationError as exc:
-            raise BackendProtocolError(endpoint, _describe_validation(exc)) from exc
+            raise BackendProtocolError(endpoint, describe_validation(exc)) from exc
+
+    async def _log_call(self, shape: LogShape[_E]) -> tuple[Sequence[_E], int]:
+        read = await self._bounded(self._log_read(shape), shape.endpoint)
+        if not isinstance(read, Undecided):
+            return read
+        if sum(map(len, read.chunks)) <= INLINE_PARSE_BYTES:
+            return read.decide()
+        return await asyncio.to_thread(read.decide)  # one tenant's backend must not stall the others
+
+    async def _log_read(self, shape: LogShape[_E]) -> tuple[Sequence[_E], int] | Undecided[_E]:
+        async with (
+            self._open("GET", shape.path, None) as response,
+            aclosing(self._chunks(response, shape.endpoint)) as chunks,
+        ):
+            return await stream_log(chunks, shape)
 
     async def _bounded(self, work: Awaitable[_T], endpoint: str) -> _T:
         """Run one call under the total deadline, translating whatever httpx raises."""
@@ -213,7 +248,7 @@ class CanopyClient:
 
     async def _body_call(self, method: str, path: str, body: Any) -> bytes:
         async with self._open(method, path, body) as response:
-            return await self._read_body(response, f"{method} {path}")
+            return b"".join([chunk async for chunk in self._chunks(response, f"{method} {path}")])
 
     @asynccontextmanager
     async def _open(self, method: str, path: str, body: Any) -> AsyncIterator[httpx.Response]:
@@ -237,16 +272,32 @@ class CanopyClient:
         finally:
             await response.aclose()
 
-    async def _read_body(self, response: httpx.Response, endpoint: str) -> bytes:
+    async def _chunks(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives, in chunks of ``_CHUNK`` bytes or more (small reads are gathered, so a body sent
+        a few bytes at a time costs no more memory than its size), abandoned past ``max_body_bytes``; other tasks
+        get the event loop at least every ``_YIELD_BYTES`` (what the caller does with each chunk runs in between)."""
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise BackendProtocolError(endpoint, f"answer of {declared} bytes is over {self.max_body_bytes}")
-        body = bytearray()
+        pending = bytearray()
+        received = unyielded = 0
         async for chunk in response.aiter_raw():
-            body += chunk
-            if len(body) > self.max_body_bytes:
+            received += len(chunk)
+            if received > self.max_body_bytes:
                 raise BackendProtocolError(endpoint, f"answer is over {self.max_body_bytes} bytes")
-        return bytes(body)
+            if pending or len(chunk) < _CHUNK:
+                pending += chunk
+                if len(pending) < _CHUNK:
+                    continue
+                chunk = bytes(pending)
+                pending.clear()
+            yield chunk
+            unyielded += len(chunk)
+            if unyielded >= _YIELD_BYTES:
+                unyielded = 0
+                await asyncio.sleep(0)
+        if pending:
+            yield bytes(pending)
 
     async def _error_detail(self, response: httpx.Response) -> str:
         """FastAPI's ``detail`` message, short; for any other body only the standard phrase of the status code.
@@ -378,13 +429,6 @@ def _decode_utf8(body: bytes, endpoint: str) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BackendProtocolError(endpoint, f"answer is not UTF-8: {exc.reason}") from exc
-
-
-def _describe_validation(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"unexpected answer at {where}: {first['msg']}{more}"
 
 
 def _reason(exc: Exception) -> str:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from canopy_operator.sources.base import ErrorKind, SourceError
 
 
@@ -51,3 +53,11 @@ class BackendStreamError(BackendError):
         self.variant = variant
         where = f" for variant {variant}" if variant is not None else ""
         super().__init__(endpoint, f"stream reported an error{where}: {detail}")
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One line for an answer that failed its model: where the first error is, what it is, how many more."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"unexpected answer at {where}: {first['msg']}{more}"

@@ -82,10 +82,15 @@ class FeedbackItem(_Strict):
         )
 
 
-class FeedbackList(_Strict):
-    """``GET /feedback``: every thumbs entry since the process started (no paging)."""
+class FeedbackHead(_Strict):
+    """``GET /feedback`` without its list: what the log reader checks of the answer besides the entries."""
 
     total: int
+
+
+class FeedbackList(FeedbackHead):
+    """``GET /feedback``: every thumbs entry since the process started (no paging)."""
+
     feedback: list[FeedbackItem]
 
     def to_entries(self) -> list[FeedbackEntry]:
@@ -125,13 +130,18 @@ class AbFeedbackItem(_Strict):
         )
 
 
-class AbFeedbackList(_Strict):
-    """``GET /feedback/ab``: every A/B vote since the process started, with the backend's own counts."""
+class AbFeedbackHead(_Strict):
+    """``GET /feedback/ab`` without its list: what the log reader checks of the answer besides the entries."""
 
     total: int
     prompt_a_wins: int
     prompt_b_wins: int
     ties: int
+
+
+class AbFeedbackList(AbFeedbackHead):
+    """``GET /feedback/ab``: every A/B vote since the process started, with the backend's own counts."""
+
     entries: list[AbFeedbackItem]
 
     def to_entries(self) -> list[AbEntry]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 
-from canopy_operator.core.readings import FeedbackLog, Reading, VoteLog, Window
+from canopy_operator.core.readings import Reading, Window
 from canopy_operator.sources.base import RequestTimer
 from canopy_operator.sources.canopy.client import CanopyClient
 
@@ -38,14 +38,13 @@ class CanopySource:
             return await self.client.ab_ready()
 
     async def read(self, window: Window) -> Reading:
+        """Both stores as logs: every id read, an entry built and checked only when the poll counts it (the
+        entry with the lowest id and those above the read position, ``core.collect``)."""
         with self.timer("/feedback/ab"):
-            ab = await self.client.ab_feedback()
+            votes = await self.client.ab_log()
         with self.timer("/feedback"):
-            fb = await self.client.feedback()
-        return Reading(
-            votes=VoteLog(entries=ab.to_entries(), total=ab.total),
-            feedback=FeedbackLog(entries=fb.to_entries(), total=fb.total),
-        )
+            feedback = await self.client.feedback_log()
+        return Reading(votes=votes, feedback=feedback)
 
     async def aclose(self) -> None:
         await self.client.aclose()
