@@ -15,8 +15,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -44,7 +43,7 @@ from canopy_operator.sources.canopy.models import (
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
-from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, short
+from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, ClosingClient, bounded_client, short
 
 __all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
@@ -64,7 +63,7 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", AbEntry, FeedbackEntry)
 
 
-class CanopyClient:
+class CanopyClient(ClosingClient):
     """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``)."""
 
     def __init__(
@@ -82,25 +81,7 @@ class CanopyClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout),
-            headers={"Accept-Encoding": "identity"},
-            transport=transport,
-            follow_redirects=False,
-            verify=tls if tls is not None else ssl.create_default_context(),
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+        self._http = bounded_client(base_url=self.base_url, timeout=timeout, headers={}, tls=tls, transport=transport)
 
     # ---- reads -------------------------------------------------------------------------------------------
 
