@@ -220,7 +220,7 @@ async def test_garbage_from_the_backend_degrades_backs_off_and_recovers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     polls: list[tuple[float, bool]] = []  # (when, succeeded) of every GET /feedback/ab the operator makes
-    read = CanopyClient.ab_feedback
+    read = CanopyClient.ab_log
 
     async def counted(self: CanopyClient) -> Any:
         try:
@@ -231,7 +231,7 @@ async def test_garbage_from_the_backend_degrades_backs_off_and_recovers(
         polls.append((time.monotonic(), True))
         return answer
 
-    monkeypatch.setattr(CanopyClient, "ab_feedback", counted)
+    monkeypatch.setattr(CanopyClient, "ab_log", counted)
     await exp.create(backend.url)
     with run_operator(operator_kubeconfig, namespace=namespace):
         await exp.wait_phase("Running")

@@ -613,6 +613,23 @@ async def test_declared_oversized_log_is_refused_unread() -> None:
             await client.ab_log()
 
 
+async def test_the_stores_read_as_logs_have_their_own_limit() -> None:
+    """A store larger than the plain limit is read whole under the log limit; the plain reading still refuses it,
+    and the log limit refuses a larger one (a default of 32 MiB refused the 124 MiB of 100 000 votes)."""
+    body = ab_body([vote(i) for i in range(1, 201)])
+    assert len(body) > 32 * 1024
+    async with RawHttpServer(canned(_answer(body))) as server:
+        async with CanopyClient(server.url, timeout=5, max_body_bytes=32 * 1024, max_log_bytes=len(body)) as client:
+            log = await client.ab_log()
+            assert log.total == 200
+            assert [entry.id for entry in log.entries] == list(range(1, 201))
+            with pytest.raises(BackendProtocolError, match=f"answer of {len(body)} bytes is over 32768"):
+                await client.ab_feedback()
+        async with CanopyClient(server.url, timeout=5, max_body_bytes=len(body), max_log_bytes=len(body) - 1) as client:
+            with pytest.raises(BackendProtocolError, match=f"answer of {len(body)} bytes is over {len(body) - 1}"):
+                await client.ab_log()
+
+
 async def test_streamed_oversized_log_is_abandoned_past_the_limit() -> None:
     start = b'{"total":1,"prompt_a_wins":0,"prompt_b_wins":1,"ties":0,"entries":['
     votes = (json.dumps(vote(1), separators=(",", ":")).encode() + b",") * 16

@@ -15,6 +15,7 @@ from canopy_operator.core.notify import url_problem
 from canopy_operator.failpoints import DIR_ENV, ENV, Failpoints
 
 MAX_BACKEND_BODY_ENV = "CANOPY_MAX_BACKEND_BODY"
+MAX_BACKEND_LOG_BODY_ENV = "CANOPY_MAX_BACKEND_LOG_BODY"
 DELETE_ATTEMPTS_ENV = "CANOPY_DELETE_ATTEMPTS"
 GIT_CACHE_ENV = "CANOPY_GIT_CACHE_DIR"
 IMAGE_ENV = "CANOPY_OPERATOR_IMAGE"
@@ -37,6 +38,7 @@ RETRY_PERIOD_ENV = "CANOPY_LEADER_ELECTION_RETRY_PERIOD"
 POD_NAMESPACE_ENV = "POD_NAMESPACE"
 DEFAULT_LEASE_NAME = "canopy-operator"
 DEFAULT_MAX_BACKEND_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_BACKEND_LOG_BODY = 160 * 1024 * 1024
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -100,6 +102,10 @@ class Settings:
 
     max_backend_body: int = DEFAULT_MAX_BACKEND_BODY
     """Largest backend answer read, in bytes (``CANOPY_MAX_BACKEND_BODY``)."""
+    max_backend_log_body: int = DEFAULT_MAX_BACKEND_LOG_BODY
+    """Largest ``GET /feedback/ab`` or ``GET /feedback`` answer read, in bytes (``CANOPY_MAX_BACKEND_LOG_BODY``):
+    streamed, about its size in memory while a poll runs; 160 MiB holds 100 000 votes at the contract's text
+    sizes (124 MiB, bench/RESULTS-collect.md)."""
     delete_attempts: int = 3
     """How many times the restore on deletion is tried before the object is released (``CANOPY_DELETE_ATTEMPTS``)."""
     git_cache_dir: str | None = None
@@ -151,6 +157,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             max_backend_body=_int(env, MAX_BACKEND_BODY_ENV, DEFAULT_MAX_BACKEND_BODY, 1024),
+            max_backend_log_body=_int(env, MAX_BACKEND_LOG_BODY_ENV, DEFAULT_MAX_BACKEND_LOG_BODY, 1024),
             delete_attempts=_int(env, DELETE_ATTEMPTS_ENV, 3, 1),
             git_cache_dir=env.get(GIT_CACHE_ENV) or None,
             operator_image=env.get(IMAGE_ENV) or None,

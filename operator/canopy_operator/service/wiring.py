@@ -140,6 +140,7 @@ def source_for(
         spec.backend.url,
         timeout=parse_duration(spec.backend.request_timeout),
         max_body_bytes=settings.max_backend_body,
+        max_log_bytes=settings.max_backend_log_body,
         tls=tls,
     )
     return CanopySource(client, timer, generation=spec.backend.generation)

@@ -72,6 +72,7 @@ class CanopyClient(ClosingClient):
         timeout: float,
         max_body_bytes: int = 32 * 1024 * 1024,
         *,
+        max_log_bytes: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -81,6 +82,9 @@ class CanopyClient(ClosingClient):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.max_log_bytes = max_body_bytes if max_log_bytes is None else max_log_bytes
+        """The limit of the two stores read as logs (``GET /feedback/ab``, ``GET /feedback``): streamed, so what a
+        poll keeps is the body's bytes and no parsed copy of them, which lets a larger store be read."""
         self._http = bounded_client(base_url=self.base_url, timeout=timeout, headers={}, tls=tls, transport=transport)
 
     # ---- reads -------------------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ class CanopyClient(ClosingClient):
     async def _log_read(self, shape: LogShape[_E]) -> tuple[Sequence[_E], int] | Undecided[_E]:
         async with (
             self._open("GET", shape.path, None) as response,
-            aclosing(self._chunks(response, shape.endpoint)) as chunks,
+            aclosing(self._chunks(response, shape.endpoint, self.max_log_bytes)) as chunks,
         ):
             return await stream_log(chunks, shape)
 
@@ -253,19 +257,23 @@ class CanopyClient(ClosingClient):
         finally:
             await response.aclose()
 
-    async def _chunks(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[bytes, None]:
+    async def _chunks(
+        self, response: httpx.Response, endpoint: str, limit: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, in chunks of ``_CHUNK`` bytes or more (small reads are gathered, so a body sent
-        a few bytes at a time costs no more memory than its size), abandoned past ``max_body_bytes``; other tasks
-        get the event loop at least every ``_YIELD_BYTES`` (what the caller does with each chunk runs in between)."""
+        a few bytes at a time costs no more memory than its size), abandoned past ``limit`` (default
+        ``max_body_bytes``); other tasks get the event loop at least every ``_YIELD_BYTES`` (what the caller does
+        with each chunk runs in between)."""
+        limit = self.max_body_bytes if limit is None else limit
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BackendProtocolError(endpoint, f"answer of {declared} bytes is over {self.max_body_bytes}")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BackendProtocolError(endpoint, f"answer of {declared} bytes is over {limit}")
         pending = bytearray()
         received = unyielded = 0
         async for chunk in response.aiter_raw():
             received += len(chunk)
-            if received > self.max_body_bytes:
-                raise BackendProtocolError(endpoint, f"answer is over {self.max_body_bytes} bytes")
+            if received > limit:
+                raise BackendProtocolError(endpoint, f"answer is over {limit} bytes")
             if pending or len(chunk) < _CHUNK:
                 pending += chunk
                 if len(pending) < _CHUNK:
