@@ -44,6 +44,9 @@ from canopy_operator.core.stats import TestSettings, assess
 MAX_VOTES = 5000
 NEVER = 10**9
 PROBABILITIES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
+CHAMPION_SIDE = (0.45, 0.4, 0.35, 0.3, 0.2)
+"""Effects the other way (the challenger worse), computed exactly only: the champion's side of each test."""
+REPLAY_PROBABILITIES = (0.5, 0.55, 0.6, 0.7, 0.45, 0.35)
 ALPHA = 0.05
 MIN_VOTES = 30
 ORACLE_P = 0.65
@@ -237,7 +240,7 @@ def check_against_assess(rules: dict[str, tuple[Rule, TestSettings]], paths: int
     for rule, settings in rules.values():
         mins = rule.suffix_min()
         for i in range(paths):
-            p = (0.5, 0.55, 0.6, 0.7)[i % 4]
+            p = REPLAY_PROBABILITIES[i % len(REPLAY_PROBABILITIES)]
             votes = [int(rng.random() < p) for _ in range(settings.max_votes)]
             expected = walk_with_assess(settings, votes)
             got = walk(rule, mins, path_advance(votes), settings.max_votes)
@@ -409,6 +412,20 @@ def comparison(rows: list[tuple[str, list[Summary], list[Exact]]]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def champion_side(rules: list[Rule]) -> None:
+    """The other half of each two-sided test, exactly: a worse challenger (p < 1/2) is caught, and how soon."""
+    print("\n### The champion's side (exact)\n")
+    print("P(champion decided) / mean decisive votes to a stop when the challenger is worse (p < 0.5).\n")
+    print("| rule | " + " | ".join(f"p = {p}" for p in CHAMPION_SIDE) + " |")
+    print("|---" * (1 + len(CHAMPION_SIDE)) + "|")
+    for rule in rules:
+        cells = []
+        for p in CHAMPION_SIDE:
+            e = exact(rule, p)
+            cells.append(f"{e.champion:.5f} / {e.mean_votes:.1f}")
+        print(f"| {rule.name} | " + " | ".join(cells) + " |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulation and print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -426,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("bayes-factor", TestSettings("bayes-factor", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
             ("one-sided", TestSettings("one-sided", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
             ("betting", TestSettings("betting", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None)),
+            ("betting, version 1", TestSettings("betting", ALPHA, 0.1, MIN_VOTES, MAX_VOTES, None, method_version=1)),
         )
     }
     print(f"tables from assess: {time.perf_counter() - started:.1f}s")
@@ -457,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"({time.perf_counter() - t0:.1f}s)")
         rows.append((rule.name, results, exacts))
     comparison(rows)
+    champion_side([rule for rule, _ in operator_rules.values()])
     print(f"\ntotal {time.perf_counter() - started:.1f}s")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -122,7 +123,7 @@ async def test_api_server_accepts_the_minimal_spec_and_fills_in_defaults(admin_a
     custom = client.CustomObjectsApi(admin_api)
     created = await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _body("ok", VALID))
     spec = created["spec"]
-    assert spec["analysis"]["method"] == "msprt"
+    assert spec["analysis"]["method"] == "betting"
     assert spec["analysis"]["alpha"] == 0.05
     assert spec["delivery"]["configMap"] == {
         "name": "canopy-config",
@@ -130,3 +131,49 @@ async def test_api_server_accepts_the_minimal_spec_and_fills_in_defaults(admin_a
         "deployment": "canopy-backend",
     }
     assert "git" not in spec["delivery"]
+
+
+async def _default_method(custom: client.CustomObjectsApi, namespace: str, name: str, expected: str) -> None:
+    """Create objects until the API server fills in ``expected`` (a replaced CRD's schema takes effect a moment
+    later); each probe object is deleted again."""
+    for attempt in range(100):
+        probe = f"{name}-{attempt}"
+        created = await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _body(probe, VALID))
+        await custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, probe)
+        if created["spec"]["analysis"]["method"] == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the API server never defaulted analysis.method to {expected}")
+
+
+async def test_upgrade_to_the_betting_default_keeps_existing_objects_on_their_method(
+    admin_api: ApiClient, namespace: str
+) -> None:
+    """The upgrade note's promise, on a real API server: an object created while the CRD defaulted the method to
+    msprt stored msprt, so applying this release's CRD (default betting) changes neither the object nor its test;
+    only objects created afterwards get betting."""
+    crds = client.ApiextensionsV1Api(admin_api)
+    custom = client.CustomObjectsApi(admin_api)
+    name = f"{PLURAL}.{GROUP}"
+    current = await crds.read_custom_resource_definition(name)
+    schema = current.spec.versions[0].schema.open_apiv3_schema
+    analysis = schema.properties["spec"].properties["analysis"]
+    assert analysis.default["method"] == "betting"
+    old = copy.deepcopy(current)
+    old_analysis = old.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties["analysis"]
+    old_analysis.default = {**analysis.default, "method": "msprt"}
+    old_analysis.properties["method"].default = "msprt"
+    old.metadata = client.V1ObjectMeta(name=name, resource_version=current.metadata.resource_version)
+    await crds.replace_custom_resource_definition(name, old)
+    try:
+        await _default_method(custom, namespace, "old-probe", "msprt")
+        await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _body("before-upgrade", VALID))
+    finally:
+        latest = await crds.read_custom_resource_definition(name)
+        current.metadata = client.V1ObjectMeta(name=name, resource_version=latest.metadata.resource_version)
+        await crds.replace_custom_resource_definition(name, current)
+    await _default_method(custom, namespace, "new-probe", "betting")
+    kept = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "before-upgrade")
+    assert kept["spec"]["analysis"]["method"] == "msprt"
+    after = await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _body("after", VALID))
+    assert after["spec"]["analysis"]["method"] == "betting"

@@ -87,7 +87,7 @@ def test_validation_rules_reach_the_schema() -> None:
 
 def test_omitted_blocks_default_to_their_field_defaults() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
-    assert spec["analysis"]["default"]["method"] == "msprt"
+    assert spec["analysis"]["default"]["method"] == "betting"
     assert spec["delivery"]["default"]["configMap"]["name"] == "canopy-config"
     assert "default" not in spec["delivery"]["properties"]["git"], "git must stay absent unless given"
 

@@ -208,7 +208,7 @@ def test_the_payload_is_slack_compatible_one_bounded_line_without_prompt_texts()
         assert block["text"]["type"] == "mrkdwn"
         text = body["text"]
         assert text.startswith(f"{NS}/{NAME} {notify.split_key(record.key)[0]}, test {awaiting.test.id}: ")
-        assert "challenger 25, champion 5, ties 2, p=0.039, CS [0.51, 1.00]" in text
+        assert "challenger 25, champion 5, ties 2, p=0.031, CS [0.51, 0.98]" in text
         assert "\n" not in text
         assert len(text) <= notify.SUMMARY_LIMIT
         assert CHAMPION.strip() not in json.dumps(body)

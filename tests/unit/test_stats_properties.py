@@ -26,19 +26,23 @@ SWAP: dict[Decision, Decision] = {"challenger": "champion", "champion": "challen
 
 
 @st.composite
-def analyses(draw: st.DrawFn, method: st.SearchStrategy[Method] = methods) -> TestSettings:
+def analyses(draw: st.DrawFn, method: st.SearchStrategy[Method] = methods, mirrored: bool = False) -> TestSettings:
     min_votes = draw(st.integers(min_value=0, max_value=200))
+    method_drawn = draw(method)
+    versions = st.just(1) if mirrored else st.sampled_from([None, 1, 2])
     return TestSettings(
-        method=draw(method),
+        method=method_drawn,
         alpha=draw(alphas),
         tau=draw(taus),
         min_votes=min_votes,
         max_votes=draw(st.integers(min_value=min_votes, max_value=30_000)),
         equivalence_delta=draw(st.none() | st.sampled_from([0.02, 0.1, 0.3])),
+        method_version=draw(versions) if method_drawn == "betting" else None,
     )
 
 
-two_sided = analyses(st.sampled_from(["msprt", "bayes-factor", "betting"]))
+# The tests whose sides mirror: betting's version 1 split its fund evenly (version 2 leans to the challenger).
+two_sided = analyses(st.sampled_from(["msprt", "bayes-factor", "betting"]), mirrored=True)
 
 
 @settings(deadline=None)  # timing varies on the shared CI machine

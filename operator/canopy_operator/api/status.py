@@ -91,6 +91,9 @@ class TestIdentity(ApiModel):
     """The champion text pinned when the test started (spec.champion.prompt or the configured prompt)."""
     method: str
     """Decision method fixed at the test's start: msprt, bayes-factor, one-sided or betting."""
+    method_version: int | None = Field(default=None, ge=1, le=1000)
+    """Version of the method's constants fixed at the test's start (betting: 2 gives the challenger's side 56 % of
+    the fund, 1 split it evenly); absent: 1, a test started before versions were recorded."""
     alpha: float
     """False-promotion bound (significance level) fixed at the test's start."""
     tau: float

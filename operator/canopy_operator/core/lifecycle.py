@@ -30,7 +30,7 @@ from canopy_operator.api.status import (
 )
 from canopy_operator.core.collect import text_hash
 from canopy_operator.core.evaluation.gate import gate_released, gate_state
-from canopy_operator.core.stats import Assessment, Method, TestSettings, decision_summary
+from canopy_operator.core.stats import METHOD_VERSIONS, Assessment, Method, TestSettings, decision_summary
 from canopy_operator.core.values import ManagedKeys
 
 CONFIGURED = "<configured summarize.prompt>"
@@ -58,7 +58,8 @@ def test_key(spec: PromptExperimentSpec) -> str:
 
 
 def settings_of(test: TestIdentity) -> TestSettings:
-    """The decision settings fixed when the test started."""
+    """The decision settings fixed when the test started, the method's version included: a running test keeps
+    the constants it started with when a release changes them (a test recorded without a version is version 1)."""
     method = test.method if test.method in get_args(Method) else "msprt"
     return TestSettings(
         method=method,  # type: ignore[arg-type]  # checked against Method just above
@@ -67,6 +68,7 @@ def settings_of(test: TestIdentity) -> TestSettings:
         min_votes=test.min_votes,
         max_votes=test.max_votes,
         equivalence_delta=test.equivalence_delta,
+        method_version=(test.method_version or 1) if method == test.method else 1,
     )
 
 
@@ -115,6 +117,7 @@ def start_test(
         challenger_hash=text_hash(spec.challenger_ref),
         champion_prompt=champion,
         method=a.method,
+        method_version=METHOD_VERSIONS[a.method],
         alpha=a.alpha,
         tau=a.tau,
         min_votes=a.min_votes,

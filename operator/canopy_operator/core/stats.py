@@ -5,7 +5,7 @@ Only decisive votes count: ``w_B`` challenger wins, ``w_A`` champion wins, ``n =
 
 Methods (all computed in log space, so ``n = 1e6`` neither overflows nor underflows):
 
-* ``msprt`` (default): ``Lambda_n = sqrt(c/(n+c)) * exp(D^2 / (2(n+c)))`` with ``c = 1/(4 tau^2)``; the
+* ``msprt``: ``Lambda_n = sqrt(c/(n+c)) * exp(D^2 / (2(n+c)))`` with ``c = 1/(4 tau^2)``; the
   leader (sign of ``D``) wins once ``Lambda_n >= 1/alpha``.
 * ``bayes-factor``: ``BF_n = B(a + w_B, a + w_A) / B(a, a) * 2^n`` with ``a = 10``; same rule.
 * ``one-sided``: only the challenger can win, when ``w_B - n/2 >= u(n)`` with
@@ -15,19 +15,21 @@ Methods (all computed in log space, so ``n = 1e6`` neither overflows nor underfl
   boundary holds at every level at once, ``P(max_n E_n >= 1/alpha) <= alpha`` and ``1/max E`` is an
   always-valid p-value; a promotion happens exactly when ``E_n >= 1/alpha``. The test stops early keeping
   the champion when the confidence sequence's upper end falls below 1/2.
-* ``betting``: testing by betting. A fund starts with one unit of wealth shared among bettors. Constant
-  bettor ``k`` holds ``pi_k`` and stakes the fixed fraction ``lambda_k = 2 delta_k`` of its own wealth on
-  every decisive vote, half of them on the challenger, half on the champion; the plug-in bettor holds
-  ``pi_0`` and stakes ``(w_B - w_A)/(n + 2a)`` on the challenger, its running estimate of the lead. So
-  ``W_n = sum_k pi_k/2 ((1+lambda_k)^w_B (1-lambda_k)^w_A + (1-lambda_k)^w_B (1+lambda_k)^w_A)
-  + pi_0 B(a + w_B, a + w_A) / B(a, a) 2^n``. The fund's stake on a vote is the wealth-weighted average of
-  its bettors' (``betting_bet``): chosen from the votes before it only (predictable) and adapting to the
-  lead. Under "no difference" every vote is a fair coin given the past, so ``W_n`` is a non-negative
-  martingale and Ville's inequality gives ``P(ever W_n >= 1/alpha) <= alpha``. ``W_n`` depends on the
-  counts, not on the order of the votes, so a batch whose internal order is unknown (a recounted MLflow
-  window) gives the same e-value, and looking only at poll times looks at some of the times Ville's
-  inequality covers. The same fund betting against any ``p0`` gives the confidence sequence
-  (``betting_confidence_sequence``), which excludes 1/2 exactly when ``W_n >= 1/alpha``.
+* ``betting`` (default): testing by betting. A fund (``BettingFund``) starts with one unit of wealth shared
+  among bettors. Constant bettor ``k`` of edge ``delta_k`` backs one side and stakes the fixed fraction
+  ``lambda_k = 2 delta_k`` of its own wealth on it at every decisive vote: ``c_k`` of the fund backs the
+  challenger, ``h_k`` the champion (version 2 gives the challenger's side 56 %, version 1 split them
+  evenly); the plug-in bettor holds ``pi_0`` and stakes ``(w_B - w_A)/(n + 2a)`` on the challenger, its
+  running estimate of the lead. So ``W_n = sum_k (c_k (1+lambda_k)^w_B (1-lambda_k)^w_A + h_k (1-lambda_k)^w_B
+  (1+lambda_k)^w_A) + pi_0 B(a + w_B, a + w_A) / B(a, a) 2^n``. The fund's stake on a vote is the
+  wealth-weighted average of its bettors' (``betting_bet``): chosen from the votes before it only
+  (predictable) and adapting to the lead. Under "no difference" every vote is a fair coin given the past, so
+  ``W_n`` is a non-negative martingale and Ville's inequality gives ``P(ever W_n >= 1/alpha) <= alpha``,
+  whichever side wins. ``W_n`` depends on the counts, not on the order of the votes, so a batch whose
+  internal order is unknown (a recounted MLflow window) gives the same e-value, and looking only at poll
+  times looks at some of the times Ville's inequality covers. The same fund betting against any ``p0`` gives
+  the confidence sequence (``betting_confidence_sequence``), which excludes 1/2 exactly when
+  ``W_n >= 1/alpha``. A test keeps the fund version it started with (``TestSettings.method_version``).
 
 For ``msprt``, ``bayes-factor`` and ``one-sided`` the confidence sequence for ``P(challenger preferred)`` is
 ``w_B/n +/- sqrt((n+c) ln((n+c)/(c alpha^2))) / (2n)``, clipped to [0, 1] ([0, 1] at ``n = 0``). For every
@@ -48,14 +50,57 @@ BAYES_PRIOR_A = 10.0
 """Beta(a, a) mixture of the Bayes-factor method."""
 ONE_SIDED_RHO = 6.25
 """Mixture scale of the one-sided boundary."""
-BETTING_EDGES: tuple[float, ...] = (0.04, 0.06, 0.1, 0.15, 0.2)
-"""``delta_k``: constant bettor ``k`` backs a preference ``1/2 + delta_k`` for one side, staking ``2 delta_k``."""
-BETTING_WEIGHTS: tuple[float, ...] = (0.15, 0.15, 0.4, 0.1, 0.15)
-"""``pi_k``: the share of the fund constant bettor ``k`` starts with (split evenly over both sides)."""
-BETTING_PLUG_IN_WEIGHT = 0.05
-"""``pi_0``: the plug-in bettor's share (the shares add up to 1)."""
-BETTING_PLUG_IN_A = 12.0
-"""``a``: the plug-in bettor's estimate ``(w_B + a)/(n + 2a)`` starts from ``a`` pseudo-votes per side."""
+
+
+@dataclass(frozen=True)
+class BettingFund:
+    """How a betting fund shares its starting wealth among its bettors (the shares add up to 1)."""
+
+    edges: tuple[float, ...]
+    """``delta_k``: constant bettor ``k`` backs a preference ``1/2 + delta_k`` for one side, staking ``2 delta_k``."""
+    challenger_shares: tuple[float, ...]
+    """The share the constant bettor of each edge that backs the challenger starts with."""
+    champion_shares: tuple[float, ...]
+    """The share the constant bettor of each edge that backs the champion starts with."""
+    plug_in_share: float
+    """``pi_0``: the plug-in bettor's share."""
+    plug_in_a: float
+    """``a``: the plug-in bettor's estimate ``(w_B + a)/(n + 2a)`` starts from ``a`` pseudo-votes per side."""
+
+    def __post_init__(self) -> None:
+        shares = (*self.challenger_shares, *self.champion_shares, self.plug_in_share)
+        if not len(self.edges) == len(self.challenger_shares) == len(self.champion_shares):
+            raise ValueError("a fund needs one challenger and one champion share per edge")
+        if not all(0 < delta < 0.5 for delta in self.edges) or not all(share >= 0 for share in shares):
+            raise ValueError("edges must be in (0, 1/2) and shares >= 0")
+        if not math.isclose(math.fsum(shares), 1.0, abs_tol=1e-12) or not self.plug_in_share > 0:
+            raise ValueError("a fund's shares must add up to 1, with some for the plug-in bettor")
+
+
+_EDGES = (0.04, 0.06, 0.1, 0.15, 0.2)
+BETTING_FUNDS: dict[int, BettingFund] = {
+    1: BettingFund(
+        edges=_EDGES,
+        challenger_shares=(0.075, 0.075, 0.2, 0.05, 0.075),
+        champion_shares=(0.075, 0.075, 0.2, 0.05, 0.075),
+        plug_in_share=0.05,
+        plug_in_a=12.0,
+    ),
+    2: BettingFund(
+        edges=_EDGES,
+        challenger_shares=(0.105, 0.05, 0.29, 0.08, 0.035),
+        champion_shares=(0.08, 0.07, 0.195, 0.04, 0.03),
+        plug_in_share=0.025,
+        plug_in_a=12.0,
+    ),
+}
+"""The betting funds by version. A test keeps the version it started with (``status.test.methodVersion``).
+Version 1 (the first release of ``betting``) split every edge's share evenly between the sides; version 2 gives
+the challenger's side more, so that a better challenger is promoted sooner (docs/decision-rule.md)."""
+BETTING_VERSION = 2
+"""The version a new ``betting`` test starts with."""
+METHOD_VERSIONS: dict[str, int] = {"msprt": 1, "bayes-factor": 1, "one-sided": 1, "betting": BETTING_VERSION}
+"""The version of each method's constants a new test records; only ``betting`` has had more than one."""
 E_VALUE_CAP = 1e300
 """E-values are capped here so they stay finite (status is JSON, which has no infinity)."""
 _LOG_E_CAP = math.log(E_VALUE_CAP)
@@ -73,6 +118,8 @@ class TestSettings:
     min_votes: int
     max_votes: int
     equivalence_delta: float | None
+    method_version: int | None = None
+    """The version of the method's constants (``METHOD_VERSIONS``); None: the one a new test starts with."""
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -83,6 +130,14 @@ class TestSettings:
             raise ValueError(f"need 0 <= min_votes <= max_votes, got {self.min_votes}, {self.max_votes}")
         if self.equivalence_delta is not None and not 0 < self.equivalence_delta < 0.5:
             raise ValueError(f"equivalence_delta must be in (0, 0.5), got {self.equivalence_delta}")
+        known = BETTING_FUNDS if self.method == "betting" else {1: None}
+        if self.method_version is not None and self.method_version not in known:
+            raise ValueError(f"{self.method} has no version {self.method_version} (known: {sorted(known)})")
+
+    @property
+    def fund(self) -> BettingFund:
+        """The betting fund of this test (``betting`` only)."""
+        return BETTING_FUNDS[BETTING_VERSION if self.method_version is None else self.method_version]
 
     @property
     def c(self) -> float:
@@ -146,45 +201,62 @@ def _log_beta(x: float, y: float) -> float:
     return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
 
 
-def _betting_log_predictions(challenger_wins: int, champion_wins: int) -> list[float]:
+def _betting_log_predictions(challenger_wins: int, champion_wins: int, fund: BettingFund) -> list[float]:
     """Each bettor's share times the probability it gave the votes: ``ln(pi_k q_k^w_B (1-q_k)^w_A)`` etc."""
     terms = []
-    for delta, weight in zip(BETTING_EDGES, BETTING_WEIGHTS, strict=True):
+    for delta, on_challenger, on_champion in zip(fund.edges, fund.challenger_shares, fund.champion_shares, strict=True):
         q = 0.5 + delta
-        log_half = math.log(weight / 2.0)
-        terms.append(log_half + _xlogy(challenger_wins, q) + _xlogy(champion_wins, 1.0 - q))
-        terms.append(log_half + _xlogy(challenger_wins, 1.0 - q) + _xlogy(champion_wins, q))
-    a = BETTING_PLUG_IN_A
-    terms.append(math.log(BETTING_PLUG_IN_WEIGHT) + _log_beta(a + challenger_wins, a + champion_wins) - _log_beta(a, a))
+        if on_challenger > 0:
+            terms.append(math.log(on_challenger) + _xlogy(challenger_wins, q) + _xlogy(champion_wins, 1.0 - q))
+        if on_champion > 0:
+            terms.append(math.log(on_champion) + _xlogy(challenger_wins, 1.0 - q) + _xlogy(champion_wins, q))
+    a = fund.plug_in_a
+    terms.append(math.log(fund.plug_in_share) + _log_beta(a + challenger_wins, a + champion_wins) - _log_beta(a, a))
     return terms
 
 
-def _log_betting_fund(challenger_wins: int, champion_wins: int) -> float:
+def _stakes(challenger_wins: int, champion_wins: int, fund: BettingFund) -> list[float]:
+    """Each bettor's stake on the challenger, in the order of ``_betting_log_predictions``."""
+    stakes = []
+    for delta, on_challenger, on_champion in zip(fund.edges, fund.challenger_shares, fund.champion_shares, strict=True):
+        if on_challenger > 0:
+            stakes.append(2.0 * delta)
+        if on_champion > 0:
+            stakes.append(-2.0 * delta)
+    n = challenger_wins + champion_wins
+    stakes.append((challenger_wins - champion_wins) / (n + 2.0 * fund.plug_in_a))
+    return stakes
+
+
+def _log_betting_fund(challenger_wins: int, champion_wins: int, fund: BettingFund) -> float:
     """``ln F_n``: the fund's probability of the votes seen (its wealth against ``p0`` is ``F_n / L_n(p0)``)."""
-    return _log_sum_exp(_betting_log_predictions(challenger_wins, champion_wins))
+    return _log_sum_exp(_betting_log_predictions(challenger_wins, champion_wins, fund))
 
 
-def log_betting(challenger_wins: int, champion_wins: int) -> float:
-    """``ln W_n``: the betting fund's log-wealth against "no difference" (starting wealth 1)."""
-    return _log_betting_fund(challenger_wins, champion_wins) + (challenger_wins + champion_wins) * math.log(2.0)
+def log_betting(challenger_wins: int, champion_wins: int, fund: BettingFund | None = None) -> float:
+    """``ln W_n``: the betting fund's log-wealth against "no difference" (starting wealth 1); the current fund
+    unless given."""
+    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
+    return _log_betting_fund(challenger_wins, champion_wins, fund) + (challenger_wins + champion_wins) * math.log(2.0)
 
 
-def betting_bet(challenger_wins: int, champion_wins: int) -> float:
+def betting_bet(challenger_wins: int, champion_wins: int, fund: BettingFund | None = None) -> float:
     """The fund's stake on the challenger for the next vote (negative: on the champion), as a fraction of its
     wealth: ``W_{n+1} = W_n (1 + bet)`` if the challenger wins it, ``W_n (1 - bet)`` if the champion does.
 
     The wealth-weighted average of its bettors' stakes, from the counts so far only; ``|bet| < 1``, so the
     wealth never reaches 0."""
-    n = challenger_wins + champion_wins
-    stakes = [sign * 2.0 * delta for delta in BETTING_EDGES for sign in (1.0, -1.0)]
-    stakes.append((challenger_wins - champion_wins) / (n + 2.0 * BETTING_PLUG_IN_A))
-    log_wealth = _betting_log_predictions(challenger_wins, champion_wins)
+    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
+    stakes = _stakes(challenger_wins, champion_wins, fund)
+    log_wealth = _betting_log_predictions(challenger_wins, champion_wins, fund)
     top = max(log_wealth)
     shares = [math.exp(w - top) for w in log_wealth]
     return math.fsum(s * x for s, x in zip(shares, stakes, strict=True)) / math.fsum(shares)
 
 
-def betting_confidence_sequence(alpha: float, challenger_wins: int, champion_wins: int) -> tuple[float, float]:
+def betting_confidence_sequence(
+    alpha: float, challenger_wins: int, champion_wins: int, fund: BettingFund | None = None
+) -> tuple[float, float]:
     """The ``p0`` the betting fund does not reject at level ``alpha``: ``{p0 : W_n(p0) < 1/alpha}``.
 
     Against ``p0`` every bettor keeps the probabilities it gives each vote (a constant bettor ``q_k``, the
@@ -194,10 +266,11 @@ def betting_confidence_sequence(alpha: float, challenger_wins: int, champion_win
     maximum at ``w_B/n``, where it is at least ``ln F_n``, so the set is an interval around ``w_B/n``; its ends
     are found by bisection (60 halvings, in constant time whatever ``n``). At ``p0 = 1/2`` this is the test:
     1/2 is outside exactly when ``W_n >= 1/alpha``."""
+    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
     n = challenger_wins + champion_wins
     if n <= 0:
         return 0.0, 1.0
-    floor = _log_betting_fund(challenger_wins, champion_wins) + math.log(alpha)
+    floor = _log_betting_fund(challenger_wins, champion_wins, fund) + math.log(alpha)
 
     def kept(p0: float) -> bool:
         return _xlogy(challenger_wins, p0) + _xlogy(champion_wins, 1.0 - p0) > floor
@@ -232,7 +305,7 @@ def one_sided_boundary(n: int, alpha: float, rho: float = ONE_SIDED_RHO) -> floa
 def confidence_sequence(settings: TestSettings, challenger_wins: int, n: int) -> tuple[float, float]:
     """Always-valid confidence interval for P(challenger preferred), clipped to [0, 1]."""
     if settings.method == "betting":
-        return betting_confidence_sequence(settings.alpha, challenger_wins, n - challenger_wins)
+        return betting_confidence_sequence(settings.alpha, challenger_wins, n - challenger_wins, settings.fund)
     if n <= 0:
         return 0.0, 1.0
     centre = challenger_wins / n
@@ -247,7 +320,7 @@ def _log_e_value(settings: TestSettings, challenger_wins: int, champion_wins: in
     if settings.method == "bayes-factor":
         return log_bayes_factor(challenger_wins, champion_wins)
     if settings.method == "betting":
-        return log_betting(challenger_wins, champion_wins)
+        return log_betting(challenger_wins, champion_wins, settings.fund)
     return log_one_sided(n, challenger_wins)
 
 
