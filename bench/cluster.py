@@ -2,7 +2,8 @@
 
 The operator runs as ``canopy-operator run --all-namespaces`` (what the shipped Deployment runs) in its own
 process, authenticated as its ServiceAccount user bound only to ``manifests/rbac/clusterrole.yaml``, so its
-CPU and memory can be read from /proc and nothing of the benchmark shares its event loop.
+CPU and memory can be read from /proc and nothing of the benchmark shares its event loop. The bare-Kopf floor
+(``floor_operator.py``) runs the same way under ``kopf run`` (``FloorProcess``).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ student-assistant:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -61,20 +61,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: Any, **_: Any) -> None:
     await memo.api.close()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="floor", cancellation_timeout=10.0)
 async def floor(
-    name: str, namespace: str, spec: kopf.Spec, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+    name: str, namespace: str | None, spec: kopf.Spec, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
+    assert namespace is not None, "PromptExperiment is namespaced"
     delivery = spec["delivery"]["configMap"]
     text = VALUES.format(prompt_b=textwrap.indent(spec["challenger"]["prompt"], "    "))
     body = {"data": {delivery.get("key", "canopy-config.yaml"): text}}
-    await client.CoreV1Api(memo.api).patch_namespaced_config_map(delivery["name"], namespace, body, _content_type=MERGE)
+    core, custom = client.CoreV1Api(memo.api), client.CustomObjectsApi(memo.api)
+    await core.patch_namespaced_config_map(delivery["name"], namespace, body, _content_type=MERGE)  # type: ignore[call-arg]
     status = {"status": {"phase": "Running"}}
-    await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object_status(
+    await custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, status, _content_type=MERGE
-    )
+    )  # type: ignore[call-arg]
     await stopped.wait()
