@@ -2,7 +2,8 @@
 
 The operator runs as ``canopy-operator run --all-namespaces`` (what the shipped Deployment runs) in its own
 process, authenticated as its ServiceAccount user bound only to ``manifests/rbac/clusterrole.yaml``, so its
-CPU and memory can be read from /proc and nothing of the benchmark shares its event loop.
+CPU and memory can be read from /proc and nothing of the benchmark shares its event loop. The bare-Kopf floor
+(``floor_operator.py``) runs the same way under ``kopf run`` (``FloorProcess``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,35 @@ def apiserver_requests(plane: ControlPlane) -> collections.Counter[RequestKey]:
     return counts
 
 
+_WATCHES = re.compile(r"^apiserver_longrunning_requests\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def open_watches(plane: ControlPlane, resource: str) -> int:
+    """How many WATCH requests on ``resource`` the API server is serving now (``apiserver_longrunning_requests``)."""
+    with plane.admin_client() as admin:
+        response = admin.request("GET", "/metrics")
+    response.raise_for_status()
+    total = 0
+    for line in response.text.splitlines():
+        match = _WATCHES.match(line)
+        if match is not None:
+            labels = dict(_LABEL.findall(match["labels"]))
+            if labels.get("verb") == "WATCH" and labels.get("resource") == resource:
+                total += int(float(match["value"]))
+    return total
+
+
+def wait_watching(plane: ControlPlane, resource: str, timeout: float = 60.0) -> float:
+    """Wait until someone watches ``resource`` (the subject's Kopf, before the harness opens its own watches);
+    return the seconds waited. Kopf's liveness answers before its watch streams are open."""
+    began = time.monotonic()
+    while open_watches(plane, resource) < 1:
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"nobody watches {resource} after {timeout:g}s")
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
 class OperatorProcess:
     """``canopy-operator run --all-namespaces`` as the operator's user; ready when Kopf's liveness answers."""
 
@@ -114,9 +144,18 @@ class OperatorProcess:
         }
         python = str(REPO_ROOT / ".venv" / "bin" / "python")
         profiling = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-        command = [
-            python,
-            *profiling,
+        command = [python, *profiling, *self.arguments()]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout
+        while not self._live():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not become live; see {self.log_path}")
+            time.sleep(0.2)
+
+    def arguments(self) -> list[str]:
+        """What follows ``python`` on the command line."""
+        return [
             "-m",
             "canopy_operator.cli",
             "run",
@@ -126,13 +165,6 @@ class OperatorProcess:
             "--log-level",
             self.log_level,
         ]
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout
-        while not self._live():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the operator did not become live; see {self.log_path}")
-            time.sleep(0.2)
 
     def _live(self) -> bool:
         try:
@@ -161,3 +193,18 @@ class OperatorProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class FloorProcess(OperatorProcess):
+    """``bench/floor_operator.py`` under ``kopf run``, run exactly like the operator (same user, flags and readiness).
+
+    Kopf's own CLI: ``--all-namespaces``, ``--standalone`` (the operator runs Kopf standalone too), the same
+    liveness endpoint, log level INFO (Kopf's default, as the operator's) and JSON lines, as the operator logs.
+    """
+
+    def arguments(self) -> list[str]:
+        if self.log_level != "INFO":
+            raise ValueError("the floor runs at Kopf's default log level, INFO")
+        floor = str(REPO_ROOT / "bench" / "floor_operator.py")
+        return ["-m", "kopf", "run", "--all-namespaces", "--standalone", "--liveness", self.liveness,
+                "--log-format=json", floor]  # fmt: skip

@@ -1,21 +1,24 @@
-"""Reconcile latency and steady-state cost of the operator, on a real API server with simulated backends.
+"""Reconcile latency and steady-state cost of the operator against a bare-Kopf floor, on a real API server.
 
 Run from the repository root (not a test; not run in CI)::
 
-    .venv/bin/python bench/reconcile_bench.py --scales 1,100,500 [--window 120] [--interval 30s]
+    .venv/bin/python bench/reconcile_bench.py --scales 1,100,500 [--window 120] [--interval 30s] [--only floor]
 
-For each scale N, a fresh control plane (etcd + kube-apiserver) gets the shipped RBAC; N backends (ConfigMap,
-Deployment, simulator on its own port, restarted on rollout) are created in one namespace; the operator runs
-as a separate process (``canopy-operator run --all-namespaces``) as its ServiceAccount user. Then:
+For each scale N and each subject, the bare-Kopf floor (``bench/floor_operator.py``) and then the operator, a
+fresh control plane (etcd + kube-apiserver) gets the shipped RBAC; N backends (ConfigMap, Deployment,
+simulator on its own port, restarted on rollout) are created in one namespace; the subject runs as a separate
+process (``canopy-operator run --all-namespaces``, or ``kopf run --all-namespaces bench/floor_operator.py``) as
+the operator's ServiceAccount user. Then, for each subject alike:
 
-1. floor: 50 sequential ConfigMap merge patches (one API round trip each) with the same client library;
+1. round trip: 50 sequential ConfigMap merge patches (one API round trip each) with the same client library;
 2. burst: N PromptExperiments created at once; per experiment, the time from its creation (the create call
-   returned) to its ConfigMap holding the experiment's config, and to status.phase Running; the floor is
-   sampled every 0.25 s during the burst as well;
+   returned) to its ConfigMap holding the experiment's config, and to status.phase Running; the round trip is
+   sampled every 0.25 s during the burst as well; the subject's CPU from before the burst to all Running;
 3. idle: after one poll interval of settling, a window in which nothing changes: apiserver_request_total
-   deltas by verb and resource, backend requests by path, operator CPU and memory.
+   deltas by verb and resource, backend requests by path, the subject's CPU and memory.
 
-Output: a Markdown report on stdout and the raw figures as JSON (``--json``).
+Every table reports the operator's figure, the floor's and their ratio, measured in the same run.
+Output: a Markdown report on stdout and the raw figures of both subjects as JSON (``--json``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import json
 import os
 import shutil
@@ -37,13 +41,23 @@ from kubernetes_asyncio.config import new_client_from_config
 
 from canopy_devkit.controlplane import ControlPlane
 from canopy_operator.api.base import GROUP, PLURAL, VERSION, parse_duration
-from cluster import WRITE_VERBS, OperatorProcess, apiserver_requests, apply_operator_rbac, create_namespace
+from cluster import (
+    WRITE_VERBS,
+    FloorProcess,
+    OperatorProcess,
+    apiserver_requests,
+    apply_operator_rbac,
+    create_namespace,
+    wait_watching,
+)
 from common import cpu_seconds, load_average, machine, memory_kib, summary
-from fleet import Fleet, configmap_name, deployment_name
+from fleet import KEY, Fleet, configmap_name, deployment_name
 from observe import FloorUnderLoad, Observer, create_configmap, patch_round_trips
 from report import render
 
 CHALLENGER = "Provide a brief, concise summary:\n"
+SUBJECTS = ("floor", "operator")
+"""Run at every scale in this order, each on a fresh control plane: the bare-Kopf floor, then the operator."""
 
 
 def experiment(i: int, url: str, interval: str) -> dict[str, Any]:
@@ -86,6 +100,10 @@ async def burst(
         await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         created[i] = time.monotonic()
 
+    # A dry run first: the harness's first create of the process otherwise takes about 2 s of its own.
+    await custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, experiment(0, fleet.backends[0].url, interval), dry_run="All"
+    )
     began = time.monotonic()
     await asyncio.gather(*(create(i) for i in range(n)))
     creation_spread = max(created.values()) - began
@@ -115,16 +133,18 @@ async def burst(
     }
 
 
-async def idle_window(plane: ControlPlane, fleet: Fleet, operator: OperatorProcess, window: float) -> dict[str, Any]:
+async def idle_window(
+    plane: ControlPlane, fleet: Fleet, subject: str, process: OperatorProcess, window: float
+) -> dict[str, Any]:
     """Counts over ``window`` seconds in which no experiment has anything to do."""
-    pids = {"operator": operator.pid, **plane.pids, "harness": os.getpid()}
+    pids = {subject: process.pid, **plane.pids, "harness": os.getpid()}
     before_req = await asyncio.to_thread(apiserver_requests, plane)
     before_backend = collections.Counter(fleet.counts)
     before_cpu = process_usage(pids)
     rss_samples: list[int] = []
     began = time.monotonic()
     while time.monotonic() - began < window:
-        rss_samples.append(memory_kib(operator.pid)["rss"])
+        rss_samples.append(memory_kib(process.pid)["rss"])
         await asyncio.sleep(min(5.0, window / 10))
     elapsed = time.monotonic() - began
     after_req = await asyncio.to_thread(apiserver_requests, plane)
@@ -136,11 +156,12 @@ async def idle_window(plane: ControlPlane, fleet: Fleet, operator: OperatorProce
         "writes": {k: v for k, v in requests.items() if k.split("/")[0] in WRITE_VERBS},
         "backend": dict(collections.Counter(fleet.counts) - before_backend),
         "cpu": {name: after_cpu[name] - before_cpu[name] for name in pids},
-        "operator_memory_kib": {**memory_kib(operator.pid), "rss_max_in_window": max(rss_samples)},
+        "memory_kib": {**memory_kib(process.pid), "rss_max_in_window": max(rss_samples)},
     }
 
 
-async def run_scale(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+async def run_scale(n: int, subject: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One subject (the operator or the floor) at one scale, on a control plane of its own, started fresh."""
     namespace = f"bench-{n}"
     plane = ControlPlane()
     await asyncio.to_thread(plane.start)
@@ -149,67 +170,90 @@ async def run_scale(n: int, args: argparse.Namespace, workdir: Path) -> dict[str
         await asyncio.to_thread(create_namespace, plane, namespace)
         api = await new_client_from_config(config_file=str(plane.admin_kubeconfig()))
         try:
-            return await _measure(n, args, workdir, plane, api, namespace)
+            return await _measure(n, subject, args, workdir, plane, api, namespace)
         finally:
             await api.close()
     finally:
         await asyncio.to_thread(plane.stop)
 
 
+def subject_process(
+    subject: str, plane: ControlPlane, n: int, args: argparse.Namespace, workdir: Path
+) -> OperatorProcess:
+    log = workdir / f"{subject}-{n}.log"
+    profile = Path(args.profile_dir) / f"{subject}-{n}.prof" if args.profile_dir else None
+    kind = FloorProcess if subject == "floor" else OperatorProcess
+    return kind(plane.operator_kubeconfig(), log, profile=profile)
+
+
 async def _measure(
-    n: int, args: argparse.Namespace, workdir: Path, plane: ControlPlane, api: client.ApiClient, namespace: str
+    n: int,
+    subject: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    plane: ControlPlane,
+    api: client.ApiClient,
+    namespace: str,
 ) -> dict[str, Any]:
     fleet = Fleet(api, namespace, workdir, n)
     await fleet.start()
     observer = Observer(api, namespace)
-    profile = Path(args.profile_dir) / f"operator-{n}.prof" if args.profile_dir else None
-    operator = OperatorProcess(plane.operator_kubeconfig(), workdir / f"operator-{n}.log", profile=profile)
-    await asyncio.to_thread(operator.start)
+    process = subject_process(subject, plane, n, args, workdir)
+    await asyncio.to_thread(process.start)
     try:
-        await create_configmap(api, namespace, "floor")
-        floor = await patch_round_trips(api, namespace, "floor", args.floor_samples)
+        watch_wait = await asyncio.to_thread(wait_watching, plane, PLURAL)
+        await create_configmap(api, namespace, "round-trip")
+        round_trip = await patch_round_trips(api, namespace, "round-trip", args.round_trips)
         await observer.start()
         under_load = FloorUnderLoad(api, namespace)
         await under_load.start()
-        pids = {"operator": operator.pid, **plane.pids, "harness": os.getpid()}
+        pids = {subject: process.pid, **plane.pids, "harness": os.getpid()}
         cpu_before = process_usage(pids)
         load_before = load_average()
         result = await burst(api, fleet, observer, namespace, args.interval, args.timeout)
         cpu_burst = {k: v - cpu_before[k] for k, v in process_usage(pids).items()}
         await under_load.stop()
+        written = await client.CoreV1Api(api).read_namespaced_config_map(configmap_name(0), namespace)
         await asyncio.sleep(parse_duration(args.interval) + 5)
         observer.status_changes.clear()
-        idle = await idle_window(plane, fleet, operator, args.window)
+        idle = await idle_window(plane, fleet, subject, process, args.window)
         idle["status_changes"] = dict(observer.status_changes.most_common(20))
         await observer.stop()
         return {
+            "subject": subject,
             "n": n,
             "load_before_burst": load_before,
-            "floor_idle": floor,
-            "floor_under_load": under_load.samples,
+            "watch_wait": watch_wait,
+            "round_trip_quiet": round_trip,
+            "round_trip_under_load": under_load.samples,
             **result,
             "cpu_burst": cpu_burst,
+            "config_text_sha256": hashlib.sha256((written.data or {}).get(KEY, "").encode()).hexdigest(),
             "idle": idle,
             "rollouts_total": sum(len(v) for v in fleet.rollouts.values()),
             "interval": parse_duration(args.interval),
         }
     finally:
-        await asyncio.to_thread(operator.stop)
+        await asyncio.to_thread(process.stop)
         await fleet.stop()
 
 
 async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    results = []
+    results: list[dict[str, Any]] = []
     info = machine()
     for n in args.scales:
-        began = time.monotonic()
-        result = await run_scale(n, args, workdir)
-        result["seconds_total"] = time.monotonic() - began
-        results.append(result)
-        if args.json:  # after every scale, so a failure at a larger one keeps the smaller ones' figures
-            text = json.dumps({"machine": info, "results": results}, indent=1, default=str)
-            await asyncio.to_thread(Path(args.json).write_text, text, encoding="utf-8")
-        print(f"scale {n}: done in {result['seconds_total']:.0f}s", file=sys.stderr, flush=True)
+        scale: dict[str, Any] = {"n": n}
+        results.append(scale)
+        for subject in args.subjects:
+            began = time.monotonic()
+            result = await run_scale(n, subject, args, workdir)
+            result["seconds_total"] = time.monotonic() - began
+            result["load_after"] = load_average()
+            scale[subject] = result
+            if args.json:  # after every run, so a failure at a larger scale keeps the smaller ones' figures
+                text = json.dumps({"machine": info, "args": vars(args), "results": results}, indent=1, default=str)
+                await asyncio.to_thread(Path(args.json).write_text, text, encoding="utf-8")
+            print(f"scale {n}, {subject}: done in {result['seconds_total']:.0f}s", file=sys.stderr, flush=True)
     return {"machine": info, "load_after": load_average(), "args": vars(args), "results": results}
 
 
@@ -219,21 +263,28 @@ def main() -> int:
     parser.add_argument("--interval", default="30s", help="spec.analysis.interval of every experiment")
     parser.add_argument("--window", type=float, default=120.0, help="seconds of the idle window")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every experiment")
-    parser.add_argument("--floor-samples", type=int, default=50)
+    parser.add_argument(
+        "--only",
+        choices=SUBJECTS,
+        help="run only the operator or only the bare-Kopf floor (development; the report then has no ratios)",
+    )
+    parser.add_argument("--round-trips", type=int, default=50, help="sequential ConfigMap patches timed")
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--profile-dir", help="run the operator under cProfile, statistics here")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the operator logs")
     args = parser.parse_args()
+    args.subjects = [args.only] if args.only else list(SUBJECTS)
     workdir = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
     report = asyncio.run(main_async(args, workdir))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     print(render(report, summary))
     if args.keep_workdir:
-        print(f"work dir (operator logs): {workdir}", file=sys.stderr)
+        print(f"work dir (operator and floor logs): {workdir}", file=sys.stderr)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if all(r["finished"] for r in report["results"]) else 1
+    runs = [scale[s] for scale in report["results"] for s in args.subjects]
+    return 0 if all(r["finished"] for r in runs) else 1
 
 
 if __name__ == "__main__":
