@@ -23,6 +23,7 @@ from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.service.report import Report
 from canopy_operator.service.services import RestoreSkipped, Services
+from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
 from canopy_operator.telemetry.metrics import Metrics
 
@@ -114,6 +115,22 @@ async def run(
     """Reconcile at the poll interval (faster while a change is in flight) until the object goes away."""
     assert namespace is not None, "PromptExperiment is namespaced"
     services = _services(memo)
+    session = services.session(namespace, name)  # the backend client, kept for the daemon's life
+    try:
+        await _loop(services, session, namespace, name, body, memo, stopped)
+    finally:
+        await asyncio.shield(services.end_session(session))
+
+
+async def _loop(
+    services: Services,
+    session: ExperimentSession,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+) -> None:
     wake_event = memo.setdefault("wake", asyncio.Event())
     failures = 0
     loop = asyncio.get_running_loop()
@@ -122,7 +139,7 @@ async def run(
             return
         started = loop.time()
         try:
-            report = await services.reconcile(namespace, name, dict(body))
+            report = await services.reconcile(namespace, name, dict(body), session)
             _post(body, report)
             failures = failures + 1 if report.failed else 0
             delay = backoff(report.next_in, failures) if report.failed else report.next_in

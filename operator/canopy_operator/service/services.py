@@ -29,8 +29,8 @@ from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
 from canopy_operator.service.report import Report
+from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
-from canopy_operator.sources.canopy.source import CanopySource
 from canopy_operator.telemetry.metrics import Metrics, MetricsServer
 
 log = logging.getLogger("canopy_operator")
@@ -59,6 +59,8 @@ class Services:
     """One trust store for every backend client of the process."""
     notifier: Notifier = field(init=False)
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
+    sessions: set[ExperimentSession] = field(init=False, default_factory=set)
+    """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(
@@ -86,21 +88,42 @@ class Services:
             metrics_server=server,
         )
 
+    def session(self, namespace: str, name: str) -> ExperimentSession:
+        """What the daemon of ``namespace/name`` keeps between its passes (:mod:`.session`); it closes it with
+        :meth:`end_session` when it stops."""
+        session = ExperimentSession(
+            f"{namespace}/{name}",
+            lambda spec: wiring.source_for(spec, self.settings, self.observer.time_request, self.tls),
+            lambda spec: wiring.source_key(spec, self.settings),
+        )
+        self.sessions.add(session)
+        return session
+
+    async def end_session(self, session: ExperimentSession) -> None:
+        self.sessions.discard(session)
+        await session.aclose()
+
     async def close(self) -> None:
+        for session in list(self.sessions):
+            await self.end_session(session)
         if self.metrics_server is not None:
             self.metrics_server.close()
         wiring.close_git_workspace(self.git, self.settings)
         await self.gateway.api.close()
 
-    async def reconcile(self, namespace: str, name: str, body: Mapping[str, Any]) -> Report:
+    async def reconcile(
+        self, namespace: str, name: str, body: Mapping[str, Any], session: ExperimentSession | None = None
+    ) -> Report:
         """One pass; the status is written only when it changed, with a resourceVersion precondition.
 
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
-        (:mod:`canopy_operator.service.notify`)."""
+        (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
+        (its backend client); without one, the pass opens its own and closes it at its end."""
         meta = body.get("metadata", {})
         rv = {"value": meta.get("resourceVersion")}
         old: dict[str, Any] = dict(body.get("status") or {})
-        sources: list[CanopySource] = []
+        own_session = session is None
+        kept = session if session is not None else self.session(namespace, name)
 
         async def write(new: dict[str, Any]) -> None:
             patch = merge_patch(old, new)
@@ -121,8 +144,7 @@ class Services:
         )
 
         def backend(spec: PromptExperimentSpec) -> Backend:
-            source = wiring.source_for(spec, self.settings, self.observer.time_request, self.tls)
-            sources.append(source)
+            source = kept.source(spec)
             votes = wiring.votes_for(spec, apis)
             return source if votes is None else wiring.SplitBackend(source, votes)
 
@@ -158,8 +180,10 @@ class Services:
                 report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
         finally:
             watch.close()
-            for source in sources:
-                await source.aclose()
+            if own_session:
+                await self.end_session(kept)
+            else:
+                await kept.end_pass()
             await apis.aclose()
         return report
 

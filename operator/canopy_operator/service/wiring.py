@@ -9,7 +9,7 @@ import contextlib
 import shutil
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -132,10 +132,22 @@ async def delivery_for(
     )
 
 
+def source_key(spec: PromptExperimentSpec, settings: Settings) -> Hashable:
+    """What :func:`source_for` makes its client from: a client is reused while this stays the same."""
+    return (
+        spec.backend.url,
+        parse_duration(spec.backend.request_timeout),
+        settings.max_backend_body,
+        settings.max_backend_log_body,
+        spec.backend.generation,
+    )
+
+
 def source_for(
     spec: PromptExperimentSpec, settings: Settings, timer: RequestTimer, tls: ssl.SSLContext | None = None
 ) -> CanopySource:
-    """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared."""
+    """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared. Its pool
+    is bounded (``POOLED_LIMITS``): a daemon keeps it for the experiment's life (:mod:`.session`)."""
     client = CanopyClient(
         spec.backend.url,
         timeout=parse_duration(spec.backend.request_timeout),
