@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)([A-Z]+) (\S+) HTTP/1\.1\r\n")
 
 
 class CountingProxy:
@@ -19,6 +24,9 @@ class CountingProxy:
         self.host, self.port = host, port
         self.accepted = 0
         self.open = 0
+        self.requests: list[tuple[float, str]] = []
+        """(time.monotonic(), "METHOD /path") of each request forwarded (request lines split across reads are
+        not seen: small requests from one client are not split in practice)."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -56,7 +64,7 @@ class CountingProxy:
             self._tasks.discard(task)
             return
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer, self._note), _pipe(up_reader, writer))
         except asyncio.CancelledError:
             pass  # the proxy is closing: end quietly (the stream server logs a cancelled handler as an error)
         finally:
@@ -67,10 +75,23 @@ class CountingProxy:
                     await w.wait_closed()
             self._tasks.discard(task)
 
+    def _note(self, chunk: bytes) -> None:
+        now = time.monotonic()
+        for method, path in _REQUEST_LINE.findall(chunk):
+            self.requests.append((now, f"{method.decode()} {path.decode(errors='replace')}"))
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def times_of(self, request: str) -> list[float]:
+        """When each ``request`` ("GET /feedback/ab") was forwarded."""
+        return [t for t, r in self.requests if r == request]
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, note: Callable[[bytes], None] | None = None
+) -> None:
     try:
         while chunk := await reader.read(64 * 1024):
+            if note is not None:
+                note(chunk)
             writer.write(chunk)
             await writer.drain()
     except (ConnectionError, OSError):

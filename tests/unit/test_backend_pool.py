@@ -8,12 +8,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from canopy_devkit.simulator import RunningSimulator
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.core.readings import Window
+from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.k8s.watched import WatchedReads
 from canopy_operator.service import wiring
 from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
@@ -40,7 +43,8 @@ def session() -> ExperimentSession:
         OPENED.append(s.backend.url)
         return wiring.source_for(s, SETTINGS, _timer)
 
-    return ExperimentSession("ns/exp", open_source, lambda s: wiring.source_key(s, SETTINGS))
+    reads = WatchedReads(cast(Gateway, None))  # no Kubernetes call in these tests
+    return ExperimentSession("ns/exp", open_source, lambda s: wiring.source_key(s, SETTINGS), reads)
 
 
 @pytest.fixture

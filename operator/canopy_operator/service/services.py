@@ -23,6 +23,7 @@ from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
 from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.k8s.watched import Versions, WatchedReads, unwatched
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
 from canopy_operator.service.notify import Notifier, Target
@@ -88,13 +89,15 @@ class Services:
             metrics_server=server,
         )
 
-    def session(self, namespace: str, name: str) -> ExperimentSession:
+    def session(self, namespace: str, name: str, versions: Versions = unwatched) -> ExperimentSession:
         """What the daemon of ``namespace/name`` keeps between its passes (:mod:`.session`); it closes it with
-        :meth:`end_session` when it stops."""
+        :meth:`end_session` when it stops. ``versions``: what the watches saw of ConfigMaps and Deployments
+        (:mod:`canopy_operator.k8s.watched`); without them every read goes to the API server."""
         session = ExperimentSession(
             f"{namespace}/{name}",
             lambda spec: wiring.source_for(spec, self.settings, self.observer.time_request, self.tls),
             lambda spec: wiring.source_key(spec, self.settings),
+            WatchedReads(self.gateway, versions),
         )
         self.sessions.add(session)
         return session
@@ -157,6 +160,7 @@ class Services:
                 name,
                 redactor=self.redactor,
                 failpoint=self.failpoint,
+                reads=kept.reads,
             ),
             backend=backend,
             prompts=partial(wiring.prompts_for, apis=apis),

@@ -13,6 +13,10 @@ CPU, issue #20). The session keeps **one pooled client per experiment** instead:
 - never shared: one session per experiment, so never across namespaces or tenants, and its pool is bounded
   (:data:`canopy_operator.sources.http.POOLED_LIMITS`).
 
+It also keeps the experiment's last read of its ConfigMap and Deployment (:class:`~canopy_operator.k8s.watched.
+WatchedReads`), served again while the watches say they have not changed: an idle experiment makes no
+Kubernetes API read (the decision and its reasons: :mod:`canopy_operator.k8s.watched`).
+
 Nothing here outlives the process or holds what must survive a restart (that lives in status).
 """
 
@@ -22,6 +26,7 @@ import logging
 from collections.abc import Callable, Hashable
 
 from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.k8s.watched import WatchedReads
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.sources.canopy.source import CanopySource
 
@@ -34,9 +39,11 @@ SourceKey = Callable[[PromptExperimentSpec], Hashable]
 class ExperimentSession:
     """One experiment's backend client (and what else its daemon keeps), for the life of the daemon."""
 
-    def __init__(self, where: str, open_source: OpenSource, key_of: SourceKey) -> None:
+    def __init__(self, where: str, open_source: OpenSource, key_of: SourceKey, reads: WatchedReads) -> None:
         self.where = where
         """``namespace/name`` of the experiment (for logs)."""
+        self.reads = reads
+        """The ConfigMap delivery's Kubernetes calls, reads kept while the watches see no change."""
         self._open_source = open_source
         self._key_of = key_of
         self._source: CanopySource | None = None
@@ -69,6 +76,7 @@ class ExperimentSession:
     async def aclose(self) -> None:
         """Close everything (the daemon stopped); idempotent."""
         self.closed = True
+        self.reads.forget()
         await self.end_pass()
         source, self._source = self._source, None
         if source is not None:
