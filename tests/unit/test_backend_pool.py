@@ -113,3 +113,17 @@ async def _eventually_closed(proxy: CountingProxy) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+async def test_a_failed_pass_closes_the_client_and_the_next_pass_makes_a_new_one(sim: RunningSimulator) -> None:
+    """A backend that timed out or answered garbage may have left a connection checked out: never keep it."""
+    async with CountingProxy(sim.host, sim.port) as proxy:
+        kept = session()
+        await idle_pass(kept, spec(proxy.url))
+        first = kept.source(spec(proxy.url))
+        await kept.end_pass(failed=True)
+        assert first.client._http.is_closed
+        await idle_pass(kept, spec(proxy.url))
+        assert kept.opened == 2
+        assert proxy.accepted == 2
+        await kept.aclose()

@@ -172,6 +172,7 @@ class Services:
         )
         watch = self.observer.watch(namespace, name, body)
         target = self.notifier.target(body.get("spec"))
+        failed = True
         try:
             report = await reconcile(body, ports)
             if report.raw_status is not None:
@@ -182,12 +183,13 @@ class Services:
                 watch.report(report)
                 fresh = rv["value"] != meta.get("resourceVersion")
                 report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
+            failed = report.failed
         finally:
             watch.close()
             if own_session:
                 await self.end_session(kept)
             else:
-                await kept.end_pass()
+                await kept.end_pass(failed=failed)  # a failed pass does not keep its backend client
             await apis.aclose()
         return report
 

@@ -8,6 +8,10 @@ CPU, issue #20). The session keeps **one pooled client per experiment** instead:
 - kept while what it was made from stays the same (:func:`canopy_operator.service.wiring.source_key`: the URL,
   the request timeout, the body limits, the generation); a change retires it, and it is closed at the end of
   that pass, so a pass never loses its client half-way;
+- kept only while passes succeed: a pass that failed (the backend timed out, cut a stream, answered garbage,
+  or anything else degraded it) closes it, and the next pass starts with a new one, as every pass did before.
+  A cancelled or abandoned request must never leave a connection checked out of a pool that lives on (a
+  hostile backend could otherwise exhaust the experiment's four connections for good);
 - closed when the daemon stops (the object deleted, the operator stopping), and by
   :meth:`canopy_operator.service.services.Services.close` for any session a daemon left open;
 - never shared: one session per experiment, so never across namespaces or tenants, and its pool is bounded
@@ -67,8 +71,11 @@ class ExperimentSession:
             self.opened += 1
         return self._source
 
-    async def end_pass(self) -> None:
-        """Close the clients a pass replaced."""
+    async def end_pass(self, *, failed: bool = False) -> None:
+        """Close the clients a pass replaced; after a failed pass, the current one too (a fresh pool next pass)."""
+        if failed and self._source is not None:
+            self._retired.append(self._source)
+            self._source, self._key = None, None
         retired, self._retired = self._retired, []
         for source in retired:
             await _close(source, self.where)
