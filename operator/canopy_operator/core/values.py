@@ -45,8 +45,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from yaml.events import Event
+
 from canopy_operator.core.chart_schema import GEN2_SECTIONS, SUMMARIZE_KEYS, generation2_problems, kind, schema_problems
-from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlLimitError, safe_load
+from canopy_operator.yamlsplice.bounded import LIMITS, Limits, YamlLimitError, events, load_events, safe_load
 from canopy_operator.yamlsplice.edit import (
     Edit,
     Layout,
@@ -68,7 +70,7 @@ from canopy_operator.yamlsplice.pos import (
     Scalar,
     as_bool,
     as_text,
-    compose,
+    compose_events,
     deref,
     find_item,
     is_aliased,
@@ -209,10 +211,22 @@ def managed_hash(m: ManagedKeys) -> str:
 
 
 def _document(text: str, limits: Limits = LIMITS) -> Document | None:
+    return _document_of(_events(text, limits))
+
+
+def _events(text: str, limits: Limits) -> list[Event]:
+    """The text scanned and parsed once (PyYAML's parser, within ``limits``); both views are built from this."""
     try:
-        docs = compose(text, limits)
+        return events(text, limits)
     except YamlLimitError as exc:
         raise ValuesEditError(f"refused to read the values file ({exc.bound} bound): {exc}") from None
+    except ValueError as exc:
+        raise ValuesEditError(f"the values file is not valid YAML: {exc}") from None
+
+
+def _document_of(parsed: list[Event]) -> Document | None:
+    try:
+        docs = compose_events(parsed)
     except ValueError as exc:
         raise ValuesEditError(f"the values file is not valid YAML: {exc}") from None
     if len(docs) > 1:
@@ -316,9 +330,19 @@ class ValuesReader:
         return keys
 
 
-def _parse(text: str, limits: Limits) -> tuple[Document | None, Mapping | None]:
-    doc = _document(text, limits)
-    return doc, _root(doc)
+@dataclass(frozen=True)
+class _Parsed:
+    """One parse of a text: PyYAML's events (made once), and the positioned document built from them."""
+
+    events: list[Event]
+    doc: Document | None
+    root: Mapping | None
+
+
+def _parse(text: str, limits: Limits) -> _Parsed:
+    parsed = _events(text, limits)
+    doc = _document_of(parsed)
+    return _Parsed(parsed, doc, _root(doc))
 
 
 def apply_managed(text: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> str:
@@ -327,29 +351,37 @@ def apply_managed(text: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN
     The result reads back as ``desired`` with every other value unchanged, as Helm types it and as PyYAML (the
     backend) loads it; anything else raises ``ValuesEditError``. Schema facts are ``validate_values``'s job
     (``edit_values`` does both)."""
-    doc, root = _parse(text, limits)
-    if _read_root(root, layout) == desired:
-        return text
-    out, out_doc, out_root = text, doc, root
+    return _apply(text, desired, layout, limits)[0]
+
+
+def _apply(text: str, desired: ManagedKeys, layout: ValuesLayout, limits: Limits) -> tuple[str, Mapping | None]:
+    """:func:`apply_managed` and the edited text's root. Each text (the original, and the result of each splice)
+    is scanned and parsed once: Helm's view (the positioned document) and the backend's (``yaml.safe_load``'s
+    objects) are both built from that one parse's events."""
+    before = _parse(text, limits)
+    if _read_root(before.root, layout) == desired:
+        return text, before.root
+    out, after = text, before
     for name in layout.edit_order:
         want = getattr(desired, name)
-        if getattr(_read_root(out_root, layout), name) != want:
-            out = splice(out, _edits_for(Layout(out), out_doc, out_root, name, want, layout))
-            out_doc, out_root = _parse(out, limits)
-    _verify(root, out_root, desired, layout)
-    verify_loaded(text, out, desired, layout=layout, limits=limits)
-    return out
+        if getattr(_read_root(after.root, layout), name) != want:
+            out = splice(out, _edits_for(Layout(out), after.doc, after.root, name, want, layout))
+            after = _parse(out, limits)
+    _verify(before.root, after.root, desired, layout)
+    _verify_loaded(lambda: (load_events(before.events), load_events(after.events)), desired, layout)
+    return out, after.root
 
 
 def edit_values(text: str, desired: ManagedKeys, *, layout: ValuesLayout = GEN1, limits: Limits = LIMITS) -> str:
     """The text the operator writes for ``desired``: :func:`apply_managed`, then the chart's schema facts.
 
-    Raises ``ValuesEditError`` saying what is wrong; nothing is to be written then."""
+    Raises ``ValuesEditError`` saying what is wrong; nothing is to be written then. The original text and the
+    edited one are parsed once each (plus once per intermediate splice when several sections change)."""
     moving = _moving_challenger(desired, layout)
     if moving is not None:
         raise ValuesEditError(moving, [moving])
-    edited = apply_managed(text, desired, layout=layout, limits=limits)
-    problems = validate_values(edited, layout=layout, limits=limits)
+    edited, root = _apply(text, desired, layout, limits)
+    problems = list(layout.schema(root))  # validate_values(edited), on the root already parsed
     if problems:
         raise ValuesEditError(f"the edited file would break the chart: {'; '.join(problems)}", problems)
     return edited
@@ -490,8 +522,13 @@ def verify_loaded(
 ) -> None:
     """``after`` loads with ``yaml.safe_load`` (the backend's loader) to ``desired`` for the managed keys and
     to exactly what ``before`` loads to for everything else; ``ValuesEditError`` otherwise."""
+    _verify_loaded(lambda: (safe_load(before, limits), safe_load(after, limits)), desired, layout)
+
+
+def _verify_loaded(load: Callable[[], tuple[Any, Any]], desired: ManagedKeys, layout: ValuesLayout) -> None:
+    """:func:`verify_loaded` of the two documents ``load`` returns (as ``yaml.safe_load`` loads them)."""
     try:
-        old, new = safe_load(before, limits), safe_load(after, limits)
+        old, new = load()
     except YamlLimitError as exc:
         raise ValuesEditError(f"refused to read the values file ({exc.bound} bound): {exc}") from None
     except ValueError as exc:

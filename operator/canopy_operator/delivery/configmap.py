@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from canopy_operator.core.values import GEN1, ManagedKeys, ReadValues, ValuesLayout, edit_values, read_managed
 from canopy_operator.delivery.base import (
@@ -34,7 +34,8 @@ from canopy_operator.delivery.base import (
     no_failpoint,
 )
 from canopy_operator.k8s.errors import Conflict, NotFound
-from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+from canopy_operator.k8s.gateway import ConfigMapView
+from canopy_operator.k8s.rollout import RolloutView
 from canopy_operator.yamlsplice.bounded import LIMITS, Limits
 
 ROLLOUT_ANNOTATION = "canopy.genaiops.io/config-sha256"
@@ -57,6 +58,21 @@ def is_argo_managed(view: ConfigMapView) -> bool:
     return "argocd.argoproj.io/instance" in view.labels
 
 
+class ConfigMapApi(Protocol):
+    """The Kubernetes calls ConfigMap delivery makes: the :class:`~canopy_operator.k8s.gateway.Gateway`, or a
+    daemon's :class:`~canopy_operator.k8s.watched.WatchedReads` (reads from watches while nothing changed)."""
+
+    async def get_configmap(self, namespace: str, name: str) -> ConfigMapView: ...
+
+    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str: ...
+
+    async def get_rollout(self, namespace: str, name: str) -> RolloutView: ...
+
+    async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None: ...
+
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None: ...
+
+
 class ConfigMapDelivery:
     """Reads and writes the managed keys in one ConfigMap key and rolls one Deployment."""
 
@@ -64,7 +80,7 @@ class ConfigMapDelivery:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ConfigMapApi,
         namespace: str,
         configmap: str,
         key: str,

@@ -80,16 +80,17 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("configmaps",),
-        ("get", "patch"),
-        "ConfigMap delivery reads canopy-config and merge-patches it with a resourceVersion precondition; "
-        "it reads one named object, so list and watch are not needed.",
+        ("get", "list", "watch", "patch"),
+        "ConfigMap delivery reads canopy-config and merge-patches it with a resourceVersion precondition; a Kopf "
+        "index lists and watches ConfigMaps for their resourceVersions only, so an idle experiment reads nothing "
+        "(k8s/watched.py) and a changed one is read again by name.",
     ),
     Rule(
         ("apps",),
         ("deployments",),
-        ("get", "patch"),
+        ("get", "list", "watch", "patch"),
         "ConfigMap delivery rolls the canopy-backend Deployment (pod-template annotation) and reads "
-        "its rollout status.",
+        "its rollout status; a Kopf index lists and watches Deployments for their resourceVersions only.",
     ),
     Rule(
         ("",),

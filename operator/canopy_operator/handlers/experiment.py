@@ -20,9 +20,11 @@ from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.k8s.watched import Kind, Versions, unwatched
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.service.report import Report
 from canopy_operator.service.services import RestoreSkipped, Services
+from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
 from canopy_operator.telemetry.metrics import Metrics
 
@@ -107,13 +109,58 @@ async def wake(memo: Any, **_: Any) -> None:
         event.set()
 
 
+@kopf.index("configmaps", id="configmap_versions")
+async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, Any]:
+    """``(namespace, name) -> resourceVersion`` of the ConfigMaps served; never their data (``k8s/watched.py``)."""
+    return {(namespace, name): meta.get("resourceVersion")}
+
+
+@kopf.index("apps", "v1", "deployments", id="deployment_versions")
+async def deployment_versions(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, Any]:
+    """``(namespace, name) -> resourceVersion`` of the Deployments served."""
+    return {(namespace, name): meta.get("resourceVersion")}
+
+
+def _versions(configmaps: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any]) -> Versions:
+    """The indexes as the watched reads ask them: one resourceVersion, or None (none, or several objects)."""
+    indexes = {"ConfigMap": configmaps, "Deployment": deployments}
+
+    def latest(kind: Kind, namespace: str, name: str) -> str | None:
+        store = indexes[kind].get((namespace, name))
+        values = list(store) if store is not None else []
+        return values[0] if len(values) == 1 and isinstance(values[0], str) else None
+
+    return latest
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def run(
-    namespace: str | None, name: str, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+    namespace: str | None, name: str, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:
-    """Reconcile at the poll interval (faster while a change is in flight) until the object goes away."""
+    """Reconcile at the poll interval (faster while a change is in flight) until the object goes away.
+
+    Kopf passes its indexes by their ids (``configmap_versions``, ``deployment_versions``)."""
     assert namespace is not None, "PromptExperiment is namespaced"
     services = _services(memo)
+    # The backend client and the last ConfigMap/Deployment reads, kept for the daemon's life.
+    configmaps, deployments = kwargs.get("configmap_versions"), kwargs.get("deployment_versions")
+    versions = _versions(configmaps, deployments) if configmaps is not None and deployments is not None else unwatched
+    session = services.session(namespace, name, versions)
+    try:
+        await _loop(services, session, namespace, name, body, memo, stopped)
+    finally:
+        await asyncio.shield(services.end_session(session))
+
+
+async def _loop(
+    services: Services,
+    session: ExperimentSession,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+) -> None:
     wake_event = memo.setdefault("wake", asyncio.Event())
     failures = 0
     loop = asyncio.get_running_loop()
@@ -122,7 +169,7 @@ async def run(
             return
         started = loop.time()
         try:
-            report = await services.reconcile(namespace, name, dict(body))
+            report = await services.reconcile(namespace, name, dict(body), session)
             _post(body, report)
             failures = failures + 1 if report.failed else 0
             delay = backoff(report.next_in, failures) if report.failed else report.next_in

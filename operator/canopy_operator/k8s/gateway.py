@@ -128,6 +128,7 @@ class Gateway:
             replicas=int((status.replicas if status else 0) or 0),
             updated_replicas=int((status.updated_replicas if status else 0) or 0),
             available_replicas=int((status.available_replicas if status else 0) or 0),
+            resource_version=str(dep.metadata.resource_version or ""),
         )
 
     # PromptExperiments ----------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ class RolloutView:
     replicas: int
     updated_replicas: int
     available_replicas: int
+    resource_version: str = ""
+    """The Deployment's resourceVersion as read (a kept read is reused while the watch still sees it)."""
 
     def pending(self) -> str | None:
         """None when the rollout is complete, else what it is waiting for (one line)."""

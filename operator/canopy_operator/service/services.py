@@ -23,14 +23,15 @@ from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
 from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.k8s.watched import Versions, WatchedReads, unwatched
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
 from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
 from canopy_operator.service.report import Report
+from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
-from canopy_operator.sources.canopy.source import CanopySource
 from canopy_operator.telemetry.metrics import Metrics, MetricsServer
 
 log = logging.getLogger("canopy_operator")
@@ -59,6 +60,8 @@ class Services:
     """One trust store for every backend client of the process."""
     notifier: Notifier = field(init=False)
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
+    sessions: set[ExperimentSession] = field(init=False, default_factory=set)
+    """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(
@@ -86,21 +89,44 @@ class Services:
             metrics_server=server,
         )
 
+    def session(self, namespace: str, name: str, versions: Versions = unwatched) -> ExperimentSession:
+        """What the daemon of ``namespace/name`` keeps between its passes (:mod:`.session`); it closes it with
+        :meth:`end_session` when it stops. ``versions``: what the watches saw of ConfigMaps and Deployments
+        (:mod:`canopy_operator.k8s.watched`); without them every read goes to the API server."""
+        session = ExperimentSession(
+            f"{namespace}/{name}",
+            lambda spec: wiring.source_for(spec, self.settings, self.observer.time_request, self.tls),
+            lambda spec: wiring.source_key(spec, self.settings),
+            WatchedReads(self.gateway, versions),
+        )
+        self.sessions.add(session)
+        return session
+
+    async def end_session(self, session: ExperimentSession) -> None:
+        self.sessions.discard(session)
+        await session.aclose()
+
     async def close(self) -> None:
+        for session in list(self.sessions):
+            await self.end_session(session)
         if self.metrics_server is not None:
             self.metrics_server.close()
         wiring.close_git_workspace(self.git, self.settings)
         await self.gateway.api.close()
 
-    async def reconcile(self, namespace: str, name: str, body: Mapping[str, Any]) -> Report:
+    async def reconcile(
+        self, namespace: str, name: str, body: Mapping[str, Any], session: ExperimentSession | None = None
+    ) -> Report:
         """One pass; the status is written only when it changed, with a resourceVersion precondition.
 
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
-        (:mod:`canopy_operator.service.notify`)."""
+        (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
+        (its backend client); without one, the pass opens its own and closes it at its end."""
         meta = body.get("metadata", {})
         rv = {"value": meta.get("resourceVersion")}
         old: dict[str, Any] = dict(body.get("status") or {})
-        sources: list[CanopySource] = []
+        own_session = session is None
+        kept = session if session is not None else self.session(namespace, name)
 
         async def write(new: dict[str, Any]) -> None:
             patch = merge_patch(old, new)
@@ -121,8 +147,7 @@ class Services:
         )
 
         def backend(spec: PromptExperimentSpec) -> Backend:
-            source = wiring.source_for(spec, self.settings, self.observer.time_request, self.tls)
-            sources.append(source)
+            source = kept.source(spec)
             votes = wiring.votes_for(spec, apis)
             return source if votes is None else wiring.SplitBackend(source, votes)
 
@@ -135,6 +160,7 @@ class Services:
                 name,
                 redactor=self.redactor,
                 failpoint=self.failpoint,
+                reads=kept.reads,
             ),
             backend=backend,
             prompts=partial(wiring.prompts_for, apis=apis),
@@ -146,6 +172,7 @@ class Services:
         )
         watch = self.observer.watch(namespace, name, body)
         target = self.notifier.target(body.get("spec"))
+        failed = True
         try:
             report = await reconcile(body, ports)
             if report.raw_status is not None:
@@ -156,10 +183,13 @@ class Services:
                 watch.report(report)
                 fresh = rv["value"] != meta.get("resourceVersion")
                 report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
+            failed = report.failed
         finally:
             watch.close()
-            for source in sources:
-                await source.aclose()
+            if own_session:
+                await self.end_session(kept)
+            else:
+                await kept.end_pass(failed=failed)  # a failed pass does not keep its backend client
             await apis.aclose()
         return report
 

@@ -9,7 +9,7 @@ import contextlib
 import shutil
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from canopy_operator.core.readings import Reading, Window
 from canopy_operator.core.redact import Redactor
 from canopy_operator.core.values import ValuesReader, layout_for
 from canopy_operator.delivery.base import Delivery, Failpoint, no_failpoint
-from canopy_operator.delivery.configmap import ConfigMapDelivery
+from canopy_operator.delivery.configmap import ConfigMapApi, ConfigMapDelivery
 from canopy_operator.delivery.git import GitDelivery
 from canopy_operator.gitops.forge import Forge
 from canopy_operator.gitops.policy import GitPolicy
@@ -79,14 +79,16 @@ async def delivery_for(
     restoring: bool = False,
     redactor: Redactor | None = None,
     failpoint: Failpoint = no_failpoint,
+    reads: ConfigMapApi | None = None,
 ) -> Delivery:
     """The delivery the spec asks for. Git mode reads its credentials Secret now and refuses it (before anything
-    is sent) unless it opted in for the repository and, in PullRequest mode, the forge's API URL."""
+    is sent) unless it opted in for the repository and, in PullRequest mode, the forge's API URL. ``reads``: the
+    ConfigMap delivery's calls (a daemon's :class:`~canopy_operator.k8s.watched.WatchedReads`), else the gateway."""
     git = spec.delivery.git
     if spec.delivery.mode != "Git" or git is None:
         cm = spec.delivery.config_map
         return ConfigMapDelivery(
-            gateway,
+            reads if reads is not None else gateway,
             namespace,
             cm.name,
             cm.key,
@@ -132,10 +134,22 @@ async def delivery_for(
     )
 
 
+def source_key(spec: PromptExperimentSpec, settings: Settings) -> Hashable:
+    """What :func:`source_for` makes its client from: a client is reused while this stays the same."""
+    return (
+        spec.backend.url,
+        parse_duration(spec.backend.request_timeout),
+        settings.max_backend_body,
+        settings.max_backend_log_body,
+        spec.backend.generation,
+    )
+
+
 def source_for(
     spec: PromptExperimentSpec, settings: Settings, timer: RequestTimer, tls: ssl.SSLContext | None = None
 ) -> CanopySource:
-    """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared."""
+    """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared. Its pool
+    is bounded (``POOLED_LIMITS``): a daemon keeps it for the experiment's life (:mod:`.session`)."""
     client = CanopyClient(
         spec.backend.url,
         timeout=parse_duration(spec.backend.request_timeout),

@@ -216,8 +216,52 @@ def events(text: str, limits: Limits = LIMITS) -> list[Event]:
 def safe_load(text: str, limits: Limits = LIMITS) -> Any:
     """``yaml.safe_load(text)`` (one document) within ``limits``; constructor failures are syntax errors."""
     check_size(text, limits)
+    return _constructed(lambda: _BoundedLoader(text, limits))
+
+
+class _Replay(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """``yaml.SafeLoader``'s composer, resolver and constructor fed with events already parsed (and checked
+    against the bounds) by :func:`events`, instead of its scanner and parser reading the text again."""
+
+    yaml_constructors = yaml.SafeLoader.yaml_constructors
+    yaml_multi_constructors = yaml.SafeLoader.yaml_multi_constructors
+    yaml_implicit_resolvers = yaml.SafeLoader.yaml_implicit_resolvers
+    yaml_path_resolvers = yaml.SafeLoader.yaml_path_resolvers
+
+    def __init__(self, parsed: list[Event]) -> None:
+        self._events = parsed
+        self._next = 0
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+    def check_event(self, *choices: type[Event]) -> bool:
+        if self._next >= len(self._events):
+            return False
+        return not choices or isinstance(self._events[self._next], choices)
+
+    def peek_event(self) -> Event | None:
+        return self._events[self._next] if self._next < len(self._events) else None
+
+    def get_event(self) -> Event:
+        event = self._events[self._next]
+        self._next += 1
+        return event
+
+    def dispose(self) -> None:
+        pass
+
+
+def load_events(parsed: list[Event]) -> Any:
+    """What :func:`safe_load` returns for the text ``parsed`` came from (``events(text, limits)``), without
+    scanning and parsing the text again: the same PyYAML composer, resolver and safe constructor, the same
+    errors. The bounds were checked when the events were made."""
+    return _constructed(lambda: _Replay(parsed))
+
+
+def _constructed(make: Callable[[], Any]) -> Any:
     try:
-        loader = _BoundedLoader(text, limits)
+        loader = make()
         try:
             return loader.get_single_data()
         finally:

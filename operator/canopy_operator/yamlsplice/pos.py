@@ -89,6 +89,11 @@ def compose(text: str, limits: Limits = LIMITS) -> list[Document]:
     return _Composer(events(text, limits)).documents()
 
 
+def compose_events(parsed: list[Any]) -> list[Document]:
+    """:func:`compose` of the events ``events(text, limits)`` made (the text is not parsed again)."""
+    return _Composer(parsed).documents()
+
+
 def _index(mark: Any) -> int:
     return int(mark.index) if mark is not None else 0
 

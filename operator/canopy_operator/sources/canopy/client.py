@@ -43,7 +43,7 @@ from canopy_operator.sources.canopy.models import (
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
-from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, ClosingClient, bounded_client, short
+from canopy_operator.sources.http import POOLED_LIMITS, REMOTE_TEXT_LIMIT, ClosingClient, bounded_client, short
 
 __all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
@@ -85,7 +85,9 @@ class CanopyClient(ClosingClient):
         self.max_log_bytes = max_body_bytes if max_log_bytes is None else max_log_bytes
         """The limit of the two stores read as logs (``GET /feedback/ab``, ``GET /feedback``): streamed, so what a
         poll keeps is the body's bytes and no parsed copy of them, which lets a larger store be read."""
-        self._http = bounded_client(base_url=self.base_url, timeout=timeout, headers={}, tls=tls, transport=transport)
+        self._http = bounded_client(
+            base_url=self.base_url, timeout=timeout, headers={}, tls=tls, transport=transport, limits=POOLED_LIMITS
+        )
 
     # ---- reads -------------------------------------------------------------------------------------------
 

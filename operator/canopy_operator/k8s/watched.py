@@ -1,0 +1,113 @@
+"""Reads of an experiment's ConfigMap and Deployment that come from watches while nothing changed.
+
+Decision (issue #20, "nothing read while idle"; also in docs/architecture.md, "Reads while idle")
+----------------------------------------------------------------------------------------------------
+An idle Running experiment read its ConfigMap every pass (120 GETs per experiment per hour at the default
+30 s) only to find it unchanged. Now:
+
+1. **Kopf indexes the resourceVersion, never the body.** ``handlers/experiment.py`` registers two Kopf
+   indexes, ``configmap_versions`` and ``deployment_versions``: ``(namespace, name) -> resourceVersion`` of
+   every ConfigMap and Deployment in the namespaces the operator serves. They ride on Kopf's own watches, so
+   they follow the install mode (``--namespace`` for the namespaced install, ``--all-namespaces`` for the
+   cluster-wide one), reconnect and re-list as Kopf does, and are complete before any daemon starts. What is
+   held per object is one short string; no ConfigMap body of anyone else's is kept.
+2. **Each experiment keeps its own last read** (:class:`WatchedReads`, one per daemon): at most one
+   ConfigMap and one Deployment, the ones its spec names. A read returns the kept object when the index holds
+   the very resourceVersion it was read at, and otherwise (changed, deleted, not yet seen, or two objects
+   under one key) reads it from the API server as before and keeps that. So an edit by hand (drift) is seen
+   at the next pass exactly as before, one GET later; an idle experiment makes no GET at all.
+3. **Writes go to the API server as before**, with the same resourceVersion preconditions. A write forgets
+   the kept object first (the next read is a fresh GET even while the watch has not yet delivered the write),
+   and a conflicting write forgets it too, so the retry reads the object anew.
+
+Why not the alternatives:
+
+- *Index the bodies (or the parsed values) of the ConfigMaps experiments reference.* A Kopf index sees each
+  object when it changes, not when an experiment starts referencing it: an unchanged ConfigMap listed before
+  its experiment appeared would never be indexed, and the experiment would GET it forever. Indexing every
+  body is what the issue forbids (unbounded memory, other tenants' data in the operator's heap).
+- *A watch scoped by a label the operator sets on what it manages.* It writes to objects the operator does
+  not own (in Argo CD/GitOps mode Argo owns the ConfigMap, and a label Argo does not know is a diff or is
+  removed on sync), and needs a first GET-and-label per object anyway.
+- *One watch per experiment* (``fieldSelector=metadata.name=...``): one long-lived API connection per
+  experiment and kind instead of one per kind.
+
+Costs: the operator's RBAC gains ``list`` and ``watch`` on ConfigMaps and Deployments (never on Secrets), in
+the namespaces it serves; Kopf streams those kinds' events and keeps a small record per object (its own
+per-object memory plus one resourceVersion string in the index), so memory grows with the number of
+ConfigMaps and Deployments served, not with their size. The namespaced install bounds that to its namespaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from canopy_operator.k8s.errors import Conflict
+from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+from canopy_operator.k8s.rollout import RolloutView
+
+Kind = Literal["ConfigMap", "Deployment"]
+Versions = Callable[[Kind, str, str], str | None]
+"""The resourceVersion the watch last saw of ``kind`` ``namespace/name``, or None (not seen, gone, ambiguous)."""
+
+
+def unwatched(kind: Kind, namespace: str, name: str) -> str | None:
+    """No watch: every read goes to the API server."""
+    return None
+
+
+class WatchedReads:
+    """The ConfigMap and Deployment calls of ConfigMap delivery, for one experiment, reads served from its
+    last read while the watch says the object has not changed since (module docstring)."""
+
+    def __init__(self, gateway: Gateway, versions: Versions = unwatched) -> None:
+        self.gateway = gateway
+        self.versions = versions
+        self._configmap: ConfigMapView | None = None
+        self._rollout: tuple[str, RolloutView] | None = None  # (namespace, view)
+        self.gets = 0
+        """API reads made (for tests and logs); reads served from the kept object are not counted."""
+
+    async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
+        kept = self._configmap
+        same = kept is not None and (kept.namespace, kept.name) == (namespace, name)
+        if same and kept is not None and self.versions("ConfigMap", namespace, name) == kept.resource_version:
+            return kept
+        self._configmap = None
+        self.gets += 1
+        view = await self.gateway.get_configmap(namespace, name)  # NotFound propagates; nothing is kept then
+        self._configmap = view
+        return view
+
+    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
+        self._configmap = None
+        try:
+            return await self.gateway.write_configmap_key(view, key, text)
+        except Conflict:
+            self._configmap = None
+            raise
+
+    async def get_rollout(self, namespace: str, name: str) -> RolloutView:
+        kept = self._rollout
+        same = kept is not None and (kept[0], kept[1].name) == (namespace, name)
+        if same and kept is not None and self.versions("Deployment", namespace, name) == kept[1].resource_version:
+            return kept[1]
+        self._rollout = None
+        self.gets += 1
+        view = await self.gateway.get_rollout(namespace, name)
+        self._rollout = (namespace, view)
+        return view
+
+    async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        """Read before a roll (a write): always from the API server."""
+        return await self.gateway.get_pod_template_annotation(namespace, name, key)
+
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
+        self._rollout = None
+        await self.gateway.set_pod_template_annotation(namespace, name, key, value)
+
+    def forget(self) -> None:
+        """Drop what is kept (the next reads go to the API server)."""
+        self._configmap = None
+        self._rollout = None

@@ -1,0 +1,97 @@
+"""What one experiment's daemon keeps from one pass to the next, and closes when it stops.
+
+An idle experiment's pass asks its backend for the same few answers every interval. Made anew for each pass,
+the HTTP client cost a client, a connection pool and a TCP connection per pass (about a quarter of the idle
+CPU, issue #20). The session keeps **one pooled client per experiment** instead:
+
+- made on the first pass that needs it, from the spec as that pass checked it (URL made explicit and allowed);
+- kept while what it was made from stays the same (:func:`canopy_operator.service.wiring.source_key`: the URL,
+  the request timeout, the body limits, the generation); a change retires it, and it is closed at the end of
+  that pass, so a pass never loses its client half-way;
+- kept only while passes succeed: a pass that failed (the backend timed out, cut a stream, answered garbage,
+  or anything else degraded it) closes it, and the next pass starts with a new one, as every pass did before.
+  A cancelled or abandoned request must never leave a connection checked out of a pool that lives on (a
+  hostile backend could otherwise exhaust the experiment's four connections for good);
+- closed when the daemon stops (the object deleted, the operator stopping), and by
+  :meth:`canopy_operator.service.services.Services.close` for any session a daemon left open;
+- never shared: one session per experiment, so never across namespaces or tenants, and its pool is bounded
+  (:data:`canopy_operator.sources.http.POOLED_LIMITS`).
+
+It also keeps the experiment's last read of its ConfigMap and Deployment (:class:`~canopy_operator.k8s.watched.
+WatchedReads`), served again while the watches say they have not changed: an idle experiment makes no
+Kubernetes API read (the decision and its reasons: :mod:`canopy_operator.k8s.watched`).
+
+Nothing here outlives the process or holds what must survive a restart (that lives in status).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.k8s.watched import WatchedReads
+from canopy_operator.service.reconcile import internal_error_message
+from canopy_operator.sources.canopy.source import CanopySource
+
+log = logging.getLogger("canopy_operator")
+
+OpenSource = Callable[[PromptExperimentSpec], CanopySource]
+SourceKey = Callable[[PromptExperimentSpec], Hashable]
+
+
+class ExperimentSession:
+    """One experiment's backend client (and what else its daemon keeps), for the life of the daemon."""
+
+    def __init__(self, where: str, open_source: OpenSource, key_of: SourceKey, reads: WatchedReads) -> None:
+        self.where = where
+        """``namespace/name`` of the experiment (for logs)."""
+        self.reads = reads
+        """The ConfigMap delivery's Kubernetes calls, reads kept while the watches see no change."""
+        self._open_source = open_source
+        self._key_of = key_of
+        self._source: CanopySource | None = None
+        self._key: Hashable = None
+        self._retired: list[CanopySource] = []
+        self.opened = 0
+        """How many backend clients this session made (one unless the backend's settings changed)."""
+        self.closed = False
+
+    def source(self, spec: PromptExperimentSpec) -> CanopySource:
+        """The backend client for ``spec`` (already checked by the pass): the one kept, unless what it was made
+        from changed; then a new one, and the old one is closed at the end of the pass (:meth:`end_pass`)."""
+        if self.closed:
+            raise RuntimeError(f"the session of {self.where} is closed")
+        key = self._key_of(spec)
+        if self._source is None or key != self._key:
+            if self._source is not None:
+                self._retired.append(self._source)
+            self._source = self._open_source(spec)
+            self._key = key
+            self.opened += 1
+        return self._source
+
+    async def end_pass(self, *, failed: bool = False) -> None:
+        """Close the clients a pass replaced; after a failed pass, the current one too (a fresh pool next pass)."""
+        if failed and self._source is not None:
+            self._retired.append(self._source)
+            self._source, self._key = None, None
+        retired, self._retired = self._retired, []
+        for source in retired:
+            await _close(source, self.where)
+
+    async def aclose(self) -> None:
+        """Close everything (the daemon stopped); idempotent."""
+        self.closed = True
+        self.reads.forget()
+        await self.end_pass()
+        source, self._source = self._source, None
+        if source is not None:
+            await _close(source, self.where)
+
+
+async def _close(source: CanopySource, where: str) -> None:
+    try:
+        await source.aclose()
+    except Exception as exc:  # closing a pool must never fail a pass or a daemon's exit
+        log.warning("closing the backend client of %s failed: %s", where, internal_error_message(exc))
