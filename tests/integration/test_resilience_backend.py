@@ -34,7 +34,7 @@ from tests.support.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-BODY_CAP = 4 * 1024 * 1024  # CANOPY_MAX_BACKEND_BODY of the operator under test
+BODY_CAP = 4 * 1024 * 1024  # CANOPY_MAX_BACKEND_BODY and CANOPY_MAX_BACKEND_LOG_BODY of the operator under test
 FIFTY_MB = b'{"total": 1, "entries": "' + b"x" * (50 * 1024 * 1024) + b'"}'
 MEMORY_BOUND = 40 * 1024 * 1024  # growth allowed over the whole run; holding one 50 MB body would exceed it
 AB = frozenset({"/feedback/ab"})
@@ -134,7 +134,10 @@ async def faulty_run(
     async with backend_scene(admin_api, namespace, tmp_path) as kubelet:
         await create_experiment(admin_api, namespace, experiment(kubelet.url, min_votes=1000, maxVotes=5000))
         proc = OperatorProcess(
-            operator_kubeconfig, namespace, tmp_path / "operator", env={"CANOPY_MAX_BACKEND_BODY": str(BODY_CAP)}
+            operator_kubeconfig,
+            namespace,
+            tmp_path / "operator",
+            env={"CANOPY_MAX_BACKEND_BODY": str(BODY_CAP), "CANOPY_MAX_BACKEND_LOG_BODY": str(BODY_CAP)},
         )
         proc.start()
         run = Run(admin_api, namespace, kubelet, proc)
