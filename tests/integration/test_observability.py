@@ -101,8 +101,9 @@ async def test_metrics_endpoint_serves_every_metric_with_the_run_s_values(
     for side, count in (("challenger", 25), ("champion", 5), ("tie", 2)):
         assert value(after, P + "votes_total", side=side, **exp) == count
         assert value(after, P + "experiment_votes", side=side, **exp) == count
-    assert 0.5 < value(after, P + "experiment_win_rate_lower_ratio", **exp) < 1.0
-    assert value(after, P + "experiment_win_rate_upper_ratio", **exp) == 1.0
+    # 25-5 under the default method (betting): CS [0.5124, 0.9810] (docs/decision-rule.md's golden table).
+    assert value(after, P + "experiment_win_rate_lower_ratio", **exp) == pytest.approx(0.5124, abs=5e-5)
+    assert value(after, P + "experiment_win_rate_upper_ratio", **exp) == pytest.approx(0.9810, abs=5e-5)
     assert 0 < value(after, P + "experiment_p_value", **exp) < 0.05
     assert delta(after, before, P + "decisions_total", outcome="challenger") == 1
     assert delta(after, before, P + "decisions_total", outcome="champion") == 0
