@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from canopy_operator.api.status import Decision
@@ -75,6 +76,22 @@ class BettingFund:
             raise ValueError("edges must be in (0, 1/2) and shares >= 0")
         if not math.isclose(math.fsum(shares), 1.0, abs_tol=1e-12) or not self.plug_in_share > 0:
             raise ValueError("a fund's shares must add up to 1, with some for the plug-in bettor")
+
+    @cached_property
+    def constant_bettors(self) -> tuple[tuple[float, float], ...]:
+        """``(ln share, q)`` of every constant bettor holding wealth, ``q`` the challenger's probability it
+        backs (``1/2 + delta`` on the challenger's side, ``1/2 - delta`` on the champion's): its stake on the
+        challenger is ``2q - 1``."""
+        bettors = []
+        for delta, on_challenger, on_champion in zip(
+            self.edges, self.challenger_shares, self.champion_shares, strict=True
+        ):
+            bettors += [
+                (math.log(share), 0.5 + side * delta)
+                for share, side in ((on_challenger, 1), (on_champion, -1))
+                if share > 0
+            ]
+        return tuple(bettors)
 
 
 _EDGES = (0.04, 0.06, 0.1, 0.15, 0.2)
@@ -202,14 +219,12 @@ def _log_beta(x: float, y: float) -> float:
 
 
 def _betting_log_predictions(challenger_wins: int, champion_wins: int, fund: BettingFund) -> list[float]:
-    """Each bettor's share times the probability it gave the votes: ``ln(pi_k q_k^w_B (1-q_k)^w_A)`` etc."""
-    terms = []
-    for delta, on_challenger, on_champion in zip(fund.edges, fund.challenger_shares, fund.champion_shares, strict=True):
-        q = 0.5 + delta
-        if on_challenger > 0:
-            terms.append(math.log(on_challenger) + _xlogy(challenger_wins, q) + _xlogy(champion_wins, 1.0 - q))
-        if on_champion > 0:
-            terms.append(math.log(on_champion) + _xlogy(challenger_wins, 1.0 - q) + _xlogy(champion_wins, q))
+    """Each bettor's share times the probability it gave the votes, ``ln(pi_k q_k^w_B (1-q_k)^w_A)``, the
+    constant bettors in the order of ``BettingFund.constant_bettors``, then the plug-in bettor."""
+    terms = [
+        log_share + _xlogy(challenger_wins, q) + _xlogy(champion_wins, 1.0 - q)
+        for log_share, q in fund.constant_bettors
+    ]
     a = fund.plug_in_a
     terms.append(math.log(fund.plug_in_share) + _log_beta(a + challenger_wins, a + champion_wins) - _log_beta(a, a))
     return terms
@@ -217,15 +232,13 @@ def _betting_log_predictions(challenger_wins: int, champion_wins: int, fund: Bet
 
 def _stakes(challenger_wins: int, champion_wins: int, fund: BettingFund) -> list[float]:
     """Each bettor's stake on the challenger, in the order of ``_betting_log_predictions``."""
-    stakes = []
-    for delta, on_challenger, on_champion in zip(fund.edges, fund.challenger_shares, fund.champion_shares, strict=True):
-        if on_challenger > 0:
-            stakes.append(2.0 * delta)
-        if on_champion > 0:
-            stakes.append(-2.0 * delta)
     n = challenger_wins + champion_wins
-    stakes.append((challenger_wins - champion_wins) / (n + 2.0 * fund.plug_in_a))
-    return stakes
+    plug_in = (challenger_wins - champion_wins) / (n + 2.0 * fund.plug_in_a)
+    return [2.0 * q - 1.0 for _, q in fund.constant_bettors] + [plug_in]
+
+
+def _fund(fund: BettingFund | None) -> BettingFund:
+    return BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
 
 
 def _log_betting_fund(challenger_wins: int, champion_wins: int, fund: BettingFund) -> float:
@@ -236,7 +249,7 @@ def _log_betting_fund(challenger_wins: int, champion_wins: int, fund: BettingFun
 def log_betting(challenger_wins: int, champion_wins: int, fund: BettingFund | None = None) -> float:
     """``ln W_n``: the betting fund's log-wealth against "no difference" (starting wealth 1); the current fund
     unless given."""
-    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
+    fund = _fund(fund)
     return _log_betting_fund(challenger_wins, champion_wins, fund) + (challenger_wins + champion_wins) * math.log(2.0)
 
 
@@ -246,7 +259,7 @@ def betting_bet(challenger_wins: int, champion_wins: int, fund: BettingFund | No
 
     The wealth-weighted average of its bettors' stakes, from the counts so far only; ``|bet| < 1``, so the
     wealth never reaches 0."""
-    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
+    fund = _fund(fund)
     stakes = _stakes(challenger_wins, champion_wins, fund)
     log_wealth = _betting_log_predictions(challenger_wins, champion_wins, fund)
     top = max(log_wealth)
@@ -266,7 +279,7 @@ def betting_confidence_sequence(
     maximum at ``w_B/n``, where it is at least ``ln F_n``, so the set is an interval around ``w_B/n``; its ends
     are found by bisection (60 halvings, in constant time whatever ``n``). At ``p0 = 1/2`` this is the test:
     1/2 is outside exactly when ``W_n >= 1/alpha``."""
-    fund = BETTING_FUNDS[BETTING_VERSION] if fund is None else fund
+    fund = _fund(fund)
     n = challenger_wins + champion_wins
     if n <= 0:
         return 0.0, 1.0
