@@ -174,7 +174,14 @@ async def test_concurrent_human_commit_is_kept_and_the_edit_reapplied_on_top(
                 return history(bare)[0][1] == "canopy-operator"
 
             await wait_for(delivered, timeout=60, what="the operator's commit on main")
-            await wait_for(lambda: phase_is(admin_api, namespace, "Progressing"), timeout=30, what="Progressing")
+
+            # The intent write shows Progressing before the push; the pass's own write records the revision.
+            async def recorded() -> bool:
+                status = await status_of(admin_api, namespace)
+                revision = status.get("delivery", {}).get("revision")
+                return status.get("phase") == "Progressing" and revision == history(bare)[0][0]
+
+            await wait_for(recorded, timeout=30, what="Progressing with the pushed revision recorded")
     assert not server.on_push_advertisement, "the human commit was not pushed during the operator's push"
     assert subjects(bare) == [
         ("canopy-operator", f"canopy: start the A/B test ({namespace}/exp)"),
