@@ -118,12 +118,21 @@ def wait_watching(plane: ControlPlane, resource: str, timeout: float = 60.0) -> 
 class OperatorProcess:
     """``canopy-operator run --all-namespaces`` as the operator's user; ready when Kopf's liveness answers."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, log_level: str = "INFO", profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        log_level: str = "INFO",
+        profile: Path | None = None,
+        heap: Path | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.log_level = log_level
         self.profile = profile
         """Run the operator under cProfile, writing its statistics here on exit."""
+        self.heap = heap
+        """Run the operator under tracemalloc (``bench/heap_snapshot.py``); :meth:`heap_snapshot` writes here."""
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.liveness = ""
@@ -144,6 +153,8 @@ class OperatorProcess:
         }
         python = str(REPO_ROOT / ".venv" / "bin" / "python")
         profiling = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+        if self.heap is not None:
+            profiling = [str(Path(__file__).with_name("heap_snapshot.py")), str(self.heap)]
         command = [python, *profiling, *self.arguments()]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -165,6 +176,16 @@ class OperatorProcess:
             "--log-level",
             self.log_level,
         ]
+
+    def heap_snapshot(self, timeout: float = 300.0) -> None:
+        """Ask the traced operator for a heap snapshot and wait until it is written (``heap`` set only)."""
+        if self.heap is None or self.process is None:
+            return
+        self.heap.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not self.heap.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def _live(self) -> bool:
         try:

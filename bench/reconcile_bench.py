@@ -182,8 +182,11 @@ def subject_process(
 ) -> OperatorProcess:
     log = workdir / f"{subject}-{n}.log"
     profile = Path(args.profile_dir) / f"{subject}-{n}.prof" if args.profile_dir else None
+    heap = Path(args.heap_dir) / f"{subject}-{n}.snapshot" if args.heap_dir else None
+    if args.trim_probe_dir:
+        heap = Path(args.trim_probe_dir) / f"{subject}-{n}.trim.json"
     kind = FloorProcess if subject == "floor" else OperatorProcess
-    return kind(plane.operator_kubeconfig(), log, profile=profile)
+    return kind(plane.operator_kubeconfig(), log, profile=profile, heap=heap)
 
 
 async def _measure(
@@ -210,8 +213,11 @@ async def _measure(
         pids = {subject: process.pid, **plane.pids, "harness": os.getpid()}
         cpu_before = process_usage(pids)
         load_before = load_average()
+        requests_before = await asyncio.to_thread(apiserver_requests, plane)
         result = await burst(api, fleet, observer, namespace, args.interval, args.timeout)
         cpu_burst = {k: v - cpu_before[k] for k, v in process_usage(pids).items()}
+        requests_after = await asyncio.to_thread(apiserver_requests, plane)
+        burst_requests = {"/".join(p for p in k if p): v for k, v in (requests_after - requests_before).items() if v}
         await under_load.stop()
         written = await client.CoreV1Api(api).read_namespaced_config_map(configmap_name(0), namespace)
         await asyncio.sleep(parse_duration(args.interval) + 5)
@@ -219,6 +225,7 @@ async def _measure(
         idle = await idle_window(plane, fleet, subject, process, args.window)
         idle["status_changes"] = dict(observer.status_changes.most_common(20))
         await observer.stop()
+        await asyncio.to_thread(process.heap_snapshot)
         return {
             "subject": subject,
             "n": n,
@@ -228,6 +235,7 @@ async def _measure(
             "round_trip_under_load": under_load.samples,
             **result,
             "cpu_burst": cpu_burst,
+            "burst_requests": burst_requests,
             "config_text_sha256": hashlib.sha256((written.data or {}).get(KEY, "").encode()).hexdigest(),
             "idle": idle,
             "rollouts_total": sum(len(v) for v in fleet.rollouts.values()),
@@ -271,6 +279,13 @@ def main() -> int:
     parser.add_argument("--round-trips", type=int, default=50, help="sequential ConfigMap patches timed")
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--profile-dir", help="run the operator under cProfile, statistics here")
+    parser.add_argument(
+        "--trim-probe-dir",
+        help="after the idle window, the subject's RSS before/after gc.collect() and malloc_trim(0), as JSON here",
+    )
+    parser.add_argument(
+        "--heap-dir", help="run the subject under tracemalloc; a heap snapshot after the idle window is written here"
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the operator logs")
     args = parser.parse_args()
     args.subjects = [args.only] if args.only else list(SUBJECTS)

@@ -226,6 +226,21 @@ def burst_table(results: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def burst_requests_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """API requests per created experiment during the burst, by verb/resource/subresource/code (everyone's:
+    the harness creates the experiments, watches them and plays the kubelet of every rollout)."""
+    runs = [r for r in _runs(results) if "burst_requests" in r]
+    if not runs:
+        return []
+    keys = sorted({k for r in runs for k in r["burst_requests"]})
+    lines = ["| request | " + " | ".join(f"{r['subject']} N={r['n']}" for r in runs) + " |"]
+    lines.append("|---" * (len(runs) + 1) + "|")
+    for key in keys:
+        cells = [f"{r['burst_requests'].get(key, 0) / r['n']:.2f}" for r in runs]
+        lines.append(_row([key, *cells]))
+    return lines
+
+
 def idle_other(results: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     for r in _runs(results):
@@ -264,6 +279,11 @@ def render(report: dict[str, Any], summary: Summary) -> str:
         "Burst:",
         "",
         *burst_table(results),
+        "",
+        "API requests per created experiment in the burst (all clients: the harness creates, watches and"
+        " plays the kubelet):",
+        "",
+        *burst_requests_table(results),
         "",
         "Steady state (idle experiments, phase Running, nothing to read):",
         "",

@@ -12,7 +12,8 @@ The variable is a comma-separated list of ``name:hit[=action]``:
   ``PAUSE_LIMIT`` seconds, so a test can change the world at exactly that moment (e.g. write a
   conflicting object) and then let the operator go on.
 
-Hits are counted per process from 1. A restarted process without the variable runs normally. Points are
+A point may be named at several hits (``before-status-write:1=pause,before-status-write:2=pause``). Hits are
+counted per process from 1. A restarted process without the variable runs normally. Points are
 named ``before-``/``after-`` the step they guard; :data:`KNOWN` lists every point the operator has.
 """
 
@@ -57,23 +58,26 @@ class Trigger:
     action: str  # "exit" or "pause"
 
 
-def parse(text: str) -> dict[str, Trigger]:
-    """``"a:2,b:1=pause"`` -> ``{"a": Trigger(2, "exit"), "b": Trigger(1, "pause")}``; ValueError if malformed."""
-    triggers: dict[str, Trigger] = {}
+def parse(text: str) -> dict[str, tuple[Trigger, ...]]:
+    """``"a:2,b:1=pause,b:3=pause"`` -> ``{"a": (Trigger(2, "exit"),), "b": (Trigger(1, "pause"), Trigger(3,
+    "pause"))}``: a point may act at several hits; ValueError if malformed or a hit is named twice."""
+    triggers: dict[str, tuple[Trigger, ...]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         spec, _, action = item.partition("=")
         name, sep, hit = spec.partition(":")
         action = action or "exit"
         if not name or not sep or not hit.isdigit() or int(hit) < 1 or action not in ("exit", "pause"):
             raise ValueError(f"{ENV}: {item!r} is not name:hit[=exit|pause] with hit >= 1")
-        triggers[name] = Trigger(int(hit), action)
+        if any(t.hit == int(hit) for t in triggers.get(name, ())):
+            raise ValueError(f"{ENV}: {name}:{hit} is named twice")
+        triggers[name] = (*triggers.get(name, ()), Trigger(int(hit), action))
     return triggers
 
 
 class Failpoints:
     """The failpoints of one operator process: triggers parsed from ``CANOPY_FAILPOINTS`` at start-up."""
 
-    def __init__(self, triggers: dict[str, Trigger] | None = None, pause_dir: Path | None = None) -> None:
+    def __init__(self, triggers: dict[str, tuple[Trigger, ...]] | None = None, pause_dir: Path | None = None) -> None:
         self.triggers = dict(triggers or {})
         self.pause_dir = pause_dir or Path()
         self.hits: dict[str, int] = {}
@@ -85,12 +89,13 @@ class Failpoints:
 
     def __call__(self, name: str) -> None:
         """Die or pause here if the triggers ask for this hit of ``name``; otherwise nothing."""
-        trigger = self.triggers.get(name)
-        if trigger is None:
+        triggers = self.triggers.get(name)
+        if triggers is None:
             return
         hits = self.hits.get(name, 0) + 1
         self.hits[name] = hits
-        if hits != trigger.hit:
+        trigger = next((t for t in triggers if t.hit == hits), None)
+        if trigger is None:
             return
         if trigger.action == "pause":
             self._pause(name, hits)

@@ -51,11 +51,13 @@ class OperatorProcess:
             PYTHONUNBUFFERED="1",
             CANOPY_LOG_LEVEL="INFO",
             **{DIR_ENV: str(self.log_dir)},
+            # A killed operator cannot remove its temporary Git cache: keep it under the test's own directory.
+            TMPDIR=str(self.log_dir / "tmp"),
             **self.env,
         )
         if self.failpoints:
             env[ENV] = self.failpoints
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / "tmp").mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [

@@ -35,7 +35,22 @@ def run_script(env_value: str | None) -> subprocess.CompletedProcess[str]:
 
 
 def test_parse_reads_points_hits_and_actions() -> None:
-    assert parse(" a:2, b-c:1=pause ,") == {"a": Trigger(2, "exit"), "b-c": Trigger(1, "pause")}
+    assert parse(" a:2, b-c:1=pause ,") == {"a": (Trigger(2, "exit"),), "b-c": (Trigger(1, "pause"),)}
+
+
+def test_a_point_may_act_at_several_hits_but_never_twice_at_one() -> None:
+    assert parse("a:1=pause,b:1,a:3") == {"a": (Trigger(1, "pause"), Trigger(3, "exit")), "b": (Trigger(1, "exit"),)}
+    with pytest.raises(ValueError, match="named twice"):
+        parse("a:2,a:2=pause")
+
+
+def test_the_hits_of_one_point_are_counted_once_for_all_its_triggers() -> None:
+    points = Failpoints({"p": (Trigger(2, "pause"), Trigger(4, "pause"))})
+    paused: list[int] = []
+    points._pause = lambda name, hit: paused.append(hit)  # type: ignore[method-assign]
+    for _ in range(5):
+        points("p")
+    assert paused == [2, 4]
 
 
 @pytest.mark.parametrize("bad", ["a", "a:", "a:0", "a:x", ":1", "a:1=explode"])

@@ -116,6 +116,23 @@ async def test_after_a_write_the_next_read_is_fresh_even_while_the_watch_lags(ap
     assert api.calls == [f"get cm {NS}/canopy-config", "patch cm canopy-config", f"get cm {NS}/canopy-config"]
 
 
+async def test_once_the_watch_shows_the_write_the_written_object_is_served_without_a_read(api: FakeApi) -> None:
+    watch = Watch()
+    watch.sees(api)
+    reads = reads_of(api, watch)
+    view = await reads.get_configmap(NS, "canopy-config")
+    await reads.write_configmap_key(view, "canopy-config.yaml", "summarize:\n  prompt: b\n")
+    watch.sees(api)  # the watch delivered the operator's own write
+    kept = await reads.get_configmap(NS, "canopy-config")
+    assert kept.data["canopy-config.yaml"] == "summarize:\n  prompt: b\n"
+    assert kept.resource_version == str(api.cm_rv)
+    assert api.calls == [f"get cm {NS}/canopy-config", "patch cm canopy-config"]
+    api.text, api.cm_rv = "summarize:\n  prompt: c\n", api.cm_rv + 1  # and someone wrote after it
+    watch.sees(api)
+    assert (await reads.get_configmap(NS, "canopy-config")).data["canopy-config.yaml"].endswith("c\n")
+    assert api.calls[-1] == f"get cm {NS}/canopy-config"
+
+
 async def test_a_conflicting_write_forgets_the_kept_read(api: FakeApi) -> None:
     watch = Watch()
     watch.sees(api)

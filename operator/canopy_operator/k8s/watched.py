@@ -16,9 +16,10 @@ An idle Running experiment read its ConfigMap every pass (120 GETs per experimen
    the very resourceVersion it was read at, and otherwise (changed, deleted, not yet seen, or two objects
    under one key) reads it from the API server as before and keeps that. So an edit by hand (drift) is seen
    at the next pass exactly as before, one GET later; an idle experiment makes no GET at all.
-3. **Writes go to the API server as before**, with the same resourceVersion preconditions. A write forgets
-   the kept object first (the next read is a fresh GET even while the watch has not yet delivered the write),
-   and a conflicting write forgets it too, so the retry reads the object anew.
+3. **Writes go to the API server as before**, with the same resourceVersion preconditions. A conflicting
+   write forgets the kept object, so the retry reads it anew. A ConfigMap write that succeeded keeps what it
+   made (the object read, with the key set, at the version the write returned): the read after it is served
+   once the watch shows that very version, and is a GET until then or if anyone wrote after it.
 
 Why not the alternatives:
 
@@ -41,9 +42,9 @@ ConfigMaps and Deployments served, not with their size. The namespaced install b
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
-from canopy_operator.k8s.errors import Conflict
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
 from canopy_operator.k8s.rollout import RolloutView
 
@@ -82,11 +83,11 @@ class WatchedReads:
 
     async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
         self._configmap = None
-        try:
-            return await self.gateway.write_configmap_key(view, key, text)
-        except Conflict:
-            self._configmap = None
-            raise
+        version = await self.gateway.write_configmap_key(view, key, text)  # a Conflict keeps nothing
+        # The write had ``view``'s resourceVersion as precondition, so the object it made is ``view`` with the
+        # key set, at ``version``: kept as read, served once the watch shows that version (not before).
+        self._configmap = replace(view, data={**view.data, key: text}, resource_version=version)
+        return version
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
         kept = self._rollout

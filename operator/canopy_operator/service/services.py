@@ -22,10 +22,12 @@ from canopy_operator.core.status import dump, merge_patch
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
+from canopy_operator.k8s.errors import Conflict
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.k8s.watched import Versions, WatchedReads, unwatched
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
+from canopy_operator.service.memory import MemoryTrimmer, glibc_malloc_trim
 from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
@@ -39,6 +41,52 @@ log = logging.getLogger("canopy_operator")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+STATUS_WRITE_ATTEMPTS = 3
+"""Status writes tried per pass when only the object's metadata moved on (then the pass itself is redone)."""
+
+
+async def patch_status(
+    gateway: Gateway,
+    namespace: str,
+    name: str,
+    patch: dict[str, Any],
+    resource_version: str | None,
+    meta: Mapping[str, Any],
+    based_on: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """Merge-patch the status with a resourceVersion precondition; on a conflict caused by a metadata-only
+    write, try again on the fresh resourceVersion instead of failing the pass.
+
+    A pass computes its status from the spec (``metadata.generation``), the status it read (``based_on``) and
+    whether the object is being deleted; nothing else of the object. Kopf's own finalizer and annotation
+    patches, or a human's label, move the resourceVersion without changing any of those, and used to make
+    the pass start over from its reads (16 conflicts per experiment in a burst of 100 on a slow machine,
+    issue #20). Anything else (a new generation, a status someone else wrote, a deletion) is still a
+    :class:`Conflict`: the pass is redone on the fresh object, so no concurrent update is lost.
+
+    Returns the written object and the resourceVersions the write was tried on (all replaced by it).
+    """
+    tried: list[str] = []
+    for attempt in range(STATUS_WRITE_ATTEMPTS):
+        if resource_version:
+            tried.append(resource_version)
+        try:
+            return await gateway.patch_experiment_status(namespace, name, patch, resource_version), tried
+        except Conflict:
+            if attempt + 1 == STATUS_WRITE_ATTEMPTS:
+                raise
+            fresh = await gateway.read_experiment(namespace, name)
+            fresh_meta = fresh.get("metadata") or {}
+            if (
+                fresh_meta.get("generation") != meta.get("generation")
+                or fresh_meta.get("deletionTimestamp") != meta.get("deletionTimestamp")
+                or (fresh.get("status") or {}) != dict(based_on)
+            ):
+                raise
+            resource_version = fresh_meta.get("resourceVersion")
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class RestoreSkipped(ValueError):
@@ -62,6 +110,8 @@ class Services:
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
     sessions: set[ExperimentSession] = field(init=False, default_factory=set)
     """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
+    memory: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer(None))
+    """Gives the memory a burst freed back to the system (:mod:`.memory`); started by :meth:`open`."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(
@@ -79,7 +129,7 @@ class Services:
         """Connect to the API server and open the Git cache."""
         gateway = Gateway(await api_client(settings.kubeconfig))
         server = metrics.start_server(settings.metrics_port, settings.metrics_addr) if settings.metrics_port else None
-        return cls(
+        services = cls(
             settings=settings,
             gateway=gateway,
             git=wiring.open_git_workspace(settings),
@@ -87,7 +137,10 @@ class Services:
             redactor=redactor,
             failpoint=settings.make_failpoints(),
             metrics_server=server,
+            memory=MemoryTrimmer(glibc_malloc_trim()),
         )
+        services.memory.start()
+        return services
 
     def session(self, namespace: str, name: str, versions: Versions = unwatched) -> ExperimentSession:
         """What the daemon of ``namespace/name`` keeps between its passes (:mod:`.session`); it closes it with
@@ -107,6 +160,7 @@ class Services:
         await session.aclose()
 
     async def close(self) -> None:
+        await self.memory.aclose()
         for session in list(self.sessions):
             await self.end_session(session)
         if self.metrics_server is not None:
@@ -122,6 +176,9 @@ class Services:
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
         (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
         (its backend client); without one, the pass opens its own and closes it at its end."""
+        self.memory.note_pass()
+        if session is not None:
+            body = session.freshest(body)
         meta = body.get("metadata", {})
         rv = {"value": meta.get("resourceVersion")}
         old: dict[str, Any] = dict(body.get("status") or {})
@@ -133,7 +190,8 @@ class Services:
             if not patch:
                 return
             self.failpoint("before-status-write")
-            obj = await self.gateway.patch_experiment_status(namespace, name, patch, rv["value"])
+            obj, replaced = await patch_status(self.gateway, namespace, name, patch, rv["value"], meta, old)
+            kept.note_write(replaced, obj)
             self.failpoint("after-status-write")
             rv["value"] = obj["metadata"]["resourceVersion"]
             old.clear()

@@ -27,7 +27,8 @@ Nothing here outlives the process or holds what must survive a restart (that liv
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.k8s.watched import WatchedReads
@@ -35,6 +36,9 @@ from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.sources.canopy.source import CanopySource
 
 log = logging.getLogger("canopy_operator")
+
+MAX_SUPERSEDED = 64
+"""Versions replaced by the daemon's own writes that it remembers until the watch delivers the last one."""
 
 OpenSource = Callable[[PromptExperimentSpec], CanopySource]
 SourceKey = Callable[[PromptExperimentSpec], Hashable]
@@ -56,6 +60,32 @@ class ExperimentSession:
         self.opened = 0
         """How many backend clients this session made (one unless the backend's settings changed)."""
         self.closed = False
+        self._written: Mapping[str, Any] | None = None
+        self._superseded: set[str] = set()
+
+    def note_write(self, replaced: Iterable[str], written: Mapping[str, Any]) -> None:
+        """A status write of this daemon succeeded: ``written`` (the object the API server returned) replaced
+        the versions ``replaced`` (the one it was based on, and any it was retried on)."""
+        self._superseded.update(replaced)
+        if len(self._superseded) > MAX_SUPERSEDED:
+            self._superseded.clear()  # a watch this far behind: let the precondition sort it out
+        self._written = written
+
+    def freshest(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The object a pass should start from: ``body`` (the watch's latest), unless it is a version this
+        daemon's own status writes replaced, which the watch has not delivered yet; then the object its last
+        write returned (a successor of ``body`` by the write's resourceVersion precondition).
+
+        Without this, a pass right after a write (0.25 s later while a rollout is checked) started from the
+        old status under load, and its write was refused as a conflict and the pass redone (issue #20)."""
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if self._written is None or not version:
+            return body
+        if version in self._superseded:
+            return self._written
+        if version == (self._written.get("metadata") or {}).get("resourceVersion"):
+            self._superseded.clear()  # the watch caught up
+        return body
 
     def source(self, spec: PromptExperimentSpec) -> CanopySource:
         """The backend client for ``spec`` (already checked by the pass): the one kept, unless what it was made

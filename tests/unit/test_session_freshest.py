@@ -1,0 +1,61 @@
+"""ExperimentSession.freshest: a pass starts from the daemon's own last write while the watch still shows a
+version that write replaced; from the watch's body otherwise (issue #20: no self-inflicted conflicts)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from canopy_operator.k8s.gateway import Gateway
+from canopy_operator.k8s.watched import WatchedReads
+from canopy_operator.service.session import MAX_SUPERSEDED, ExperimentSession
+
+
+def session() -> ExperimentSession:
+    def no_source(_: Any) -> Any:
+        raise AssertionError("no backend in these tests")
+
+    return ExperimentSession("ns/exp", no_source, lambda _: None, WatchedReads(cast(Gateway, None)))
+
+
+def obj(rv: str, phase: str, generation: int = 1) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": rv, "generation": generation}, "spec": {}, "status": {"phase": phase}}
+
+
+def test_before_any_write_the_watch_body_is_used() -> None:
+    body = obj("5", "Pending")
+    assert session().freshest(body) is body
+
+
+def test_a_body_the_last_writes_replaced_gives_way_to_the_written_object() -> None:
+    s = session()
+    first, second = obj("6", "Progressing"), obj("7", "Progressing")
+    s.note_write(["5"], first)
+    s.note_write(["6"], second)
+    assert s.freshest(obj("5", "Pending")) is second  # the watch has delivered neither write yet
+    assert s.freshest(obj("6", "Progressing")) is second  # only the first
+
+
+def test_a_retried_write_replaced_every_version_it_was_tried_on() -> None:
+    s = session()
+    written = obj("9", "Progressing")
+    s.note_write(["5", "8"], written)  # conflict on 5 (Kopf's finalizer made 8), retried on 8
+    assert s.freshest(obj("8", "Pending")) is written
+
+
+def test_a_newer_body_wins_and_a_caught_up_watch_forgets_the_replaced_versions() -> None:
+    s = session()
+    written = obj("6", "Progressing")
+    s.note_write(["5"], written)
+    newer = obj("11", "Progressing", generation=2)  # someone edited the spec after our write
+    assert s.freshest(newer) is newer
+    caught_up = obj("6", "Progressing")
+    assert s.freshest(caught_up) is caught_up
+    stale = obj("5", "Pending")
+    assert s.freshest(stale) is stale  # forgotten once the watch delivered the write: the precondition decides
+
+
+def test_the_remembered_versions_are_bounded() -> None:
+    s = session()
+    for i in range(MAX_SUPERSEDED + 1):
+        s.note_write([str(i)], obj(str(i + 1), "Progressing"))
+    assert len(s._superseded) <= MAX_SUPERSEDED

@@ -1,0 +1,89 @@
+"""``patch_status``: a conflict from a metadata-only write is retried on the fresh resourceVersion; any other
+conflict (a new generation, a status written by someone else, a deletion begun) fails the pass as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from canopy_operator.k8s.errors import Conflict
+from canopy_operator.service.services import STATUS_WRITE_ATTEMPTS, patch_status
+
+META = {"name": "exp", "generation": 3, "resourceVersion": "10"}
+BASED_ON = {"phase": "Pending"}
+PATCH = {"phase": "Progressing"}
+
+
+class FakeGateway:
+    """Refuses the first ``conflicts`` status patches; ``fresh`` is what a read finds meanwhile."""
+
+    def __init__(self, conflicts: int, fresh: dict[str, Any]) -> None:
+        self.conflicts = conflicts
+        self.fresh = fresh
+        self.patches: list[str | None] = []
+        self.reads = 0
+
+    async def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        self.patches.append(resource_version)
+        if len(self.patches) <= self.conflicts:
+            raise Conflict(f"patch PromptExperiment {namespace}/{name} status: 409 Conflict")
+        return {"metadata": {"resourceVersion": "99"}, "status": {**BASED_ON, **status}}
+
+    async def read_experiment(self, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        return self.fresh
+
+
+def fresh(**changes: Any) -> dict[str, Any]:
+    meta = {**META, "resourceVersion": "11", "labels": {"team": "search"}, "finalizers": ["x/finalizer"]}
+    status = changes.pop("status", BASED_ON)
+    meta.update(changes)
+    return {"metadata": meta, "spec": {}, "status": status}
+
+
+async def write(gateway: FakeGateway) -> dict[str, Any]:
+    obj, tried = await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON)  # type: ignore[arg-type]
+    assert tried == gateway.patches  # every version the write was tried on is one it replaced
+    return obj
+
+
+async def test_no_conflict_is_one_patch_and_no_read() -> None:
+    gateway = FakeGateway(0, fresh())
+    obj = await write(gateway)
+    assert obj["status"] == {"phase": "Progressing"}
+    assert (gateway.patches, gateway.reads) == (["10"], 0)
+
+
+async def test_a_metadata_only_write_is_retried_on_the_fresh_resource_version() -> None:
+    gateway = FakeGateway(1, fresh())
+    obj = await write(gateway)
+    assert obj["metadata"]["resourceVersion"] == "99"
+    assert (gateway.patches, gateway.reads) == (["10", "11"], 1)
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [
+        fresh(generation=4),
+        fresh(status={"phase": "Running"}),
+        fresh(status={}),
+        fresh(deletionTimestamp="2026-11-30T08:00:00Z"),
+    ],
+    ids=["new-generation", "status-written-by-someone-else", "status-cleared", "deletion-begun"],
+)
+async def test_a_conflict_that_moved_what_the_pass_read_fails_the_pass(moved: dict[str, Any]) -> None:
+    gateway = FakeGateway(1, moved)
+    with pytest.raises(Conflict):
+        await write(gateway)
+    assert (gateway.patches, gateway.reads) == (["10"], 1)
+
+
+async def test_retries_are_bounded() -> None:
+    gateway = FakeGateway(100, fresh())
+    with pytest.raises(Conflict):
+        await write(gateway)
+    assert len(gateway.patches) == STATUS_WRITE_ATTEMPTS
+    assert gateway.reads == STATUS_WRITE_ATTEMPTS - 1
