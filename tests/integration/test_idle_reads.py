@@ -148,3 +148,38 @@ async def test_without_the_watch_each_idle_pass_reads_the_configmap(
             await settle(exp, proxy)
             gets, polls, _ = await idle_window(control_plane, proxy, backend)
     assert gets["configmaps"] >= len(polls) >= 4
+
+
+ROLLOUT_SECONDS = 4.0
+"""How long the fake kubelet's rollout takes here: longer than the old 2 s poll, well short of the 10 s net."""
+
+
+async def test_a_rollout_is_waited_for_by_the_watch_and_the_old_pods_are_not_asked(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, backend: FakeKubelet
+) -> None:
+    """While the Deployment rolls out the daemon sleeps (no pass every 2 s, no question to the old pods); the
+    Deployment's status change, seen by the watch, wakes it at once (the safety-net poll is 10 s away)."""
+    report = backend._report_rollout
+    reported: list[float] = []
+
+    async def slow_rollout() -> None:
+        if backend.rollouts:  # the operator's roll, not the kubelet's start
+            await asyncio.sleep(ROLLOUT_SECONDS)
+            reported.append(time.monotonic())
+        await report()
+
+    backend._report_rollout = slow_rollout  # type: ignore[method-assign]
+    exp = Experiments(admin_api, namespace)
+    async with CountingProxy("127.0.0.1", backend.simulator.port) as proxy:
+        await exp.create(proxy.url, analysis={"interval": "60s", "minVotes": 1000, "maxVotes": 2000})
+        with run_operator(operator_kubeconfig, namespace=namespace):
+            await exp.wait_status(
+                lambda s: s.get("phase") == "Running" and bool(s.get("delivery", {}).get("verifiedAt")),
+                "Running, verified",
+            )
+            running = time.monotonic()
+    assert len(reported) == 1, reported
+    assert running - reported[0] < 2.5, f"Running {running - reported[0]:.1f}s after the rollout finished"
+    rolling = (reported[0] - ROLLOUT_SECONDS + 0.3, reported[0])
+    asked = [t for t in proxy.times_of("GET /feature-flags") if rolling[0] <= t <= rolling[1]]
+    assert asked == [], f"{len(asked)} flag probes of the old pods while the rollout ran"

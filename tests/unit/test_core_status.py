@@ -8,6 +8,7 @@ import pytest
 
 from canopy_operator.core.status import (
     PROGRESS_POLL_SECONDS,
+    ROLLOUT_POLL_SECONDS,
     ROLLOUT_RECHECK_SECONDS,
     PassFindings,
     StatusUnreadable,
@@ -28,6 +29,14 @@ def test_a_fresh_rollout_is_looked_at_again_soon_and_only_while_in_flight() -> N
     assert next_poll("Running", fresh, 30.0) == 30.0
     assert next_poll("Progressing", PassFindings(degraded=("X", "y"), fresh_rollout=True), 30.0) == 30.0
     assert next_poll("Progressing", PassFindings(awaiting_review=True), 30.0) == 30.0
+
+
+def test_an_unfinished_rollout_is_waited_for_by_its_watch_with_a_slow_poll_as_safety_net() -> None:
+    rolling = PassFindings(rolling=True)
+    assert next_poll("Progressing", rolling, 30.0) == ROLLOUT_POLL_SECONDS > PROGRESS_POLL_SECONDS
+    assert next_poll("Progressing", PassFindings(rolling=True, fresh_rollout=True), 30.0) == ROLLOUT_RECHECK_SECONDS
+    assert next_poll("Progressing", rolling, 5.0) == 5.0  # never slower than the interval
+    assert next_poll("Running", rolling, 30.0) == 30.0
 
 
 def test_backoff_doubles_and_is_capped() -> None:

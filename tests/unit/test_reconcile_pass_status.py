@@ -52,8 +52,10 @@ class FakeBackend:
     def __init__(self, delivery: FakeDelivery) -> None:
         self.delivery = delivery
         self.garbage = False
+        self.probes = 0
 
     async def flags(self) -> dict[str, bool]:
+        self.probes += 1
         keys = self.delivery.keys
         return {"feedback": bool(keys.feedback_enabled), "ab_testing": bool(keys.ab_testing_enabled)}
 
@@ -142,6 +144,7 @@ async def test_flags_count_only_once_the_rollout_is_complete() -> None:
     first = await run_pass(body(None), delivery, backend, [])
     assert first.status.phase == "Progressing"
     assert first.status.delivery.verified_at is None
+    assert backend.probes == 0  # old pods answer meanwhile: nothing they say could verify the config
     delivery.rollout = None
     second = await run_pass(body(dump(first.status)), delivery, backend, [])
     assert second.status.phase == "Running"

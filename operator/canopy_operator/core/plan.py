@@ -165,6 +165,11 @@ def flags_match(expected: Mapping[str, bool], flags: Mapping[str, object]) -> bo
     return all(flags.get(k) == v for k, v in expected.items())
 
 
+def verify_overdue(applied_at: datetime | None, timeout: float, now: datetime) -> bool:
+    """Whether the config written at ``applied_at`` has waited longer than ``timeout`` seconds to be verified."""
+    return (now - (applied_at or now)).total_seconds() > timeout
+
+
 def verify_verdict(
     *,
     expected: Mapping[str, bool],
@@ -181,8 +186,7 @@ def verify_verdict(
     and, when only a text changed, with the same flags); a timeout once waited longer than allowed."""
     if serving and rollout is None:
         return Verdict("verified", f"backend reports {describe_flags(expected)}")
-    waited = (now - (applied_at or now)).total_seconds()
-    if waited <= timeout:
+    if not verify_overdue(applied_at, timeout, now):
         return Verdict("waiting")
     message = (
         f"expected {describe_flags(expected)}{' and /summarize/ab serving' if ab_testing else ''}"

@@ -21,6 +21,10 @@ from canopy_operator.core.conditions import set_condition
 
 PROGRESS_POLL_SECONDS = 2.0
 """How often a pass runs while a change is in flight (Progressing, Promoting), at most."""
+ROLLOUT_POLL_SECONDS = 10.0
+"""The next pass while the Deployment still rolls out. Every change the watch sees of that Deployment wakes
+the daemon at once (``Report.rolling``), so this is only the safety net; polling every 2 s instead made 500
+experiments rolling out at once run 250 passes a second that could only find the rollout pending (#20)."""
 ROLLOUT_RECHECK_SECONDS = 0.25
 """The next pass after one that found its own fresh write not rolled out yet: the Deployment controller
 usually reports the new generation within a few hundred milliseconds, so the first look comes that soon."""
@@ -46,6 +50,8 @@ class PassFindings:
     """The config this pass wrote (or found written) moments ago is not live yet: look again very soon."""
     suspended: bool = False
     """spec.suspend: the pass did nothing (no reads, no writes)."""
+    rolling: bool = False
+    """The pass found the Deployment's rollout unfinished (and asked the old pods nothing)."""
 
 
 class StatusUnreadable(ValueError):
@@ -214,7 +220,9 @@ def next_poll(phase: Phase, findings: PassFindings, interval: float) -> float:
     fast = phase in ("Progressing", "Promoting") and not findings.degraded and not findings.awaiting_review
     if not fast:
         return interval
-    return min(interval, ROLLOUT_RECHECK_SECONDS if findings.fresh_rollout else PROGRESS_POLL_SECONDS)
+    if findings.fresh_rollout:
+        return min(interval, ROLLOUT_RECHECK_SECONDS)
+    return min(interval, ROLLOUT_POLL_SECONDS if findings.rolling else PROGRESS_POLL_SECONDS)
 
 
 def backoff(delay: float, failures: int) -> float:

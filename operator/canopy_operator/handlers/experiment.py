@@ -17,7 +17,7 @@ import kopf
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.core.redact import Redactor
-from canopy_operator.core.status import MAX_BACKOFF_SECONDS, backoff
+from canopy_operator.core.status import MAX_BACKOFF_SECONDS, PROGRESS_POLL_SECONDS, backoff
 from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
@@ -144,8 +144,12 @@ async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta, 
 
 
 @kopf.index("apps", "v1", "deployments", id="deployment_versions")
-async def deployment_versions(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, Any]:
-    """``(namespace, name) -> resourceVersion`` of the Deployments served."""
+async def deployment_versions(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> dict[Any, Any]:
+    """``(namespace, name) -> resourceVersion`` of the Deployments served; a change wakes the daemons waiting
+    for that Deployment's rollout."""
+    services = memo.get("services")
+    if isinstance(services, Services) and namespace is not None:
+        services.deployment_changed(namespace, name)
     return {(namespace, name): meta.get("resourceVersion")}
 
 
@@ -174,8 +178,9 @@ async def run(
     configmaps, deployments = kwargs.get("configmap_versions"), kwargs.get("deployment_versions")
     versions = _versions(configmaps, deployments) if configmaps is not None and deployments is not None else unwatched
     session = services.session(namespace, name, versions)
+    watched = versions is not unwatched
     try:
-        await _loop(services, session, namespace, name, body, memo, stopped)
+        await _loop(services, session, namespace, name, body, memo, stopped, watched=watched)
     finally:
         await asyncio.shield(services.end_session(session))
 
@@ -188,40 +193,64 @@ async def _loop(
     body: kopf.Body,
     memo: Any,
     stopped: kopf.DaemonStopped,
+    *,
+    watched: bool = True,
 ) -> None:
     wake_event = memo.setdefault("wake", asyncio.Event())
+    rollout = asyncio.Event()
+    """Set by any change the watch sees of the Deployment this daemon listens to (``listening``)."""
+    listening: str | None = None
     failures = 0
     loop = asyncio.get_running_loop()
-    while not stopped:
-        if body.get("metadata", {}).get("deletionTimestamp"):
-            return
-        started = loop.time()
-        try:
-            report = await services.reconcile(namespace, name, dict(body), session)
-            _post(body, report)
-            failures = failures + 1 if report.failed else 0
-            delay = backoff(report.next_in, failures) if report.failed else report.next_in
-        except NotFound:
-            return
-        except Conflict:
-            delay = 0.5  # someone wrote the object since we read it: read the fresh one and redo the pass
-        except KubeError as exc:
-            failures += 1
-            delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
-            log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
-        except Exception as exc:  # the pass turns its own failures into conditions; this is what
-            # escaped even that (the status write, the report): one short line, then back off
-            failures += 1
-            delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
-            log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, internal_error_message(exc))
-        wake_event.clear()
-        # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created together.
-        await _sleep(stopped, wake_event, max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started)))  # noqa: S311 - jitter
+    try:
+        while not stopped:
+            if body.get("metadata", {}).get("deletionTimestamp"):
+                return
+            # Cleared before the pass reads anything: a change during the pass wakes the next sleep at once.
+            wake_event.clear()
+            rollout.clear()
+            started = loop.time()
+            rolling: str | None = None
+            try:
+                report = await services.reconcile(namespace, name, dict(body), session)
+                _post(body, report)
+                failures = failures + 1 if report.failed else 0
+                delay = backoff(report.next_in, failures) if report.failed else report.next_in
+                rolling = report.rolling
+                if rolling is not None and not watched:  # no watch to wake us: poll as often as before
+                    delay = min(delay, PROGRESS_POLL_SECONDS)
+                if rolling is not None and watched and rolling != listening:
+                    if listening is not None:
+                        services.stop_listening(namespace, listening, rollout)
+                    services.listen(namespace, rolling, rollout)
+                    listening = rolling
+                    rollout.set()  # a change between this pass's read and now went unheard: look once more
+            except NotFound:
+                return
+            except Conflict:
+                delay = 0.5  # someone wrote the object since we read it: read the fresh one and redo the pass
+            except KubeError as exc:
+                failures += 1
+                delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
+                log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+            except Exception as exc:  # the pass turns its own failures into conditions; this is what
+                # escaped even that (the status write, the report): one short line, then back off
+                failures += 1
+                delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
+                log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, internal_error_message(exc))
+            # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created
+            # together.
+            pause = max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started))  # noqa: S311 - jitter
+            await _sleep(stopped, pause, wake_event, *((rollout,) if rolling is not None and watched else ()))
+    finally:
+        if listening is not None:
+            services.stop_listening(namespace, listening, rollout)
 
 
-async def _sleep(stopped: kopf.DaemonStopped, wake_event: asyncio.Event, delay: float) -> None:
-    """Sleep ``delay`` seconds, or until the daemon is stopped or woken (no polling while idle)."""
-    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake_event.wait())]
+async def _sleep(stopped: kopf.DaemonStopped, delay: float, *wakes: asyncio.Event) -> None:
+    """Sleep ``delay`` seconds, or until the daemon is stopped or one of ``wakes`` is set (no polling while
+    idle)."""
+    waiters = [asyncio.ensure_future(stopped.wait()), *(asyncio.ensure_future(w.wait()) for w in wakes)]
     try:
         await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     finally:

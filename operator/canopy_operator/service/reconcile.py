@@ -350,6 +350,13 @@ async def verify(
     if st.delivery.verified_at is not None:
         return st, effects
     rollout = await delivery.rollout_pending()
+    timeout = parse_duration(ctx.spec.delivery.verify_timeout)
+    if rollout is not None and not plan.verify_overdue(st.delivery.applied_at, timeout, ctx.ports.now()):
+        # Old pods still answer: whatever the backend says now cannot verify the config, so it is not asked
+        # (two requests fewer per experiment per pass while hundreds roll out at once, issue #20).
+        applied = st.delivery.applied_at or ctx.ports.now()
+        fresh = (ctx.ports.now() - applied).total_seconds() < FRESH_WRITE_SECONDS
+        return st, replace(effects, fresh_rollout=fresh, rolling=ctx.spec.delivery.config_map.deployment)
     expected = lc.expected_flags(desired)
     seen: dict[str, object]
     try:
@@ -368,7 +375,7 @@ async def verify(
         ab_testing=bool(desired.ab_testing_enabled),
         rollout=rollout,
         applied_at=st.delivery.applied_at,
-        timeout=parse_duration(ctx.spec.delivery.verify_timeout),
+        timeout=timeout,
         timeout_text=ctx.spec.delivery.verify_timeout,
         now=ctx.ports.now(),
     )
@@ -475,14 +482,21 @@ async def evaluate(
 def report(st: PromptExperimentStatus, effects: Effects, interval: float, generation: int, now: datetime) -> Report:
     """Settle phase and conditions; when to run again."""
     findings = PassFindings(
-        effects.degraded, effects.awaiting_review, effects.gate_block, effects.fresh_rollout, effects.suspended
+        effects.degraded,
+        effects.awaiting_review,
+        effects.gate_block,
+        effects.fresh_rollout,
+        effects.suspended,
+        rolling=effects.rolling is not None,
     )
     st = settle(st, findings, generation, now)
+    next_in = next_poll(st.phase, findings, interval)
     return Report(
         status=st,
         events=effects.events,
-        next_in=next_poll(st.phase, findings, interval),
+        next_in=next_in,
         failed=effects.degraded is not None,
         delivered=effects.delivered,
         decision=effects.decision,
+        rolling=effects.rolling,
     )

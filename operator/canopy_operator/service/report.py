@@ -22,6 +22,10 @@ class Report:
     delivered: str | None = None
     """Delivery result for metrics: ``changed``, ``unchanged``, ``failed`` (None: nothing delivered)."""
     decision: str | None = None
+    rolling: str | None = None
+    """The Deployment (of the experiment's namespace) whose rollout the pass found unfinished: the daemon
+    listens to it from then on, a change the watch sees wakes it, so the next poll can wait longer
+    (``ROLLOUT_POLL_SECONDS``, a safety net)."""
     raw_status: dict[str, Any] | None = field(default=None)
     """Written instead of ``status`` when the stored status is unreadable (only phase and conditions change)."""
 
@@ -38,6 +42,7 @@ class Effects:
     gate_block: str | None = None
     fresh_rollout: bool = False
     suspended: bool = False
+    rolling: str | None = None
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> Effects:
         return self.with_events((("Warning" if warning else "Normal", reason, message),))

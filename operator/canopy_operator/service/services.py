@@ -6,6 +6,7 @@ Kopf keeps one :class:`Services` in its ``memo``; nothing lives in module global
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
@@ -110,6 +111,8 @@ class Services:
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
     sessions: set[ExperimentSession] = field(init=False, default_factory=set)
     """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
+    rollout_waiters: dict[tuple[str, str], set[asyncio.Event]] = field(init=False, default_factory=dict)
+    """``(namespace, Deployment) ->`` the wake-up events of the daemons listening to it (for its rollouts)."""
     memory: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer(None))
     """Gives the memory a burst freed back to the system (:mod:`.memory`); started by :meth:`open`."""
 
@@ -154,6 +157,22 @@ class Services:
         )
         self.sessions.add(session)
         return session
+
+    def listen(self, namespace: str, deployment: str, wake: asyncio.Event) -> None:
+        """From now on, any change the watch sees of ``namespace/deployment`` sets ``wake``."""
+        self.rollout_waiters.setdefault((namespace, deployment), set()).add(wake)
+
+    def stop_listening(self, namespace: str, deployment: str, wake: asyncio.Event) -> None:
+        waiters = self.rollout_waiters.get((namespace, deployment))
+        if waiters is not None:
+            waiters.discard(wake)
+            if not waiters:
+                del self.rollout_waiters[(namespace, deployment)]
+
+    def deployment_changed(self, namespace: str, deployment: str) -> None:
+        """The watch saw ``namespace/deployment`` change: wake the daemons waiting for its rollout."""
+        for wake in self.rollout_waiters.get((namespace, deployment), ()):
+            wake.set()
 
     async def end_session(self, session: ExperimentSession) -> None:
         self.sessions.discard(session)
