@@ -176,8 +176,9 @@ class FakeGateway:
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
         return self.annotation
 
-    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         self.annotation = value
+        return 2
 
 
 def configmap_delivery(gateway: FakeGateway, **kwargs: Any) -> ConfigMapDelivery:

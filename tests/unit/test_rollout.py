@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from canopy_operator.k8s.rollout import RolloutView
+from canopy_operator.k8s.rollout import RolloutView, rollout_of
 
 
 def view(**fields: int | None) -> RolloutView:
@@ -38,3 +38,24 @@ def test_rollout_pending_says_what_it_waits_for(fields: dict[str, int | None], s
     pending = view(**fields).pending()
     assert pending is not None
     assert says in pending
+
+
+def test_rollout_of_a_watched_body_reads_the_fields_and_nothing_else() -> None:
+    body = {
+        "metadata": {"generation": 3, "resourceVersion": "77", "annotations": {"a": "b"}},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "x"}]}}},
+        "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1},
+    }
+    view = rollout_of("canopy-backend", body)
+    assert view == RolloutView("canopy-backend", 3, 3, 2, 2, 2, 1, resource_version="77")
+    assert view.pending() == "Deployment canopy-backend: 1 of 2 updated replicas available"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"metadata": None, "spec": "x", "status": []}, {"status": {"replicas": "2", "observedGeneration": True}}],
+)
+def test_rollout_of_a_malformed_body_is_never_finished_and_never_fails(body: dict[str, object]) -> None:
+    view = rollout_of("d", body)
+    assert view.pending() is not None
+    assert view.desired_replicas == 1

@@ -22,6 +22,7 @@ class FakeApi:
         self.text = "summarize:\n  prompt: a\n"
         self.cm_rv = 1
         self.dep_rv = 10
+        self.dep_generation = 1
         self.calls: list[str] = []
         self.exists = True
         self.conflict_next = False
@@ -48,9 +49,11 @@ class FakeApi:
         self.calls.append(f"get dep annotation {name}")
         return None
 
-    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         self.calls.append(f"patch dep {name}")
         self.dep_rv += 1
+        self.dep_generation += 1
+        return self.dep_generation
 
 
 class Watch:
@@ -185,3 +188,46 @@ async def test_rollout_is_served_from_the_watch_until_the_deployment_changes_or_
     assert len(api.calls) == 3
     assert await reads.get_pod_template_annotation(NS, "canopy-backend", "k") is None  # before a roll: always read
     assert api.calls[-1] == "get dep annotation canopy-backend"
+
+
+class RolloutWatch:
+    """What the Deployment index saw: the rollout fields of each Deployment, set by the test."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], RolloutView] = {}
+
+    def __call__(self, namespace: str, name: str) -> RolloutView | None:
+        return self.seen.get((namespace, name))
+
+    def sees(self, generation: int, observed: int, rv: str) -> None:
+        view = RolloutView("canopy-backend", generation, observed, 1, 1, 1, 1, resource_version=rv)
+        self.seen[(NS, "canopy-backend")] = view
+
+
+async def test_the_rollout_comes_from_the_watch_without_any_read(api: FakeApi) -> None:
+    rollouts = RolloutWatch()
+    rollouts.sees(generation=1, observed=1, rv="10")
+    reads = WatchedReads(cast(Gateway, api), Watch(), rollouts)
+    views = [await reads.get_rollout(NS, "canopy-backend") for _ in range(5)]
+    assert api.calls == []
+    assert {v.pending() for v in views} == {None}
+
+
+async def test_after_its_own_roll_a_watch_that_has_not_seen_the_roll_is_not_believed(api: FakeApi) -> None:
+    """The watch still shows the finished rollout of the old template: believing it would verify the new config
+    against old pods. Until the watch shows the roll's generation the rollout is read from the API server."""
+    rollouts = RolloutWatch()
+    rollouts.sees(generation=1, observed=1, rv="10")
+    reads = WatchedReads(cast(Gateway, api), Watch(), rollouts)
+    generation = await reads.set_pod_template_annotation(NS, "canopy-backend", "k", "v")
+    assert generation == 2
+    await reads.get_rollout(NS, "canopy-backend")
+    assert api.calls[-1] == f"get dep {NS}/canopy-backend"  # the watch lags: read
+    rollouts.sees(generation=2, observed=1, rv="11")  # the watch delivered the roll, not yet rolled out
+    calls = len(api.calls)
+    view = await reads.get_rollout(NS, "canopy-backend")
+    assert len(api.calls) == calls
+    assert view.pending() is not None
+    rollouts.sees(generation=2, observed=2, rv="12")
+    assert (await reads.get_rollout(NS, "canopy-backend")).pending() is None
+    assert len(api.calls) == calls

@@ -90,7 +90,8 @@ RULES: tuple[Rule, ...] = (
         ("deployments",),
         ("get", "list", "watch", "patch"),
         "ConfigMap delivery rolls the canopy-backend Deployment (pod-template annotation) and reads "
-        "its rollout status; a Kopf index lists and watches Deployments for their resourceVersions only.",
+        "its rollout status; a Kopf index lists and watches Deployments for their resourceVersion and rollout "
+        "counts only (never the pod template), so waiting for a rollout reads nothing.",
     ),
     Rule(
         ("",),

@@ -22,7 +22,8 @@ from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
-from canopy_operator.k8s.watched import Kind, Versions, unwatched
+from canopy_operator.k8s.rollout import RolloutView, rollout_of
+from canopy_operator.k8s.watched import Kind, Rollouts, Versions, no_rollouts, unwatched
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.service.report import Report
 from canopy_operator.service.services import RestoreSkipped, Services
@@ -144,13 +145,13 @@ async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta, 
 
 
 @kopf.index("apps", "v1", "deployments", id="deployment_versions")
-async def deployment_versions(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> dict[Any, Any]:
-    """``(namespace, name) -> resourceVersion`` of the Deployments served; a change wakes the daemons waiting
-    for that Deployment's rollout."""
+async def deployment_versions(namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Any]:
+    """``(namespace, name) ->`` the rollout fields (generations, replica counts, resourceVersion) of the
+    Deployments served, never their pod template; a change wakes the daemons waiting for that rollout."""
     services = memo.get("services")
     if isinstance(services, Services) and namespace is not None:
         services.deployment_changed(namespace, name)
-    return {(namespace, name): meta.get("resourceVersion")}
+    return {(namespace, name): rollout_of(name, body)}
 
 
 def _versions(configmaps: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any]) -> Versions:
@@ -160,7 +161,21 @@ def _versions(configmaps: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any
     def latest(kind: Kind, namespace: str, name: str) -> str | None:
         store = indexes[kind].get((namespace, name))
         values = list(store) if store is not None else []
-        return values[0] if len(values) == 1 and isinstance(values[0], str) else None
+        value = values[0] if len(values) == 1 else None
+        if isinstance(value, RolloutView):
+            return value.resource_version or None
+        return value if isinstance(value, str) else None
+
+    return latest
+
+
+def _rollouts(deployments: kopf.Index[Any, Any]) -> Rollouts:
+    """The Deployment index as the watched reads ask it: one rollout view, or None (none, or several)."""
+
+    def latest(namespace: str, name: str) -> RolloutView | None:
+        store = deployments.get((namespace, name))
+        values = list(store) if store is not None else []
+        return values[0] if len(values) == 1 and isinstance(values[0], RolloutView) else None
 
     return latest
 
@@ -176,8 +191,11 @@ async def run(
     services = _services(memo)
     # The backend client and the last ConfigMap/Deployment reads, kept for the daemon's life.
     configmaps, deployments = kwargs.get("configmap_versions"), kwargs.get("deployment_versions")
-    versions = _versions(configmaps, deployments) if configmaps is not None and deployments is not None else unwatched
-    session = services.session(namespace, name, versions)
+    versions: Versions = unwatched
+    rollouts: Rollouts = no_rollouts
+    if configmaps is not None and deployments is not None:
+        versions, rollouts = _versions(configmaps, deployments), _rollouts(deployments)
+    session = services.session(namespace, name, versions, rollouts)
     watched = versions is not unwatched
     try:
         await _loop(services, session, namespace, name, body, memo, stopped, watched=watched)

@@ -104,13 +104,15 @@ class Gateway:
         value = annotations.get(key)
         return str(value) if value is not None else None
 
-    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
-        """Roll the Deployment by changing a pod-template annotation (what `kubectl rollout restart` does)."""
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
+        """Roll the Deployment by changing a pod-template annotation (what `kubectl rollout restart` does); the
+        Deployment's generation after the change."""
         body = {"spec": {"template": {"metadata": {"annotations": {key: value}}}}}
-        await self._call(
+        dep = await self._call(
             f"patch Deployment {namespace}/{name}",
             lambda: self.apps.patch_namespaced_deployment(name, namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
         )
+        return int(dep.metadata.generation or 0)
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
         """The Deployment's rollout progress as its controller reports it."""

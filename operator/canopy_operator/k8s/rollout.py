@@ -7,7 +7,9 @@ only once the Deployment's controller reports every replica updated and availabl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,28 @@ class RolloutView:
                 "available"
             )
         return None
+
+
+def rollout_of(name: str, body: Mapping[str, Any]) -> RolloutView:
+    """The rollout fields of a Deployment as a watch delivers it (a plain dict); malformed fields read as 0."""
+    meta, spec, status = (_mapping(body.get(k)) for k in ("metadata", "spec", "status"))
+    desired = spec.get("replicas")
+    observed = status.get("observedGeneration")
+    return RolloutView(
+        name=name,
+        generation=_int(meta.get("generation")),
+        observed_generation=_int(observed) if observed is not None else None,
+        desired_replicas=_int(desired) if desired is not None else 1,
+        replicas=_int(status.get("replicas")),
+        updated_replicas=_int(status.get("updatedReplicas")),
+        available_replicas=_int(status.get("availableReplicas")),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -11,6 +11,11 @@ An idle Running experiment read its ConfigMap every pass (120 GETs per experimen
    they follow the install mode (``--namespace`` for the namespaced install, ``--all-namespaces`` for the
    cluster-wide one), reconnect and re-list as Kopf does, and are complete before any daemon starts. What is
    held per object is one short string; no ConfigMap body of anyone else's is kept.
+   The Deployment index holds a little more: the rollout fields (generation, observed generation, replica
+   counts, resourceVersion; never the pod template), so waiting for a rollout reads nothing either. After the
+   experiment's own roll, that view is used only once it shows the roll's generation (until then the watch
+   would show the old, finished rollout, and old pods would be taken for new ones): the read goes to the API
+   server meanwhile.
 2. **Each experiment keeps its own last read** (:class:`WatchedReads`, one per daemon): at most one
    ConfigMap and one Deployment, the ones its spec names. A read returns the kept object when the index holds
    the very resourceVersion it was read at, and otherwise (changed, deleted, not yet seen, or two objects
@@ -51,6 +56,8 @@ from canopy_operator.k8s.rollout import RolloutView
 Kind = Literal["ConfigMap", "Deployment"]
 Versions = Callable[[Kind, str, str], str | None]
 """The resourceVersion the watch last saw of ``kind`` ``namespace/name``, or None (not seen, gone, ambiguous)."""
+Rollouts = Callable[[str, str], RolloutView | None]
+"""The rollout fields the watch last saw of Deployment ``namespace/name``, or None (not seen, gone, ambiguous)."""
 
 
 def unwatched(kind: Kind, namespace: str, name: str) -> str | None:
@@ -58,13 +65,22 @@ def unwatched(kind: Kind, namespace: str, name: str) -> str | None:
     return None
 
 
+def no_rollouts(namespace: str, name: str) -> RolloutView | None:
+    """No watch of the Deployments' rollout fields: rollout reads go by resourceVersion (or to the API server)."""
+    return None
+
+
 class WatchedReads:
     """The ConfigMap and Deployment calls of ConfigMap delivery, for one experiment, reads served from its
     last read while the watch says the object has not changed since (module docstring)."""
 
-    def __init__(self, gateway: Gateway, versions: Versions = unwatched) -> None:
+    def __init__(self, gateway: Gateway, versions: Versions = unwatched, rollouts: Rollouts = no_rollouts) -> None:
         self.gateway = gateway
         self.versions = versions
+        self.rollouts = rollouts
+        self._rolled: tuple[str, str, int] | None = None
+        """(namespace, Deployment, generation) of this experiment's last roll: a watched rollout older than it
+        (the watch has not delivered the roll yet) would show the old, finished rollout, so it is not used."""
         self._configmap: ConfigMapView | None = None
         self._rollout: tuple[str, RolloutView] | None = None  # (namespace, view)
         self.gets = 0
@@ -90,6 +106,10 @@ class WatchedReads:
         return version
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
+        seen = self.rollouts(namespace, name)
+        rolled = self._rolled
+        if seen is not None and (rolled is None or rolled[:2] != (namespace, name) or seen.generation >= rolled[2]):
+            return seen  # the watch's view, at least as new as this experiment's own roll: no read at all
         kept = self._rollout
         same = kept is not None and (kept[0], kept[1].name) == (namespace, name)
         if same and kept is not None and self.versions("Deployment", namespace, name) == kept[1].resource_version:
@@ -104,11 +124,14 @@ class WatchedReads:
         """Read before a roll (a write): always from the API server."""
         return await self.gateway.get_pod_template_annotation(namespace, name, key)
 
-    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> None:
+    async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         self._rollout = None
-        await self.gateway.set_pod_template_annotation(namespace, name, key, value)
+        generation = await self.gateway.set_pod_template_annotation(namespace, name, key, value)
+        self._rolled = (namespace, name, generation)
+        return generation
 
     def forget(self) -> None:
         """Drop what is kept (the next reads go to the API server)."""
         self._configmap = None
         self._rollout = None
+        self._rolled = None

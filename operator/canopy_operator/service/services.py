@@ -25,7 +25,7 @@ from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
 from canopy_operator.k8s.errors import Conflict
 from canopy_operator.k8s.gateway import Gateway
-from canopy_operator.k8s.watched import Versions, WatchedReads, unwatched
+from canopy_operator.k8s.watched import Rollouts, Versions, WatchedReads, no_rollouts, unwatched
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
 from canopy_operator.service.memory import MemoryTrimmer, glibc_malloc_trim
@@ -145,7 +145,9 @@ class Services:
         services.memory.start()
         return services
 
-    def session(self, namespace: str, name: str, versions: Versions = unwatched) -> ExperimentSession:
+    def session(
+        self, namespace: str, name: str, versions: Versions = unwatched, rollouts: Rollouts = no_rollouts
+    ) -> ExperimentSession:
         """What the daemon of ``namespace/name`` keeps between its passes (:mod:`.session`); it closes it with
         :meth:`end_session` when it stops. ``versions``: what the watches saw of ConfigMaps and Deployments
         (:mod:`canopy_operator.k8s.watched`); without them every read goes to the API server."""
@@ -153,7 +155,7 @@ class Services:
             f"{namespace}/{name}",
             lambda spec: wiring.source_for(spec, self.settings, self.observer.time_request, self.tls),
             lambda spec: wiring.source_key(spec, self.settings),
-            WatchedReads(self.gateway, versions),
+            WatchedReads(self.gateway, versions, rollouts),
         )
         self.sessions.add(session)
         return session
