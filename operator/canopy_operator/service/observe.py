@@ -42,9 +42,11 @@ class Observer:
         self.metrics.forget_all_experiments()
         self.metrics.set_phase_counts({})
 
-    def watch(self, namespace: str, name: str, body: Mapping[str, Any]) -> PassWatch:
-        """Observe one pass of ``namespace/name`` whose object is ``body``."""
-        return PassWatch(self, namespace, name, body)
+    def watch(
+        self, namespace: str, name: str, body: Mapping[str, Any], before: PromptExperimentStatus | None = None
+    ) -> PassWatch:
+        """Observe one pass of ``namespace/name`` whose object is ``body`` (``before``: its status, parsed)."""
+        return PassWatch(self, namespace, name, body, before)
 
     def set_phase(self, namespace: str, name: str, phase: str) -> None:
         self.phases[(namespace, name)] = phase
@@ -83,13 +85,20 @@ def _mode(spec: Mapping[str, Any] | None) -> str:
 class PassWatch:
     """Observes one reconcile pass of ``namespace/name`` whose object is ``body``."""
 
-    def __init__(self, observer: Observer, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        observer: Observer,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        before: PromptExperimentStatus | None = None,
+    ) -> None:
         self.observer = observer
         self.metrics = observer.metrics
         self.namespace = namespace
         self.name = name
         self.obj = f"{namespace}/{name}"
-        self.before = _status(body.get("status"))
+        self.before = before if before is not None else _status(body.get("status"))
         self.spec: Mapping[str, Any] = body.get("spec") or {}
         self.started = time.perf_counter()
 

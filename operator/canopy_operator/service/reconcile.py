@@ -42,6 +42,7 @@ from canopy_operator.delivery.base import Delivery, DeliveryError, Failpoint, So
 from canopy_operator.k8s.errors import KubeError
 from canopy_operator.service.collect import poll_votes
 from canopy_operator.service.evaluations import Evaluations
+from canopy_operator.service.parsed import ParsedObject
 from canopy_operator.service.report import Effects, Report
 from canopy_operator.sources.base import AppProbe, SourceError, VoteSource
 from canopy_operator.sources.prompts import PromptStore, StoreRefused
@@ -74,6 +75,8 @@ class Ports:
     failpoint: Failpoint = no_failpoint
     backend_hosts: tuple[str, ...] = ()
     """Hosts a backend URL may name besides the experiment's own namespace (``Settings.backend_hosts``)."""
+    parsed: ParsedObject | None = None
+    """The daemon's last parsed spec and status (:mod:`.parsed`); None: parse every pass."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +90,20 @@ class Context:
 
 async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
     """The whole story of a pass, from the object as read to the report."""
-    generation = int(body.get("metadata", {}).get("generation") or 0)
+    meta = body.get("metadata", {})
+    generation = int(meta.get("generation") or 0)
     raw = dict(body.get("status") or {})
+    parsed = ports.parsed or ParsedObject()
     try:
-        st = read_status(raw)
+        st = parsed.get("status", meta.get("resourceVersion"), raw, read_status)
     except StatusUnreadable as exc:
         degraded = unreadable_status(raw, exc, generation, ports.now())
         empty = PromptExperimentStatus(phase="Degraded", message=str(degraded["message"]))
         return Report(status=empty, failed=True, next_in=INVALID_SPEC_POLL_SECONDS, raw_status=degraded)
     st = st.model_copy(update={"observed_generation": generation})
     try:
-        spec = PromptExperimentSpec.model_validate(body.get("spec") or {})
+        spec_key = (meta.get("uid"), generation) if generation else None
+        spec = parsed.get("spec", spec_key, body.get("spec") or {}, PromptExperimentSpec.model_validate)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "spec." + ".".join(str(p) for p in first["loc"])

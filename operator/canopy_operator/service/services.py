@@ -19,7 +19,7 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.redact import Redactor
-from canopy_operator.core.status import dump, merge_patch
+from canopy_operator.core.status import StatusUnreadable, dump, merge_patch, read_status
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
@@ -248,8 +248,13 @@ class Services:
             evaluations=Evaluations.for_body(self.gateway, namespace, body, self.settings),
             failpoint=self.failpoint,
             backend_hosts=self.settings.backend_hosts,
+            parsed=kept.parsed,
         )
-        watch = self.observer.watch(namespace, name, body)
+        try:
+            before = kept.parsed.get("status", meta.get("resourceVersion"), body.get("status") or {}, read_status)
+        except StatusUnreadable:
+            before = None  # the pass reports it; the metrics see an empty status, as before
+        watch = self.observer.watch(namespace, name, body, before)
         target = self.notifier.target(body.get("spec"))
         failed = True
         try:

@@ -32,6 +32,7 @@ from typing import Any
 
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.k8s.watched import WatchedReads
+from canopy_operator.service.parsed import ParsedObject
 from canopy_operator.service.reconcile import internal_error_message
 from canopy_operator.sources.canopy.source import CanopySource
 
@@ -60,6 +61,8 @@ class ExperimentSession:
         self.opened = 0
         """How many backend clients this session made (one unless the backend's settings changed)."""
         self.closed = False
+        self.parsed = ParsedObject()
+        """The last parsed spec and status of the experiment (:mod:`.parsed`)."""
         self._written: Mapping[str, Any] | None = None
         self._superseded: set[str] = set()
 

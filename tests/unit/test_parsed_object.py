@@ -1,0 +1,46 @@
+"""ParsedObject: a spec or status is parsed again only when its key (generation, resourceVersion) changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from canopy_operator.core.status import StatusUnreadable, read_status
+from canopy_operator.service.parsed import ParsedObject
+
+
+def test_the_same_version_is_parsed_once_and_a_new_one_again() -> None:
+    parsed = ParsedObject()
+    first = parsed.get("status", "10", {"phase": "Running"}, read_status)
+    again = parsed.get("status", "10", {"phase": "Running"}, read_status)
+    assert again is first
+    newer = parsed.get("status", "11", {"phase": "Concluded"}, read_status)
+    assert newer.phase == "Concluded"
+    assert parsed.parses == 2
+
+
+def test_spec_and_status_are_kept_apart() -> None:
+    parsed = ParsedObject()
+    calls: list[str] = []
+
+    def parse(raw: Mapping[str, Any]) -> dict[str, Any]:
+        calls.append(str(raw))
+        return dict(raw)
+
+    parsed.get("spec", ("uid", 1), {"a": 1}, parse)
+    parsed.get("status", ("uid", 1), {"b": 2}, parse)  # same key, other part: parsed
+    parsed.get("spec", ("uid", 1), {"a": 1}, parse)
+    assert calls == ["{'a': 1}", "{'b': 2}"]
+
+
+def test_a_failed_parse_keeps_nothing_and_no_key_keeps_nothing() -> None:
+    parsed = ParsedObject()
+    with pytest.raises(StatusUnreadable):
+        parsed.get("status", "10", {"votes": {"challengerWins": "many"}}, read_status)
+    with pytest.raises(StatusUnreadable):  # parsed again, refused again: never a kept model for a bad status
+        parsed.get("status", "10", {"votes": {"challengerWins": "many"}}, read_status)
+    parsed.get("status", None, {}, read_status)
+    parsed.get("status", None, {}, read_status)
+    assert parsed.parses == 4
