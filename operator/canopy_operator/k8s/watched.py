@@ -108,8 +108,14 @@ class WatchedReads:
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
         seen = self.rollouts(namespace, name)
         rolled = self._rolled
-        if seen is not None and (rolled is None or rolled[:2] != (namespace, name) or seen.generation >= rolled[2]):
-            return seen  # the watch's view, at least as new as this experiment's own roll: no read at all
+        if seen is not None:
+            if rolled is None or rolled[:2] != (namespace, name) or seen.generation >= rolled[2]:
+                return seen  # the watch's view, at least as new as this experiment's own roll: no read at all
+            # The watch has not delivered this experiment's own roll yet, so the controller cannot have finished
+            # it either: pending, without a read (the watch wakes the daemon when the roll shows).
+            return replace(
+                seen, generation=rolled[2], observed_generation=min(seen.observed_generation or 0, rolled[2] - 1)
+            )
         kept = self._rollout
         same = kept is not None and (kept[0], kept[1].name) == (namespace, name)
         if same and kept is not None and self.versions("Deployment", namespace, name) == kept[1].resource_version:
