@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -247,6 +248,11 @@ async def _measure(
 
 
 async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    # SIGTERM (a timeout, a kill) cancels the run like Ctrl-C: the subject, the fleet and the control plane are
+    # stopped by the finally blocks on the way out, nothing is left running.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     results: list[dict[str, Any]] = []
     info = machine()
     for n in args.scales:

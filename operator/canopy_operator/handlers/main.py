@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -37,28 +36,15 @@ def run(settings: Settings, namespaces: list[str], *, log_prompts: bool = False)
         "liveness_endpoint": settings.liveness or None,
         "memo": kopf.Memo(settings=settings, metrics=metrics, redactor=handler.redactor),
     }
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        if not settings.leader_election:
-            kopf.run(loop=runner.get_loop(), **options)
-            return
+    if not settings.leader_election:
+        kopf.run(**options)
+        return
 
-        async def operate() -> None:
-            await kopf.operator(**options)
+    async def operate() -> None:
+        await kopf.operator(**options)
 
-        with contextlib.suppress(asyncio.CancelledError):  # as kopf.run: a cancelled operator is a stopped one
-            runner.run(run_elected(settings, metrics, operate))
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop (what ``kopf run`` itself picks when uvloop is installed), else asyncio's default.
-
-    The operator's idle cost is mostly HTTP and the event loop's own work (issue #20, py-spy of 500 idle
-    experiments: socket writes and selector calls alone were a fifth of it); uvloop does both in C."""
-    try:
-        import uvloop  # optional at import time: the default loop when it is missing
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    with contextlib.suppress(asyncio.CancelledError):  # as kopf.run: a cancelled operator is a stopped one
+        asyncio.run(run_elected(settings, metrics, operate))
 
 
 def operator_identity() -> str:
