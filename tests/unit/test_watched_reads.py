@@ -108,23 +108,25 @@ async def test_without_a_watch_entry_every_read_goes_to_the_api_server(api: Fake
     assert len(api.calls) == 3
 
 
-async def test_after_a_write_the_next_read_is_fresh_even_while_the_watch_lags(api: FakeApi) -> None:
+async def read_then_written(api: FakeApi) -> tuple[Watch, WatchedReads]:
+    """The watch saw the ConfigMap; the experiment read it and then wrote ``prompt: b`` into it."""
     watch = Watch()
     watch.sees(api)
     reads = reads_of(api, watch)
     view = await reads.get_configmap(NS, "canopy-config")
     await reads.write_configmap_key(view, "canopy-config.yaml", "summarize:\n  prompt: b\n")
+    return watch, reads
+
+
+async def test_after_a_write_the_next_read_is_fresh_even_while_the_watch_lags(api: FakeApi) -> None:
+    _, reads = await read_then_written(api)
     fresh = await reads.get_configmap(NS, "canopy-config")  # the watch still says rv 1
     assert fresh.data["canopy-config.yaml"] == "summarize:\n  prompt: b\n"
     assert api.calls == [f"get cm {NS}/canopy-config", "patch cm canopy-config", f"get cm {NS}/canopy-config"]
 
 
 async def test_once_the_watch_shows_the_write_the_written_object_is_served_without_a_read(api: FakeApi) -> None:
-    watch = Watch()
-    watch.sees(api)
-    reads = reads_of(api, watch)
-    view = await reads.get_configmap(NS, "canopy-config")
-    await reads.write_configmap_key(view, "canopy-config.yaml", "summarize:\n  prompt: b\n")
+    watch, reads = await read_then_written(api)
     watch.sees(api)  # the watch delivered the operator's own write
     kept = await reads.get_configmap(NS, "canopy-config")
     assert kept.data["canopy-config.yaml"] == "summarize:\n  prompt: b\n"

@@ -196,7 +196,7 @@ async def run(
     if configmaps is not None and deployments is not None:
         versions, rollouts = _versions(configmaps, deployments), _rollouts(deployments)
     session = services.session(namespace, name, versions, rollouts)
-    watched = versions is not unwatched
+    watched = rollouts is not no_rollouts  # the Deployment watch wakes a daemon waiting for a rollout
     try:
         await _loop(services, session, namespace, name, body, memo, stopped, watched=watched)
     finally:

@@ -14,8 +14,8 @@ An idle Running experiment read its ConfigMap every pass (120 GETs per experimen
    The Deployment index holds a little more: the rollout fields (generation, observed generation, replica
    counts, resourceVersion; never the pod template), so waiting for a rollout reads nothing either. After the
    experiment's own roll, that view is used only once it shows the roll's generation (until then the watch
-   would show the old, finished rollout, and old pods would be taken for new ones): the read goes to the API
-   server meanwhile.
+   would show the old, finished rollout, and old pods would be taken for new ones): meanwhile the rollout
+   counts as pending, without a read (the controller cannot have finished a roll the watch has not delivered).
 2. **Each experiment keeps its own last read** (:class:`WatchedReads`, one per daemon): at most one
    ConfigMap and one Deployment, the ones its spec names. A read returns the kept object when the index holds
    the very resourceVersion it was read at, and otherwise (changed, deleted, not yet seen, or two objects

@@ -357,12 +357,16 @@ async def verify(
         return st, effects
     rollout = await delivery.rollout_pending()
     timeout = parse_duration(ctx.spec.delivery.verify_timeout)
+
+    def waiting(rolling: str | None = None) -> tuple[PromptExperimentStatus, Effects]:
+        applied = st.delivery.applied_at or ctx.ports.now()
+        fresh = (ctx.ports.now() - applied).total_seconds() < FRESH_WRITE_SECONDS
+        return st, replace(effects, fresh_rollout=fresh, rolling=rolling)
+
     if rollout is not None and not plan.verify_overdue(st.delivery.applied_at, timeout, ctx.ports.now()):
         # Old pods still answer: whatever the backend says now cannot verify the config, so it is not asked
         # (two requests fewer per experiment per pass while hundreds roll out at once, issue #20).
-        applied = st.delivery.applied_at or ctx.ports.now()
-        fresh = (ctx.ports.now() - applied).total_seconds() < FRESH_WRITE_SECONDS
-        return st, replace(effects, fresh_rollout=fresh, rolling=ctx.spec.delivery.config_map.deployment)
+        return waiting(rolling=ctx.spec.delivery.config_map.deployment)
     expected = lc.expected_flags(desired)
     seen: dict[str, object]
     try:
@@ -388,9 +392,7 @@ async def verify(
     if verdict.state == "timed_out":
         return st, effects.degrade("VerifyTimeout", verdict.message)
     if verdict.state == "waiting":
-        applied = st.delivery.applied_at or ctx.ports.now()
-        fresh = (ctx.ports.now() - applied).total_seconds() < FRESH_WRITE_SECONDS
-        return st, replace(effects, fresh_rollout=fresh)
+        return waiting()
     effects = effects.event("ConfigVerified", verdict.message)
     ctx.ports.failpoint("after-verify")
     return st.model_copy(update={"delivery": st.delivery.model_copy(update={"verified_at": ctx.ports.now()})}), effects
