@@ -20,7 +20,7 @@ from canopy_operator.k8s.watched import WatchedReads
 from canopy_operator.service import wiring
 from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
-from canopy_operator.sources.http import POOLED_LIMITS
+from canopy_operator.sources.http import POOLED_KEEPALIVE_SECONDS
 from tests.support.simulator import CHALLENGER, running_simulator, write_config
 from tests.support.tcp_proxy import CountingProxy
 
@@ -81,7 +81,7 @@ async def test_a_new_backend_url_replaces_the_client_and_closes_the_old_one(sim:
         old = kept.source(spec(first.url))
         await idle_pass(kept, spec(second.url))
         assert kept.opened == 2
-        assert old.client._http.is_closed  # closed at the end of the pass that replaced it
+        assert old.client.closed  # closed at the end of the pass that replaced it
         assert await _eventually_closed(first)  # its connection too
         await idle_pass(kept, spec(second.url, timeout="20s"))  # any setting of the client counts
         assert kept.opened == 3
@@ -99,12 +99,15 @@ async def test_a_closed_session_refuses_to_open_another_client(sim: RunningSimul
         kept.source(spec(sim.url))
 
 
-def test_the_pooled_client_holds_at_most_four_connections() -> None:
-    client = wiring.source_for(spec("http://canopy-backend:8000"), SETTINGS, _timer).client
-    pool = client._http._transport._pool  # type: ignore[attr-defined]
-    assert (pool._max_connections, pool._max_keepalive_connections) == (4, 2)
-    assert POOLED_LIMITS.keepalive_expiry is not None
-    assert POOLED_LIMITS.keepalive_expiry > 30  # longer than the default interval
+async def test_the_pooled_client_holds_at_most_four_connections(sim: RunningSimulator) -> None:
+    """Six calls at once against a slow backend: four connections, the other calls wait for one of them."""
+    sim.faults.delay = 0.3
+    async with CountingProxy(sim.host, sim.port) as proxy:
+        source = wiring.source_for(spec(proxy.url), SETTINGS, _timer)
+        await asyncio.gather(*(source.flags() for _ in range(6)))
+        assert proxy.accepted == 4
+        await source.aclose()
+    assert POOLED_KEEPALIVE_SECONDS > 30  # idle connections outlive the default interval
 
 
 async def _eventually_closed(proxy: CountingProxy) -> bool:
@@ -122,7 +125,7 @@ async def test_a_failed_pass_closes_the_client_and_the_next_pass_makes_a_new_one
         await idle_pass(kept, spec(proxy.url))
         first = kept.source(spec(proxy.url))
         await kept.end_pass(failed=True)
-        assert first.client._http.is_closed
+        assert first.client.closed
         await idle_pass(kept, spec(proxy.url))
         assert kept.opened == 2
         assert proxy.accepted == 2

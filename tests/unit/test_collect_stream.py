@@ -17,7 +17,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -42,6 +42,7 @@ from canopy_operator.sources.canopy.errors import BackendProtocolError, BackendU
 from canopy_operator.sources.canopy.logs import AB_LOG, FEEDBACK_LOG, LogShape, Undecided, stream_log
 from canopy_operator.sources.canopy.models import AbFeedbackList, FeedbackList
 from canopy_operator.sources.canopy.source import CanopySource
+from canopy_operator.sources.canopy.wire import AiohttpWire
 from tests.support.collect import CHALLENGER_HASH, CHAMPION_HASH, NOW, TEST_PROMPTS, FakeBackend
 from tests.support.simulator import (
     CHALLENGER,
@@ -770,7 +771,7 @@ async def test_a_read_cut_by_the_deadline_leaves_nothing_running(caplog: pytest.
         for _ in range(3):
             with pytest.raises(BackendUnreachable, match=r"GET /feedback/ab: no complete answer within 0\.3s"):
                 await client.ab_log()
-        client._http.base_url = fast_server.url  # the same client and pool, a prompt server
+        cast(AiohttpWire, client._wire).base_url = fast_server.url  # the same client and pool, a prompt server
         log = await client.ab_log()
         await asyncio.sleep(0.1)
 

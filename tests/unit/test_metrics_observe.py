@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from canopy_operator.api.status import PromptExperimentStatus
@@ -18,6 +17,7 @@ from canopy_operator.service.report import Report
 from canopy_operator.sources.canopy.client import CanopyClient
 from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendProtocolError, BackendUnreachable
 from canopy_operator.sources.canopy.source import CanopySource
+from canopy_operator.sources.canopy.wire import Answer
 from canopy_operator.telemetry.logs import configure_logging
 from canopy_operator.telemetry.metrics import Metrics
 
@@ -146,14 +146,18 @@ def test_prompt_texts_never_reach_the_log(logs: io.StringIO) -> None:
     assert CHAMPION.strip() not in logs.getvalue()
 
 
-class FailingTransport(httpx.AsyncBaseTransport):
+class FailingWire:
     """Every request fails with the given domain error, raised where the client would raise it."""
 
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
+        self.closed = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, method: str, path: str, body: Any) -> Answer:
         raise self.exc
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 @pytest.mark.parametrize(
@@ -169,7 +173,8 @@ async def test_backend_failures_are_counted_by_kind_and_still_timed(exc: Excepti
     errors = sample("canopy_operator_backend_errors_total", kind=kind)
     timed = sample("canopy_operator_backend_poll_duration_seconds_count", endpoint="/feature-flags")
     source = CanopySource(
-        CanopyClient("http://canopy-backend:8000", timeout=5, transport=FailingTransport(exc)), OBSERVER.time_request
+        CanopyClient("http://canopy-backend:8000", timeout=5, wire=lambda url, tls: FailingWire(exc)),
+        OBSERVER.time_request,
     )
     with pytest.raises(type(exc)):
         await source.flags()

@@ -6,20 +6,25 @@ body were copied into ``status.conditions``, readable by every holder of the ``v
 
 from __future__ import annotations
 
-import httpx
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 
 from canopy_operator.sources.canopy.client import REMOTE_TEXT_LIMIT, CanopyClient
 from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendStreamError
+from tests.support.simulator import RawHttpServer, canned, http_head
 
 SECRET_PAGE = "<html>instance-role credentials: AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</html>"
 
 
-def client_answering(status: int, body: bytes, content_type: str = "text/html") -> CanopyClient:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, stream=httpx.ByteStream(body), headers={"content-type": content_type})
-
-    return CanopyClient("http://canopy-backend.user1-test.svc:8000", timeout=5, transport=httpx.MockTransport(answer))
+@asynccontextmanager
+async def client_answering(status: int, body: bytes, content_type: str = "text/html") -> AsyncIterator[CanopyClient]:
+    """A client of a server on 127.0.0.1 that gives every request this answer."""
+    head = http_head(f"{status} Whatever", content_type, Content_Length=str(len(body)))
+    async with RawHttpServer(canned(head + body)) as server, CanopyClient(server.url, timeout=5) as client:
+        yield client
 
 
 async def test_a_foreign_error_page_is_not_repeated() -> None:
@@ -32,7 +37,7 @@ async def test_a_foreign_error_page_is_not_repeated() -> None:
 
 async def test_a_long_fastapi_detail_is_cut_to_one_short_line() -> None:
     detail = "line one\nline two\x1b[31m " + "x" * 5000
-    async with client_answering(404, httpx.Response(200, json={"detail": detail}).content, "application/json") as c:
+    async with client_answering(404, json.dumps({"detail": detail}).encode(), "application/json") as c:
         with pytest.raises(BackendHTTPError) as raised:
             await c.feedback()
     assert raised.value.detail.startswith("line one line two")

@@ -17,10 +17,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader
+from yarl import URL
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
+READ_BUFSIZE = 2**21
+"""The read buffer ``kubernetes_asyncio`` gives its session (a watch event can hold a whole 1.5 MiB object)."""
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -164,4 +169,30 @@ async def api_client(kubeconfig: str | None = None, context: str | None = None) 
     """An ApiClient from the in-cluster config, else ``kubeconfig`` (else $KUBECONFIG, else ~/.kube/config) at
     ``context`` (else its current context): the same load as :func:`load_credentials`. The service account's
     token is re-read, and an exec plugin's token renewed before it expires, while the client lives."""
-    return client.ApiClient((await _load(kubeconfig, context)).configuration)
+    api = client.ApiClient((await _load(kubeconfig, context)).configuration)
+    await _look_up_nothing_per_request(api)
+    return api
+
+
+async def _look_up_nothing_per_request(api: client.ApiClient) -> None:
+    """Give the client a session that reads no environment on each request, with the same proxy.
+
+    ``kubernetes_asyncio`` makes its aiohttp session with ``trust_env=True``: aiohttp then reads ``~/.netrc`` and
+    the proxy variables in a worker thread before every request. In a burst of 500 new experiments those thread
+    hops were about a tenth of the operator's CPU (issue #20, bench/RESULTS.md). The proxy the environment names
+    for the API server (``HTTPS_PROXY``, ``NO_PROXY``, ...) is looked up here once and given to the client as its
+    configured proxy (one the configuration names already wins); the same connection pool is kept."""
+    rest = api.rest_client
+    host = api.configuration.host
+    if not rest.proxy and isinstance(host, str):
+        try:
+            proxy, auth = get_env_proxy_for_url(URL(host))
+        except (LookupError, ValueError):
+            pass
+        else:
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+    old = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=old.connector, trust_env=False, read_bufsize=READ_BUFSIZE)
+    old.detach()  # the connector now belongs to the new session, which closes it

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.k8s.errors import NotFound, Unavailable, translate
-from canopy_operator.k8s.rollout import RolloutView
+from canopy_operator.k8s.errors import KubeError, NotFound, Unavailable, translate
+from canopy_operator.k8s.rollout import RolloutView, rollout_of
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -42,6 +44,8 @@ class SecretView:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+MAX_OBJECT_BYTES = 4 * 1024 * 1024
+"""The largest answer read as one object (etcd keeps objects of at most 1.5 MiB by default)."""
 DEFAULT_DEADLINE = 30.0
 """Seconds one API call may take in all (connect, answer, body): a stalled API server or a half-open
 connection must not hang a daemon (security-model rule 3)."""
@@ -71,67 +75,91 @@ class Gateway:
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await _call(what, fn, self.deadline)
 
+    async def _object(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The object one call answers, as the JSON the API server sent.
+
+        The calls a new experiment makes in a burst (its ConfigMap and Deployment) skip the client's model classes
+        (``_preload_content=False``): building a ``V1Deployment`` from the answer cost more CPU than the rest of the
+        call (issue #20). Errors are raised as the client raises them, so they translate alike."""
+
+        async def read() -> dict[str, Any]:
+            response = await fn(*args, _preload_content=False, **kwargs)
+            try:
+                data = bytearray()
+                async for chunk in response.content.iter_any():
+                    data += chunk
+                    if len(data) > MAX_OBJECT_BYTES:
+                        raise KubeError(f"{what}: answer is over {MAX_OBJECT_BYTES} bytes")
+                if not 200 <= response.status <= 299:
+                    error = ApiException(status=response.status, reason=response.reason)
+                    error.body = bytes(data)
+                    raise error
+            finally:
+                response.release()
+            value = json.loads(data)
+            if not isinstance(value, dict):
+                raise KubeError(f"{what}: answer is not an object")
+            return value
+
+        return await self._call(what, read)
+
     # ConfigMaps -----------------------------------------------------------------------------------------
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
-        cm = await self._call(
-            f"get ConfigMap {namespace}/{name}", lambda: self.core.read_namespaced_config_map(name, namespace)
+        cm = await self._object(
+            f"get ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
         )
+        meta = _mapping(cm.get("metadata"))
         return ConfigMapView(
             name=name,
             namespace=namespace,
-            data=dict(cm.data or {}),
-            resource_version=cm.metadata.resource_version,
-            labels=dict(cm.metadata.labels or {}),
-            annotations=dict(cm.metadata.annotations or {}),
+            data=_strings(cm.get("data")),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            labels=_strings(meta.get("labels")),
+            annotations=_strings(meta.get("annotations")),
         )
 
     async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
         """Set one key, only if the ConfigMap is still at ``view.resource_version`` (409 Conflict otherwise)."""
         body = {"metadata": {"resourceVersion": view.resource_version}, "data": {key: text}}
-        cm = await self._call(
+        cm = await self._object(
             f"patch ConfigMap {view.namespace}/{view.name}",
-            lambda: self.core.patch_namespaced_config_map(view.name, view.namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
+            self.core.patch_namespaced_config_map,
+            view.name,
+            view.namespace,
+            body,
+            _content_type=MERGE,
         )
-        return str(cm.metadata.resource_version)
+        return str(_mapping(cm.get("metadata")).get("resourceVersion") or "")
 
     # Deployments ----------------------------------------------------------------------------------------
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
-        dep = await self._call(
-            f"get Deployment {namespace}/{name}",
-            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        dep = await self._object(
+            f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
         )
-        annotations = (dep.spec.template.metadata.annotations if dep.spec.template.metadata else None) or {}
-        value = annotations.get(key)
+        template = _mapping(_mapping(dep.get("spec")).get("template"))
+        value = _mapping(_mapping(template.get("metadata")).get("annotations")).get(key)
         return str(value) if value is not None else None
 
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         """Roll the Deployment by changing a pod-template annotation (what `kubectl rollout restart` does); the
         Deployment's generation after the change."""
         body = {"spec": {"template": {"metadata": {"annotations": {key: value}}}}}
-        dep = await self._call(
+        dep = await self._object(
             f"patch Deployment {namespace}/{name}",
-            lambda: self.apps.patch_namespaced_deployment(name, namespace, body, _content_type=MERGE),  # type: ignore[call-arg]  # a documented **kwargs option
+            self.apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            body,
+            _content_type=MERGE,
         )
-        return int(dep.metadata.generation or 0)
+        return rollout_of(name, dep).generation
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:
         """The Deployment's rollout progress as its controller reports it."""
-        dep = await self._call(
-            f"get Deployment {namespace}/{name}",
-            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        dep = await self._object(
+            f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
         )
-        status = dep.status
-        desired = dep.spec.replicas if dep.spec.replicas is not None else 1
-        return RolloutView(
-            name=name,
-            generation=int(dep.metadata.generation or 0),
-            observed_generation=status.observed_generation if status else None,
-            desired_replicas=int(desired),
-            replicas=int((status.replicas if status else 0) or 0),
-            updated_replicas=int((status.updated_replicas if status else 0) or 0),
-            available_replicas=int((status.available_replicas if status else 0) or 0),
-            resource_version=str(dep.metadata.resource_version or ""),
-        )
+        return rollout_of(name, dep)
 
     # PromptExperiments ----------------------------------------------------------------------------------
     async def patch_experiment_status(
@@ -275,3 +303,12 @@ class Gateway:
 
         data = await self._call(f"read the log of Pod {namespace}/{name}", read)
         return data[:limit_bytes].decode("utf-8", "replace")
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: object) -> dict[str, str]:
+    """A string map of an answer (``data``, ``labels``, ``annotations``); absent or malformed reads as empty."""
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}

@@ -15,7 +15,7 @@ CPU, issue #20). The session keeps **one pooled client per experiment** instead:
 - closed when the daemon stops (the object deleted, the operator stopping), and by
   :meth:`canopy_operator.service.services.Services.close` for any session a daemon left open;
 - never shared: one session per experiment, so never across namespaces or tenants, and its pool is bounded
-  (:data:`canopy_operator.sources.http.POOLED_LIMITS`).
+  (:data:`canopy_operator.sources.canopy.wire.POOL_CONNECTIONS`).
 
 It also keeps the experiment's last read of its ConfigMap and Deployment (:class:`~canopy_operator.k8s.watched.
 WatchedReads`), served again while the watches say they have not changed: an idle experiment makes no

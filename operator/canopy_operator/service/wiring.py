@@ -149,7 +149,7 @@ def source_for(
     spec: PromptExperimentSpec, settings: Settings, timer: RequestTimer, tls: ssl.SSLContext | None = None
 ) -> CanopySource:
     """The backend's HTTP API as app probe and vote source (the caller closes it); ``tls`` is shared. Its pool
-    is bounded (``POOLED_LIMITS``): a daemon keeps it for the experiment's life (:mod:`.session`)."""
+    is bounded (``wire.POOL_CONNECTIONS``): a daemon keeps it for the experiment's life (:mod:`.session`)."""
     client = CanopyClient(
         spec.backend.url,
         timeout=parse_duration(spec.backend.request_timeout),

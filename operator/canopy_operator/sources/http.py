@@ -33,12 +33,9 @@ errors and status (the Canopy client uses the same bound)."""
 _ERROR_BODY_LIMIT = 64 * 1024
 _T = TypeVar("_T")
 POOLED_KEEPALIVE_SECONDS = 120.0
-"""Seconds an idle connection of a pooled client is kept: longer than the default poll interval (30 s), so an
-idle experiment's poll reuses its connection when the server keeps it open as long (aiohttp: 75 s; uvicorn
-closes after 5 s, and the pool then opens a new one)."""
-POOLED_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=POOLED_KEEPALIVE_SECONDS)
-"""The pool of a client kept for the life of an experiment's daemon: a pass makes its calls one after another,
-so a few connections are plenty, and one experiment never holds more than four sockets."""
+"""Seconds an idle connection of a pooled client (the Canopy client kept for a daemon's life) is kept: longer
+than the default poll interval (30 s), so an idle experiment's poll reuses its connection when the server keeps
+it open as long (aiohttp: 75 s; uvicorn closes after 5 s, and the pool then opens a new one)."""
 
 
 class ServerError(SourceError):
@@ -113,9 +110,9 @@ def bounded_client(
     auth: httpx.Auth | None = None,
     limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
-    """The one way the adapters make an HTTP client: a timeout, no redirects, no compression (the body bounds
-    count what is sent), and the process's trust store. ``limits`` bounds the connection pool of a client kept
-    beyond one pass (:data:`POOLED_LIMITS`); httpx's defaults otherwise."""
+    """The one way the adapters make an httpx client (the Canopy client has its own wire,
+    :mod:`canopy_operator.sources.canopy.wire`): a timeout, no redirects, no compression (the body bounds count
+    what is sent), and the process's trust store; ``limits``: httpx's defaults unless given."""
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout),

@@ -1,10 +1,18 @@
 """Async client of the Canopy backend (Generation 1): typed answers, one error tree, bounded time and memory.
 
 Every call is bounded by ``timeout`` seconds in total (connect, answer and the whole body, streams included)
-and by ``max_body_bytes`` (the body is read in chunks and abandoned past the limit). httpx errors never
-leave this module: they become :mod:`canopy_operator.sources.canopy.errors`. The two stores are read either
-whole (``feedback()``, ``ab_feedback()``: every entry built and checked) or as logs (``feedback_log()``,
-``ab_log()``: parsed as they arrive, entries built when a poll counts them; :mod:`.logs`), which is what polls use.
+and by ``max_body_bytes`` (the body is read in chunks and abandoned past the limit). The wire is aiohttp's
+client, one small session per client (:class:`AiohttpWire`); its errors never leave this module: they become
+:mod:`canopy_operator.sources.canopy.errors`.
+
+Why aiohttp here and httpx for the other servers: a daemon polls its backend twice per interval for the life of
+the experiment, and at 500 idle experiments these polls were about half the operator's CPU. One request cost
+0.68 ms of CPU through httpx (its client layer, httpcore and anyio) and 0.16 ms through aiohttp, whose parser is
+compiled (bench/RESULTS.md, issue #20); aiohttp is already a dependency (the Kubernetes client's wire).
+
+The two stores are read either whole (``feedback()``, ``ab_feedback()``: every entry built and checked) or as
+logs (``feedback_log()``, ``ab_log()``: parsed as they arrive, entries built when a poll counts them;
+:mod:`.logs`), which is what polls use.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from http import HTTPStatus
-from typing import Any, TypeVar, cast
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from canopy_operator.core.collect import AbEntry, FeedbackEntry
@@ -43,7 +52,8 @@ from canopy_operator.sources.canopy.models import (
     PromptKey,
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
-from canopy_operator.sources.http import POOLED_LIMITS, REMOTE_TEXT_LIMIT, ClosingClient, bounded_client, short
+from canopy_operator.sources.canopy.wire import AiohttpWire, Answer, WireFactory
+from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, short
 
 __all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
@@ -63,8 +73,8 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", AbEntry, FeedbackEntry)
 
 
-class CanopyClient(ClosingClient):
-    """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``)."""
+class CanopyClient:
+    """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``); ``async with`` closes it."""
 
     def __init__(
         self,
@@ -73,21 +83,35 @@ class CanopyClient(ClosingClient):
         max_body_bytes: int = 32 * 1024 * 1024,
         *,
         max_log_bytes: int | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         tls: ssl.SSLContext | None = None,
+        wire: WireFactory = AiohttpWire,
     ) -> None:
         """``tls``: the trust store to verify HTTPS with; share one (``ssl.create_default_context()``) across
         clients, since building one loads the CA bundle, which was half the CPU of an idle reconcile pass
-        (bench/RESULTS.md)."""
+        (bench/RESULTS.md). ``wire``: what sends the requests (tests give one that fails on purpose)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.max_log_bytes = max_body_bytes if max_log_bytes is None else max_log_bytes
         """The limit of the two stores read as logs (``GET /feedback/ab``, ``GET /feedback``): streamed, so what a
         poll keeps is the body's bytes and no parsed copy of them, which lets a larger store be read."""
-        self._http = bounded_client(
-            base_url=self.base_url, timeout=timeout, headers={}, tls=tls, transport=transport, limits=POOLED_LIMITS
-        )
+        self._wire = wire(self.base_url, tls)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections; the client is not used again."""
+        await self._wire.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._wire.closed
 
     # ---- reads -------------------------------------------------------------------------------------------
 
@@ -222,46 +246,45 @@ class CanopyClient(ClosingClient):
             return await stream_log(chunks, shape)
 
     async def _bounded(self, work: Awaitable[_T], endpoint: str) -> _T:
-        """Run one call under the total deadline, translating whatever httpx raises."""
+        """Run one call under the total deadline (the wire itself has none)."""
         try:
             async with asyncio.timeout(self.timeout):
                 return await work
         except TimeoutError as exc:
             raise BackendUnreachable(endpoint, f"no complete answer within {self.timeout:g}s") from exc
-        except httpx.TimeoutException as exc:
-            raise BackendUnreachable(endpoint, f"timed out ({type(exc).__name__})") from exc
-        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-            raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: {_reason(exc)}") from exc
 
     async def _body_call(self, method: str, path: str, body: Any) -> bytes:
         async with self._open(method, path, body) as response:
             return b"".join([chunk async for chunk in self._chunks(response, f"{method} {path}")])
 
     @asynccontextmanager
-    async def _open(self, method: str, path: str, body: Any) -> AsyncIterator[httpx.Response]:
-        """Send a request; yield the 200 response with its body unread; raise the domain error otherwise."""
+    async def _open(self, method: str, path: str, body: Any) -> AsyncIterator[Answer]:
+        """Send a request; yield the 200 answer with its body unread; raise the domain error otherwise."""
         endpoint = f"{method} {path}"
-        request = self._http.build_request(method, path, json=body)
         try:
-            response = await self._http.send(request, stream=True)
-        except (httpx.TimeoutException, httpx.ConnectError, httpx.UnsupportedProtocol):
-            raise
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+            response = await self._wire.send(method, path, body)
+        except aiohttp.InvalidURL as exc:
+            raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: invalid URL") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: {_reason(exc)}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnreachable(endpoint, f"no answer from {self.base_url}: {_reason(exc)}") from exc
+        complete = False
         try:
             if response.status_code != 200:
                 raise BackendHTTPError(endpoint, response.status_code, await self._error_detail(response))
             yield response
-        except (httpx.TimeoutException, BackendError):
+            complete = True
+        except BackendError:
             raise
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise BackendProtocolError(endpoint, f"answer cut short: {_reason(exc)}") from exc
         finally:
-            await response.aclose()
+            # A body read to its end gives the connection back to the pool; anything else (an error, a stream
+            # left after its first event, a cancellation) closes it, so nothing half-read is ever reused.
+            response.finish(reuse=complete)
 
-    async def _chunks(
-        self, response: httpx.Response, endpoint: str, limit: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
+    async def _chunks(self, response: Answer, endpoint: str, limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, in chunks of ``_CHUNK`` bytes or more (small reads are gathered, so a body sent
         a few bytes at a time costs no more memory than its size), abandoned past ``limit`` (default
         ``max_body_bytes``); other tasks get the event loop at least every ``_YIELD_BYTES`` (what the caller does
@@ -272,7 +295,7 @@ class CanopyClient(ClosingClient):
             raise BackendProtocolError(endpoint, f"answer of {declared} bytes is over {limit}")
         pending = bytearray()
         received = unyielded = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             received += len(chunk)
             if received > limit:
                 raise BackendProtocolError(endpoint, f"answer is over {limit} bytes")
@@ -290,13 +313,13 @@ class CanopyClient(ClosingClient):
         if pending:
             yield bytes(pending)
 
-    async def _error_detail(self, response: httpx.Response) -> str:
+    async def _error_detail(self, response: Answer) -> str:
         """FastAPI's ``detail`` message, short; for any other body only the standard phrase of the status code.
 
         A raw body is never repeated: status conditions are readable by the ``view`` role, and a body could
         come from anything the URL reaches (issue #14, finding 4)."""
         body = bytearray()
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             body += chunk
             if len(body) > _ERROR_BODY_LIMIT:
                 break
@@ -306,7 +329,7 @@ class CanopyClient(ClosingClient):
             return _status_phrase(response.status_code)
         return short(detail) or _status_phrase(response.status_code)
 
-    async def _events(self, response: httpx.Response, endpoint: str) -> AsyncGenerator[str, None]:
+    async def _events(self, response: Answer, endpoint: str) -> AsyncGenerator[str, None]:
         """The data payloads of an SSE answer, bounded by ``max_body_bytes`` in total."""
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
@@ -314,7 +337,7 @@ class CanopyClient(ClosingClient):
         decoder = SseDecoder()
         received = 0
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.chunks():
                 received += len(chunk)
                 if received > self.max_body_bytes:
                     raise BackendProtocolError(endpoint, f"stream is over {self.max_body_bytes} bytes")
