@@ -72,7 +72,10 @@ def main() -> None:
         raise SystemExit("usage: heap_snapshot.py OUT -m MODULE [ARGS...]")
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        _dump(out)
+        try:
+            _dump(out)
+        except OSError as exc:  # raised here it would surface in whatever the subject was running
+            print(f"heap_snapshot: cannot write {out}: {exc}", file=sys.stderr)
 
     if not out.endswith(".json"):
         tracemalloc.start(FRAMES)

@@ -295,6 +295,9 @@ def main() -> int:
     parser.add_argument("--keep-workdir", action="store_true", help="keep the operator logs")
     args = parser.parse_args()
     args.subjects = [args.only] if args.only else list(SUBJECTS)
+    for directory in (args.profile_dir, args.heap_dir, args.trim_probe_dir):
+        if directory:  # made now: the subject writes into it from a signal handler, which must not fail
+            Path(directory).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
     report = asyncio.run(main_async(args, workdir))
     if args.json:
