@@ -12,6 +12,7 @@ import pytest
 
 from canopy_operator.core import values
 from canopy_operator.core.values import ManagedKeys, ValuesReader
+from canopy_operator.delivery import configmap
 from canopy_operator.delivery.base import InvalidValues
 from tests.support.values_files import KEY, FakeGateway, alias_bomb, deep_flow_nesting
 from tests.support.values_files import configmap_delivery as delivery
@@ -108,7 +109,21 @@ async def test_an_edit_past_its_deadline_stops_its_own_parse_and_writes_nothing(
     assert time.thread_time() - cpu < 0.15, "the worker thread kept parsing after the deadline"
 
 
+def count_thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every hop of the ConfigMap delivery to a worker thread, recorded as it happens."""
+    hops: list[object] = []
+    real = asyncio.to_thread
+
+    async def counting(work: Any, *args: Any) -> Any:
+        hops.append(work)
+        return await real(work, *args)
+
+    monkeypatch.setattr(configmap.asyncio, "to_thread", counting)
+    return hops
+
+
 async def test_an_idle_pass_does_not_parse_the_same_configmap_text_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nor hop to a worker thread for it (issue #20: every idle pass reads its ConfigMap's text)."""
     parsed: list[str] = []
     real = values._document
 
@@ -117,11 +132,17 @@ async def test_an_idle_pass_does_not_parse_the_same_configmap_text_again(monkeyp
         return real(text, *args, **kwargs)
 
     monkeypatch.setattr(values, "_document", counting)
+    hops = count_thread_hops(monkeypatch)
     reader, gateway = ValuesReader(), FakeGateway(VALID)
     first = await delivery(gateway, read=reader).read()
+    assert len(hops) == 1  # a new text is parsed off the event loop
     second = await delivery(gateway, read=reader).read()
     assert first.keys == second.keys == ManagedKeys("Sum up.", None, None, None)
     assert parsed == [VALID]
+    assert len(hops) == 1
+    gateway.text = VALID.replace("Sum up.", "Sum up!")
+    assert (await delivery(gateway, read=reader).read()).keys.prompt == "Sum up!"
+    assert len(hops) == 2  # a changed text is new again
 
 
 async def test_a_refused_configmap_text_is_parsed_once_however_many_passes_read_it(
@@ -135,8 +156,14 @@ async def test_a_refused_configmap_text_is_parsed_once_however_many_passes_read_
         return real(text, *args, **kwargs)
 
     monkeypatch.setattr(values, "_document", counting)
+    hops = count_thread_hops(monkeypatch)
     reader, gateway = ValuesReader(), FakeGateway(deep_flow_nesting(VALID, 6000))
+    refusals = []
     for _ in range(3):
-        with pytest.raises(InvalidValues, match="depth bound"):
+        with pytest.raises(InvalidValues, match="depth bound") as info:
             await delivery(gateway, read=reader).read()
+        refusals.append(str(info.value))
     assert parsed == [gateway.text]
+    assert len(hops) == 1  # the remembered refusal is raised again on the event loop, alike
+    assert refusals[0].startswith("ConfigMap team-a/canopy-config key canopy-config.yaml: ")
+    assert refusals == [refusals[0]] * 3

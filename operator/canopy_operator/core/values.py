@@ -311,8 +311,13 @@ class ValuesReader:
         self.limits = limits
         self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
 
+    def remembers(self, text: str, /, *, layout: ValuesLayout = GEN1) -> bool:
+        """Whether reading ``text`` costs no parse (read or refused before): a caller may then read it on the
+        event loop instead of hopping to a worker thread."""
+        return _text_key(text, layout) in self.seen
+
     def __call__(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys:
-        key = (layout, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+        key = _text_key(text, layout)
         keys = self.seen.get(key)
         if keys is None:
             try:
@@ -328,6 +333,10 @@ class ValuesReader:
         if isinstance(keys, str):
             raise ValuesEditError(keys)
         return keys
+
+
+def _text_key(text: str, layout: ValuesLayout) -> tuple[ValuesLayout, bytes]:
+    return layout, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,16 @@ from dataclasses import replace
 from functools import partial
 from typing import Protocol, TypeVar
 
-from canopy_operator.core.values import GEN1, ManagedKeys, ReadValues, ValuesLayout, edit_values, read_managed
+from canopy_operator.core.values import (
+    GEN1,
+    ManagedKeys,
+    ReadValues,
+    ValuesEditError,
+    ValuesLayout,
+    ValuesReader,
+    edit_values,
+    read_managed,
+)
 from canopy_operator.delivery.base import (
     DeliveryError,
     DeliveryTraits,
@@ -133,7 +142,14 @@ class ConfigMapDelivery:
     async def read(self) -> SourceState:
         view = await self._view()
         text = view.data[self.key]
-        keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text, self.layout))
+        if isinstance(self.read_keys, ValuesReader) and self.read_keys.remembers(text, layout=self.layout):
+            # Read before (every idle pass reads the same text): no parse, so no hop to a worker thread.
+            try:
+                keys = self.read_keys(text, layout=self.layout)
+            except ValuesEditError as exc:
+                raise InvalidValues(f"{self.where}: {_short(exc)}") from None
+        else:
+            keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text, self.layout))
         return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
 
     async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
