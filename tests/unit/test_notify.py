@@ -194,6 +194,25 @@ def test_attempts_sent_retried_and_given_up() -> None:
     assert notify.with_updates([sent], {record.key: retried}) == [sent]
 
 
+def test_an_outbox_with_nothing_due_is_seen_without_parsing_and_never_hides_a_due_record() -> None:
+    """``none_due`` reads the stored JSON (an idle pass's shortcut): True only when ``due`` finds nothing."""
+    record = NotificationRecord(key="Decided/abc")
+    sent = notify.attempted(record, "sent", NOW)
+    given_up = record
+    for _ in range(notify.MAX_ATTEMPTS):
+        given_up = notify.attempted(given_up, "retry", NOW)
+    retried = notify.attempted(record, "retry", NOW)
+    cases = [[], [sent], [given_up], [sent, given_up], [record], [sent, retried], [retried, given_up]]
+    for records in cases:
+        st = PromptExperimentStatus(notifications=records)
+        stored = dump(st)
+        assert notify.none_due(stored) == (notify.due(st) == []), records
+    assert all(notify.none_due(empty) for empty in (None, {}, {"notifications": None}))
+    # Anything it cannot vouch for is left to the full parse.
+    for odd in ("x", ["x"], [{"key": "k", "attempts": "1"}], [{"key": "k", "attempts": True, "sentAt": "t"}]):
+        assert not notify.none_due({"notifications": odd})
+
+
 # -- the message ---------------------------------------------------------------------------------------------
 def test_the_payload_is_slack_compatible_one_bounded_line_without_prompt_texts() -> None:
     spec = spec_of()

@@ -44,3 +44,17 @@ def test_a_failed_parse_keeps_nothing_and_no_key_keeps_nothing() -> None:
     parsed.get("status", None, {}, read_status)
     parsed.get("status", None, {}, read_status)
     assert parsed.parses == 4
+
+
+def test_a_status_is_known_unchanged_only_when_stored_exactly_as_its_model_dumps() -> None:
+    """What lets an idle pass skip dumping its whole status (services._stored_as_dumped, issue #20): the stored
+    status must be exactly the dump of its parsed model, or the pass writes as before."""
+    from canopy_operator.core.status import dump
+    from canopy_operator.service.services import _stored_as_dumped
+
+    stored = {"phase": "Running", "message": "collecting", "votes": {"challengerWins": 2}}
+    model = read_status(stored)
+    canonical = dump(model)
+    assert _stored_as_dumped(model, canonical)
+    assert not _stored_as_dumped(model, {**canonical, "phase": "Progressing"})  # a field the model has not
+    assert not _stored_as_dumped(model, {k: v for k, v in canonical.items() if k != "message"})  # one missing

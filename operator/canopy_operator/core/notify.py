@@ -133,6 +133,26 @@ def due(status: PromptExperimentStatus) -> list[NotificationRecord]:
     return [record for record in status.notifications if is_due(record)]
 
 
+def none_due(raw_status: Mapping[str, Any] | None) -> bool:
+    """Whether a status as stored (JSON, camelCase) plainly holds no record to post: no ``notifications``, or
+    every one sent or given up. False when unsure (a malformed record): the caller then parses the status.
+    Lets an idle pass skip validating its whole status to look at an empty outbox (issue #20)."""
+    records = (raw_status or {}).get("notifications")
+    if not records:
+        return True
+    if not isinstance(records, list):
+        return False
+    for record in records:
+        if not isinstance(record, dict):
+            return False
+        attempts = record.get("attempts", 0)
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
+            return False
+        if record.get("sentAt") is None and attempts < MAX_ATTEMPTS:
+            return False
+    return True
+
+
 def is_due(record: NotificationRecord) -> bool:
     return record.sent_at is None and record.attempts < MAX_ATTEMPTS
 

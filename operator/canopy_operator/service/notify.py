@@ -212,6 +212,8 @@ class Notifier:
     ) -> tuple[Event, ...]:
         """Post the due records of ``status`` (read again unless ``fresh``: this pass wrote it) and record the
         results; the events to post. Raises only for the API server (the caller logs and goes on)."""
+        if core.none_due(status):
+            return ()
         try:
             st = read_status(status)
         except StatusUnreadable:

@@ -49,6 +49,10 @@ class Observer:
         return PassWatch(self, namespace, name, body, before)
 
     def set_phase(self, namespace: str, name: str, phase: str) -> None:
+        """Every pass reports its phase; the gauge is recounted only when one changed (recounting all
+        experiments on every pass cost O(N) per pass, issue #20)."""
+        if self.phases.get((namespace, name)) == phase:
+            return
         self.phases[(namespace, name)] = phase
         self.metrics.set_phase_counts(Counter(self.phases.values()))
 

@@ -263,7 +263,14 @@ class Services:
                 await write(report.raw_status)
             else:
                 report = replace(report, status=self.notifier.outbox(target, body.get("status"), report.status))
-                await write(dump(report.status))
+                unchanged = (
+                    before is not None
+                    and rv["value"] == meta.get("resourceVersion")  # nothing written earlier in this pass
+                    and report.status == before
+                    and kept.parsed.get("status-as-stored", rv["value"], old, partial(_stored_as_dumped, before))
+                )
+                if not unchanged:  # an idle pass changes nothing: no dump of the whole status to find that out
+                    await write(dump(report.status))
                 watch.report(report)
                 fresh = rv["value"] != meta.get("resourceVersion")
                 report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
@@ -325,3 +332,9 @@ class Services:
         )
         result = await delivery.write(keys)
         return result.revision
+
+
+def _stored_as_dumped(status: PromptExperimentStatus, stored: Mapping[str, Any]) -> bool:
+    """Whether ``stored`` (a status as read) is exactly what writing its parsed model would store: then a pass
+    whose status equals that model has nothing to write."""
+    return not merge_patch(stored, dump(status))
