@@ -13,6 +13,9 @@ from canopy_operator.service.settings import Settings
 
 def _run(args: argparse.Namespace) -> int:
     from canopy_operator.handlers.main import run
+    from canopy_operator.service.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any worker thread (bench/RESULTS.md, issue #20)
 
     settings = replace(
         args.settings,

@@ -59,3 +59,19 @@ def test_glibc_malloc_trim_is_found_and_callable() -> None:
     trim = glibc_malloc_trim()
     assert trim is not None
     assert trim() in (0, 1)
+
+
+def test_the_arena_limit_is_taken_by_glibc_and_skipped_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from canopy_operator.service import memory
+
+    if platform.libc_ver()[0] == "glibc":
+        assert memory.limit_malloc_arenas(memory.MALLOC_ARENAS)
+
+    class NoMallopt:
+        def __init__(self, _name: object) -> None:
+            pass
+
+    monkeypatch.setattr(ctypes, "CDLL", NoMallopt)
+    assert memory.limit_malloc_arenas() is False

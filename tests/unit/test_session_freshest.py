@@ -52,6 +52,7 @@ def test_a_newer_body_wins_and_a_caught_up_watch_forgets_the_replaced_versions()
     assert s.freshest(caught_up) is caught_up
     stale = obj("5", "Pending")
     assert s.freshest(stale) is stale  # forgotten once the watch delivered the write: the precondition decides
+    assert s._written is None  # nor is the written object kept (issue #20: a whole object per experiment)
 
 
 def test_the_remembered_versions_are_bounded() -> None:

@@ -243,6 +243,7 @@ async def _loop(
                     services.listen(namespace, rolling, rollout)
                     listening = rolling
                     rollout.set()  # a change between this pass's read and now went unheard: look once more
+                del report  # not kept while sleeping: its status models are about 10 KiB per experiment (#20)
             except NotFound:
                 return
             except Conflict:

@@ -27,6 +27,27 @@ TRIM_INTERVAL_SECONDS = 60.0
 Trim = Callable[[], int]
 
 
+MALLOC_ARENAS = 2
+"""glibc heaps (arenas) the process may use: the event loop's and one for the worker threads."""
+_M_ARENA_MAX = -8
+"""``mallopt``'s parameter number for the arena limit (glibc's ``malloc.h``)."""
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Let glibc keep at most ``arenas`` heaps (as ``MALLOC_ARENA_MAX`` would); True when the C library took it.
+
+    glibc gives threads heaps of their own, up to eight per core; the parses that run in worker threads (values
+    files, large answers) each leave free memory in their heap that no other thread reuses. Call it before the
+    first worker thread starts. Does nothing where the C library has no ``mallopt`` (musl, macOS)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def glibc_malloc_trim() -> Trim | None:
     """glibc's ``malloc_trim(0)`` (1 when memory was released), or None where the C library has none."""
     try:

@@ -87,7 +87,10 @@ class ExperimentSession:
         if version in self._superseded:
             return self._written
         if version == (self._written.get("metadata") or {}).get("resourceVersion"):
-            self._superseded.clear()  # the watch caught up
+            # The watch caught up: the written object (a whole object as the API server returned it, about as
+            # large as the watch's own copy) is not needed any more (issue #20, "Memory").
+            self._superseded.clear()
+            self._written = None
         return body
 
     def source(self, spec: PromptExperimentSpec) -> CanopySource:
