@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from canopy_operator.sources.canopy.errors import (
     BackendStreamError,
     BackendUnreachable,
 )
+from tests.support.gitserver import tls_server_context
 from tests.support.simulator import (
     CHALLENGER,
     CHAMPION,
@@ -346,3 +348,72 @@ async def test_export_of_another_shape_raises_protocol_error() -> None:
     async with RawHttpServer(canned(answer)) as server, CanopyClient(server.url, timeout=2) as client:
         with pytest.raises(BackendProtocolError, match="export keys must be"):
             await client.export()
+
+
+async def test_an_https_backend_is_verified_with_the_trust_store_given(tmp_path: Path) -> None:
+    """The aiohttp wire verifies HTTPS with the context the operator shares (a private CA here), and refuses a
+    certificate the default trust store does not know before sending anything."""
+    server_tls, ca = tls_server_context(["127.0.0.1"], tmp_path / "tls")
+    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
+    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
+    answer = _json_answer(json.dumps(flags).encode())
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the refused handshake
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with CanopyClient(url, timeout=5, tls=ssl.create_default_context(cadata=ca)) as client:
+            assert (await client.feature_flags()).ab_testing is True
+        assert len(requests) == 1
+        async with CanopyClient(url, timeout=5, tls=ssl.create_default_context()) as client:
+            with pytest.raises(
+                BackendUnreachable, match=r"^GET /feature-flags: cannot connect to https://127\.0\.0\.1"
+            ):
+                await client.feature_flags()
+        assert len(requests) == 1  # nothing was sent to the unverified server
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_proxy_the_environment_names_is_used_unless_no_proxy_excludes_the_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As with httpx before: ``HTTP_PROXY`` carries the polls (looked up once per client), ``NO_PROXY`` wins."""
+    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
+    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n")[0])
+        writer.write(_json_answer(json.dumps(flags).encode()))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=5) as client:
+            assert (await client.feature_flags()).summarize is True
+        assert seen == [b"GET http://canopy-backend.team-a.svc:8000/feature-flags HTTP/1.1"]
+        monkeypatch.setenv("NO_PROXY", ".svc")
+        async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=2) as client:
+            with pytest.raises(BackendUnreachable):  # straight to the (unresolvable) host, not via the proxy
+                await client.feature_flags()
+        assert len(seen) == 1
+    finally:
+        server.close()
+        await server.wait_closed()

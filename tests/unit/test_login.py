@@ -293,3 +293,36 @@ def test_credentials_keep_the_token_and_password_out_of_their_repr() -> None:
     assert "secret-token" not in shown
     assert "pass-word" not in shown
     assert SERVER in shown
+
+
+async def test_the_own_client_looks_its_proxy_up_once_and_reads_no_environment_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubernetes_asyncio's session would read ~/.netrc and the proxy variables before every request (issue #20);
+    the operator's session reads nothing, with the proxy the environment named for the server at start."""
+    path = single(tmp_path / "config", {"token": "abc.def"}, {})
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example.invalid:3128")
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    api = await api_client(str(path))
+    try:
+        rest = api.rest_client
+        assert rest.pool_manager.trust_env is False
+        assert rest.proxy == "http://proxy.example.invalid:3128"
+        assert rest.proxy_headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"user:secret").decode()
+    finally:
+        await api.close()
+    monkeypatch.setenv("NO_PROXY", ".example.invalid")
+    api = await api_client(str(path))
+    try:
+        assert not api.rest_client.proxy
+        assert api.rest_client.pool_manager.trust_env is False
+    finally:
+        await api.close()
+    named = single(tmp_path / "named", {"token": "abc.def"}, {"proxy-url": "http://named.example.invalid:8080"})
+    monkeypatch.delenv("NO_PROXY")
+    api = await api_client(str(named))
+    try:
+        assert api.rest_client.proxy == "http://named.example.invalid:8080"  # the kubeconfig's own proxy wins
+    finally:
+        await api.close()
