@@ -164,6 +164,7 @@ class FakeGateway:
         self.text = text
         self.writes: list[str] = []
         self.annotation: str | None = None
+        self.annotation_reads = 0
 
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
         return ConfigMapView(name=name, namespace=namespace, data={KEY: self.text}, resource_version="1")
@@ -174,6 +175,7 @@ class FakeGateway:
         return "2"
 
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        self.annotation_reads += 1
         return self.annotation
 
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:

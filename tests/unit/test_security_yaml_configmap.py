@@ -167,3 +167,18 @@ async def test_a_refused_configmap_text_is_parsed_once_however_many_passes_read_
     assert len(hops) == 1  # the remembered refusal is raised again on the event loop, alike
     assert refusals[0].startswith("ConfigMap team-a/canopy-config key canopy-config.yaml: ")
     assert refusals == [refusals[0]] * 3
+
+
+async def test_a_write_that_changed_the_text_rolls_without_reading_the_deployment_first() -> None:
+    """No pod can run a text written a moment ago: the roll is patched unread (one read fewer per start, #20).
+    Making sure of a roll for a text already there (``ensure_rolled``) still reads, and leaves a rolled
+    Deployment alone."""
+    gateway = FakeGateway(VALID)
+    first = await delivery(gateway).write(DESIRED)
+    assert (first.changed, first.rolled, gateway.annotation_reads) == (True, True, 0)
+    assert gateway.annotation is not None
+    again = await delivery(gateway).write(DESIRED, ensure_rolled=True)
+    assert (again.changed, again.rolled, gateway.annotation_reads) == (False, False, 1)
+    gateway.annotation = "an older roll"
+    third = await delivery(gateway).write(DESIRED, ensure_rolled=True)
+    assert (third.changed, third.rolled, gateway.annotation_reads) == (False, True, 2)

@@ -170,7 +170,7 @@ class ConfigMapDelivery:
                 except Conflict:
                     continue
                 self.failpoint("after-configmap-write")
-            rolled = await self._roll(new_text) if changed or ensure_rolled else False
+            rolled = await self._roll(new_text, compare=not changed) if changed or ensure_rolled else False
             return WriteResult(changed=changed, revision=f"config-sha256:{config_sha(new_text)[:12]}", rolled=rolled)
         raise DeliveryError(
             f"ConfigMap {self.namespace}/{self.configmap} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
@@ -181,11 +181,18 @@ class ConfigMapDelivery:
         view = await self.gateway.get_rollout(self.namespace, self.deployment)
         return view.pending()
 
-    async def _roll(self, text: str) -> bool:
+    async def _roll(self, text: str, *, compare: bool = True) -> bool:
+        """Set the pod template's annotation to the text's digest. ``compare``: read it first and leave a
+        Deployment that already has it alone; after a write that changed the text no pod can run it yet, so the
+        patch is sent unread (one read fewer per start, issue #20; a patch that sets the value the template has
+        changes nothing, so even a concurrent roll of the same text is not rolled twice)."""
         sha = config_sha(text)
-        current = await self.gateway.get_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION)
-        if current == sha:
-            return False
+        if compare:
+            current = await self.gateway.get_pod_template_annotation(
+                self.namespace, self.deployment, ROLLOUT_ANNOTATION
+            )
+            if current == sha:
+                return False
         self.failpoint("before-roll")
         await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
         self.failpoint("after-roll")
