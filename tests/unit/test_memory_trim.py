@@ -10,27 +10,45 @@ import pytest
 from canopy_operator.service.memory import MemoryTrimmer, glibc_malloc_trim
 
 
-async def test_trims_once_per_interval_with_passes_and_never_while_idle() -> None:
+async def test_trims_after_growth_with_passes_and_never_while_steady_or_idle() -> None:
     calls: list[int] = []
+    rss = [300]  # MiB, as the fake /proc says
 
     def trim() -> int:
         calls.append(1)
+        rss[0] = 200  # what the allocator gave back
         return 1
 
-    trimmer = MemoryTrimmer(trim, interval=0.05)
+    trimmer = MemoryTrimmer(trim, interval=0.02, growth=8, resident=lambda: rss[0])
     trimmer.start()
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         assert calls == []  # no pass ran: nothing to give back
         for _ in range(50):
             trimmer.note_pass()
-        await asyncio.sleep(0.12)
-        assert len(calls) == 1  # many passes, one trim
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1  # many passes, one trim (the first look trims)
+        for _ in range(5):  # steady: passes run, the size stays below the last trim's + growth
+            rss[0] = 207
+            trimmer.note_pass()
+            await asyncio.sleep(0.03)
         assert len(calls) == 1
+        rss[0] = 260  # a burst
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1  # grown, but no pass since the last look: an idle operator trims nothing
+        trimmer.note_pass()
+        await asyncio.sleep(0.1)
+        assert len(calls) == 2
     finally:
         await trimmer.aclose()
-    assert trimmer.trims == 1
+    assert trimmer.trims == 2
+
+
+def test_the_resident_size_is_read_from_proc() -> None:
+    from canopy_operator.service.memory import resident_bytes
+
+    if platform.system() == "Linux":
+        assert 10 * 2**20 < resident_bytes() < 10 * 2**30
 
 
 async def test_a_failing_trim_stops_the_trimmer_not_the_operator() -> None:
