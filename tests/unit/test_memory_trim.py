@@ -10,52 +10,78 @@ import pytest
 from canopy_operator.service.memory import MemoryTrimmer, glibc_malloc_trim
 
 
-async def test_trims_after_growth_with_passes_and_never_while_steady_or_idle() -> None:
+async def test_trims_when_memory_was_freed_after_passes_and_never_while_steady_or_idle() -> None:
     calls: list[int] = []
-    rss = [300]  # MiB, as the fake /proc says
+    used = [100]  # bytes the allocator holds, as the fake mallinfo2 says
 
     def trim() -> int:
         calls.append(1)
-        rss[0] = 200  # what the allocator gave back
         return 1
 
-    trimmer = MemoryTrimmer(trim, interval=0.02, growth=8, resident=lambda: rss[0])
+    trimmer = MemoryTrimmer(trim, interval=0.02, freed=8, in_use=lambda: used[0])
     trimmer.start()
-    try:
-        await asyncio.sleep(0.1)
-        assert calls == []  # no pass ran: nothing to give back
-        for _ in range(50):
-            trimmer.note_pass()
-        await asyncio.sleep(0.1)
-        assert len(calls) == 1  # many passes, one trim (the first look trims)
-        for _ in range(5):  # steady: passes run, the size stays below the last trim's + growth
-            rss[0] = 207
+
+    async def looks(n: int = 3) -> None:
+        for _ in range(n):
             trimmer.note_pass()
             await asyncio.sleep(0.03)
-        assert len(calls) == 1
-        rss[0] = 260  # a burst
+
+    try:
         await asyncio.sleep(0.1)
-        assert len(calls) == 1  # grown, but no pass since the last look: an idle operator trims nothing
-        trimmer.note_pass()
+        await looks()
+        assert calls == []  # steady: passes run, nothing freed
+        used[0] = 300  # a burst: memory grows, nothing to give back yet
+        await looks()
+        assert calls == []
+        used[0] = 150  # the burst is over: 150 freed
         await asyncio.sleep(0.1)
-        assert len(calls) == 2
+        assert calls == []  # but no pass since: an idle operator trims nothing
+        await looks()
+        assert len(calls) == 1  # one trim, then steady again
+        used[0] = 145
+        await looks()
+        assert len(calls) == 1  # freed less than the threshold since the trim
     finally:
         await trimmer.aclose()
-    assert trimmer.trims == 2
+    assert trimmer.trims == 1
 
 
-def test_the_resident_size_is_read_from_proc() -> None:
-    from canopy_operator.service.memory import resident_bytes
+async def test_without_mallinfo2_it_trims_once_per_twelve_looks_with_passes() -> None:
+    calls: list[int] = []
 
-    if platform.system() == "Linux":
-        assert 10 * 2**20 < resident_bytes() < 10 * 2**30
+    def trim() -> int:
+        calls.append(1)
+        return 1
+
+    trimmer = MemoryTrimmer(trim, interval=0.01)
+    trimmer.start()
+    try:
+        for _ in range(40):
+            trimmer.note_pass()
+            await asyncio.sleep(0.015)
+    finally:
+        await trimmer.aclose()
+    assert 1 <= len(calls) <= 3
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_glibc_reports_what_its_allocations_hold() -> None:
+    from canopy_operator.service.memory import glibc_in_use
+
+    in_use = glibc_in_use()
+    assert in_use is not None
+    before = in_use()
+    block = bytearray(64 * 2**20)  # a large block: mmapped, counted
+    assert in_use() >= before + 60 * 2**20
+    del block
+    assert in_use() < before + 8 * 2**20
 
 
 async def test_a_failing_trim_stops_the_trimmer_not_the_operator() -> None:
     def broken() -> int:
         raise OSError("no")
 
-    trimmer = MemoryTrimmer(broken, interval=0.02)
+    trimmer = MemoryTrimmer(broken, interval=0.02, freed=0, in_use=lambda: 0)  # every look with passes trims
     trimmer.start()
     trimmer.note_pass()
     task = trimmer._task

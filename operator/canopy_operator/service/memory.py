@@ -7,12 +7,14 @@ heaps: at 500 experiments the idle operator stayed at 323 MiB resident, of which
 this is free memory, not live objects).
 
 :class:`MemoryTrimmer` asks glibc to return it as soon as a burst is over: every ``interval`` seconds in which
-passes ran it reads the resident size (``/proc/self/statm``, a few microseconds), and when that grew by
-``growth`` bytes or more since the last trim it runs one ``malloc_trim(0)`` in a worker thread (a few
-milliseconds; the allocator's lock is held meanwhile, the event loop runs on). A steady operator, idle or
-polling, trims nothing; one that just absorbed hundreds of new experiments is back near its floor seconds
-later (it used to wait for a once-a-minute trim, so the idle window began at the burst's high-water mark).
-Where the C library has no ``malloc_trim`` (musl, macOS) it does nothing.
+passes ran it asks glibc how many bytes its allocations hold (``mallinfo2``, microseconds), and when that fell by
+``freed`` bytes or more from the highest it saw since the last trim, it runs one ``malloc_trim(0)`` in a worker
+thread (a few milliseconds; the allocator's lock is held meanwhile, the event loop runs on). A steady operator,
+idle or polling, frees nothing and trims nothing; one that just absorbed hundreds of new experiments is back near
+its floor seconds after the burst (a once-a-minute trim let the idle window begin at the burst's high-water mark;
+watching the resident size instead missed the end of a burst, since freed memory does not shrink it). Where glibc
+has no ``mallinfo2`` the trimmer trims once a minute in which passes ran; where the C library has no
+``malloc_trim`` (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -20,27 +22,42 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 from collections.abc import Callable
 
 log = logging.getLogger("canopy_operator")
 
 TRIM_INTERVAL_SECONDS = 5.0
-"""How often the resident size is looked at (only after passes ran)."""
-TRIM_GROWTH_BYTES = 8 * 1024 * 1024
-"""Growth since the last trim that makes the next look trim."""
+"""How often the allocator is looked at (only after passes ran)."""
+TRIM_FREED_BYTES = 8 * 1024 * 1024
+"""Bytes freed since the highest use seen (since the last trim) that make a look trim."""
+LOOKS_PER_BLIND_TRIM = 12
+"""Without ``mallinfo2``: one trim per this many looks with passes (once a minute)."""
 
 Trim = Callable[[], int]
-Resident = Callable[[], int]
+InUse = Callable[[], int]
 
 
-def resident_bytes() -> int:
-    """The process's resident memory (Linux ``/proc/self/statm``), or 0 where there is none."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def glibc_in_use() -> InUse | None:
+    """Bytes glibc's allocations hold now (``mallinfo2().uordblks`` plus mmapped blocks), or None without it."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = []
+    function.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = function()
+        return int(info.uordblks) + int(info.hblkhd)
+
+    return in_use
 
 
 MALLOC_ARENAS = 2
@@ -76,21 +93,21 @@ def glibc_malloc_trim() -> Trim | None:
 
 
 class MemoryTrimmer:
-    """Trims after growth: :meth:`note_pass` counts passes, :meth:`run` looks once per interval that had any and
-    trims when the resident size grew by ``growth`` bytes since the last trim (the first look always trims)."""
+    """Trims after memory was freed: :meth:`note_pass` counts passes, :meth:`run` looks once per interval that
+    had any and trims when the allocator's use fell by ``freed`` bytes from its highest since the last trim."""
 
     def __init__(
         self,
         trim: Trim | None,
         interval: float = TRIM_INTERVAL_SECONDS,
         *,
-        growth: int = TRIM_GROWTH_BYTES,
-        resident: Resident = resident_bytes,
+        freed: int = TRIM_FREED_BYTES,
+        in_use: InUse | None = None,
     ) -> None:
         self.trim = trim
         self.interval = interval
-        self.growth = growth
-        self.resident = resident
+        self.freed = freed
+        self.in_use = in_use
         self.passes = 0
         self.trims = 0
         self._task: asyncio.Task[None] | None = None
@@ -103,15 +120,21 @@ class MemoryTrimmer:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="canopy-memory-trim")
 
     async def run(self) -> None:
-        trim, seen, baseline = self.trim, 0, None
+        trim, seen, looks, highest = self.trim, 0, 0, 0
         if trim is None:
             return
         while True:
             await asyncio.sleep(self.interval)
             if self.passes == seen:
                 continue
-            seen = self.passes
-            if baseline is not None and self.resident() < baseline + self.growth:
+            seen, looks = self.passes, looks + 1
+            if self.in_use is not None:
+                used = self.in_use()
+                highest = max(highest, used)
+                if highest - used < self.freed:
+                    continue
+                highest = used
+            elif looks % LOOKS_PER_BLIND_TRIM:
                 continue
             try:
                 await asyncio.to_thread(trim)
@@ -119,7 +142,6 @@ class MemoryTrimmer:
                 log.warning("giving memory back to the system failed: %s", type(exc).__name__)
                 return
             self.trims += 1
-            baseline = self.resident()
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

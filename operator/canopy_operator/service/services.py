@@ -28,7 +28,7 @@ from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.k8s.watched import Rollouts, Versions, WatchedReads, no_rollouts, unwatched
 from canopy_operator.service import wiring
 from canopy_operator.service.evaluations import Evaluations
-from canopy_operator.service.memory import MemoryTrimmer, glibc_malloc_trim
+from canopy_operator.service.memory import MemoryTrimmer, glibc_in_use, glibc_malloc_trim
 from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
@@ -140,7 +140,7 @@ class Services:
             redactor=redactor,
             failpoint=settings.make_failpoints(),
             metrics_server=server,
-            memory=MemoryTrimmer(glibc_malloc_trim()),
+            memory=MemoryTrimmer(glibc_malloc_trim(), in_use=glibc_in_use()),
         )
         services.memory.start()
         return services
