@@ -126,7 +126,8 @@ def bounded_client(
 
 
 class ClosingClient:
-    """An adapter holding an ``httpx.AsyncClient`` in ``_http``: ``async with`` closes it."""
+    """An adapter holding an ``httpx.AsyncClient`` in ``_http``: ``async with`` closes it (an adapter on another
+    wire overrides :meth:`aclose`)."""
 
     _http: httpx.AsyncClient
 

@@ -23,8 +23,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
@@ -53,7 +52,7 @@ from canopy_operator.sources.canopy.models import (
 )
 from canopy_operator.sources.canopy.sse import SseDecoder
 from canopy_operator.sources.canopy.wire import AiohttpWire, Answer, WireFactory
-from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, short
+from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, ClosingClient, short
 
 __all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
@@ -73,7 +72,7 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", AbEntry, FeedbackEntry)
 
 
-class CanopyClient:
+class CanopyClient(ClosingClient):
     """One Canopy backend at ``base_url`` (e.g. ``http://canopy-backend.ns.svc:8000``); ``async with`` closes it."""
 
     def __init__(
@@ -96,14 +95,6 @@ class CanopyClient:
         """The limit of the two stores read as logs (``GET /feedback/ab``, ``GET /feedback``): streamed, so what a
         poll keeps is the body's bytes and no parsed copy of them, which lets a larger store be read."""
         self._wire = wire(self.base_url, tls)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connections; the client is not used again."""
