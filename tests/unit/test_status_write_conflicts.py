@@ -87,3 +87,27 @@ async def test_retries_are_bounded() -> None:
         await write(gateway)
     assert len(gateway.patches) == STATUS_WRITE_ATTEMPTS
     assert gateway.reads == STATUS_WRITE_ATTEMPTS - 1
+
+
+async def test_a_watch_already_past_a_metadata_only_write_gives_the_first_try_its_version() -> None:
+    """Kopf's finalizer patch landed while the pass computed: the watch shows it, so no refused write, no read."""
+    gateway = FakeGateway(0, fresh())
+    seen = fresh()  # resourceVersion 11, same generation and status, a finalizer added
+    obj, tried = await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON, lambda: seen)  # type: ignore[arg-type]
+    assert obj["status"] == {"phase": "Progressing"}
+    assert (gateway.patches, gateway.reads, tried) == (["11"], 0, ["11"])
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        fresh(generation=4),  # the spec changed: the pass must be redone on it, not written over it
+        fresh(status={"phase": "Running"}),  # someone else wrote the status
+        fresh(deletionTimestamp="2026-11-30T00:00:00Z"),
+        {"metadata": {**META}, "status": BASED_ON},  # the same version: nothing to learn
+    ],
+)
+async def test_a_watch_showing_anything_else_leaves_the_precondition_alone(seen: dict[str, Any]) -> None:
+    gateway = FakeGateway(0, fresh())
+    await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON, lambda: seen)  # type: ignore[arg-type]
+    assert gateway.patches == ["10"]

@@ -230,7 +230,7 @@ async def _loop(
             started = loop.time()
             rolling: str | None = None
             try:
-                report = await services.reconcile(namespace, name, dict(body), session)
+                report = await services.reconcile(namespace, name, dict(body), session, latest=lambda: body)
                 _post(body, report)
                 failures = failures + 1 if report.failed else 0
                 delay = backoff(report.next_in, failures) if report.failed else report.next_in

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -56,6 +56,7 @@ async def patch_status(
     resource_version: str | None,
     meta: Mapping[str, Any],
     based_on: Mapping[str, Any],
+    latest: Callable[[], Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Merge-patch the status with a resourceVersion precondition; on a conflict caused by a metadata-only
     write, try again on the fresh resourceVersion instead of failing the pass.
@@ -67,9 +68,19 @@ async def patch_status(
     issue #20). Anything else (a new generation, a status someone else wrote, a deletion) is still a
     :class:`Conflict`: the pass is redone on the fresh object, so no concurrent update is lost.
 
+    ``latest``: the object as the watch shows it now. When the watch is already past ``resource_version`` by such
+    a metadata-only write, the first try uses its version: a new experiment's first status write raced Kopf's
+    finalizer patch, lost every time, and paid a refused write and a read for it (one of each per experiment
+    in a burst, issue #20).
+
     Returns the written object and the resourceVersions the write was tried on (all replaced by it).
     """
     tried: list[str] = []
+    if latest is not None:
+        seen = latest()
+        seen_version = (seen.get("metadata") or {}).get("resourceVersion")
+        if seen_version and seen_version != resource_version and _only_metadata_moved(seen, meta, based_on):
+            resource_version = seen_version
     for attempt in range(STATUS_WRITE_ATTEMPTS):
         if resource_version:
             tried.append(resource_version)
@@ -79,15 +90,20 @@ async def patch_status(
             if attempt + 1 == STATUS_WRITE_ATTEMPTS:
                 raise
             fresh = await gateway.read_experiment(namespace, name)
-            fresh_meta = fresh.get("metadata") or {}
-            if (
-                fresh_meta.get("generation") != meta.get("generation")
-                or fresh_meta.get("deletionTimestamp") != meta.get("deletionTimestamp")
-                or (fresh.get("status") or {}) != dict(based_on)
-            ):
+            if not _only_metadata_moved(fresh, meta, based_on):
                 raise
-            resource_version = fresh_meta.get("resourceVersion")
+            resource_version = (fresh.get("metadata") or {}).get("resourceVersion")
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _only_metadata_moved(obj: Mapping[str, Any], meta: Mapping[str, Any], based_on: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` has what a pass computed its status from (generation, deletion, the status it read)."""
+    obj_meta = obj.get("metadata") or {}
+    return (
+        obj_meta.get("generation") == meta.get("generation")
+        and obj_meta.get("deletionTimestamp") == meta.get("deletionTimestamp")
+        and (obj.get("status") or {}) == dict(based_on)
+    )
 
 
 class RestoreSkipped(ValueError):
@@ -190,13 +206,19 @@ class Services:
         await self.gateway.api.close()
 
     async def reconcile(
-        self, namespace: str, name: str, body: Mapping[str, Any], session: ExperimentSession | None = None
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        session: ExperimentSession | None = None,
+        latest: Callable[[], Mapping[str, Any]] | None = None,
     ) -> Report:
         """One pass; the status is written only when it changed, with a resourceVersion precondition.
 
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
         (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
-        (its backend client); without one, the pass opens its own and closes it at its end."""
+        (its backend client); without one, the pass opens its own and closes it at its end. ``latest``: the
+        object as the watch shows it at the moment of a write (:func:`patch_status`)."""
         self.memory.note_pass()
         if session is not None:
             body = session.freshest(body)
@@ -211,7 +233,7 @@ class Services:
             if not patch:
                 return
             self.failpoint("before-status-write")
-            obj, replaced = await patch_status(self.gateway, namespace, name, patch, rv["value"], meta, old)
+            obj, replaced = await patch_status(self.gateway, namespace, name, patch, rv["value"], meta, old, latest)
             kept.note_write(replaced, obj)
             self.failpoint("after-status-write")
             rv["value"] = obj["metadata"]["resourceVersion"]
