@@ -13,7 +13,12 @@ from contextlib import asynccontextmanager
 import pytest
 
 from canopy_operator.sources.canopy.client import REMOTE_TEXT_LIMIT, CanopyClient
-from canopy_operator.sources.canopy.errors import BackendHTTPError, BackendStreamError
+from canopy_operator.sources.canopy.errors import (
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendStreamError,
+    BackendUnreachable,
+)
 from tests.support.simulator import RawHttpServer, canned, http_head
 
 SECRET_PAGE = "<html>instance-role credentials: AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</html>"
@@ -51,3 +56,20 @@ async def test_a_stream_error_event_is_cut_too() -> None:
         with pytest.raises(BackendStreamError) as raised:
             await client.summarize("text")
     assert len(raised.value.detail) <= REMOTE_TEXT_LIMIT
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Leak: " + b"AKIAIOSFODNN7EXAMPLE" * 500 + b"\r\n\r\n",  # a header over the bound
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nAKIAIOSFODNN7EXAMPLE\r\n",  # a chunk size
+        b"AKIAIOSFODNN7EXAMPLE 200 OK\r\n\r\n",  # a status line
+    ],
+)
+async def test_a_malformed_answer_is_named_without_quoting_its_bytes(answer: bytes) -> None:
+    """aiohttp's parser errors quote what they could not parse; the client names the error by type instead."""
+    async with RawHttpServer(canned(answer)) as server, CanopyClient(server.url, timeout=5) as client:
+        with pytest.raises((BackendUnreachable, BackendProtocolError)) as raised:
+            await client.feedback_log()
+    assert "AKIA" not in str(raised.value)
+    assert "malformed or incomplete answer" in str(raised.value)

@@ -259,7 +259,7 @@ class CanopyClient(ClosingClient):
         except aiohttp.ClientConnectorError as exc:
             raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: {_reason(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise BackendUnreachable(endpoint, f"no answer from {self.base_url}: {_reason(exc)}") from exc
+            raise BackendUnreachable(endpoint, f"no answer from {self.base_url}: {_wire_reason(exc)}") from exc
         complete = False
         try:
             if response.status_code != 200:
@@ -269,7 +269,7 @@ class CanopyClient(ClosingClient):
         except BackendError:
             raise
         except (aiohttp.ClientError, OSError) as exc:
-            raise BackendProtocolError(endpoint, f"answer cut short: {_reason(exc)}") from exc
+            raise BackendProtocolError(endpoint, f"answer cut short: {_wire_reason(exc)}") from exc
         finally:
             # A body read to its end gives the connection back to the pool; anything else (an error, a stream
             # left after its first event, a cancellation) closes it, so nothing half-read is ever reused.
@@ -438,6 +438,19 @@ def _decode_utf8(body: bytes, endpoint: str) -> str:
 
 def _reason(exc: Exception) -> str:
     return _one_line(str(exc)) or type(exc).__name__
+
+
+_WORDS_OF_OUR_OWN = (aiohttp.ClientConnectionError, OSError)
+"""Errors whose text is the client's or the system's own (connection refused, reset, disconnected, TLS)."""
+
+
+def _wire_reason(exc: Exception) -> str:
+    """What went wrong on the wire, never in the answer's own bytes: aiohttp's parser errors quote the offending
+    status line, header or chunk (``Got more than 8190 bytes when reading: b'...'``), and conditions are
+    readable by the ``view`` role (issue #14, finding 4), so those are named by their type alone."""
+    if isinstance(exc, _WORDS_OF_OUR_OWN):
+        return _reason(exc)
+    return f"malformed or incomplete answer ({type(exc).__name__})"
 
 
 def _one_line(text: str) -> str:
