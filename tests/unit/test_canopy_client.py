@@ -417,3 +417,54 @@ async def test_the_proxy_the_environment_names_is_used_unless_no_proxy_excludes_
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _recording_proxy(answer: bytes) -> tuple[asyncio.Server, list[bytes]]:
+    """A plain HTTP proxy on 127.0.0.1 that records each request head and answers ``answer``."""
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(proxy, "127.0.0.1", 0), heads
+
+
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+async def test_all_proxy_and_proxy_credentials_are_honoured_as_httpx_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
+    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
+    server, heads = await _recording_proxy(_json_answer(json.dumps(flags).encode()))
+    port = server.sockets[0].getsockname()[1]
+    _no_proxy_env(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", f"http://user1:s3cret@127.0.0.1:{port}")
+    try:
+        async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=5) as client:
+            assert (await client.feature_flags()).summarize is True
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert heads[0].startswith(b"GET http://canopy-backend.team-a.svc:8000/feature-flags HTTP/1.1")
+    assert b"Proxy-Authorization: Basic dXNlcjE6czNjcmV0" in heads[0]  # user1:s3cret
+
+
+@pytest.mark.parametrize("proxy", ["socks5://user1:s3cret@127.0.0.1:1080", "https://user1:s3cret@127.0.0.1:3128"])
+async def test_a_proxy_this_client_cannot_use_fails_the_call_and_is_never_gone_around(
+    monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    """Going straight to the backend would send the poll where the cluster's egress rules say it must not go."""
+    async with RawHttpServer(canned(_json_answer(b"{}"))) as backend:
+        _no_proxy_env(monkeypatch)
+        monkeypatch.setenv("ALL_PROXY", proxy)
+        async with CanopyClient(backend.url, timeout=5) as client:
+            with pytest.raises(BackendUnreachable, match="is not supported: http:// only") as raised:
+                await client.feature_flags()
+        assert backend.requests == 0
+    assert "s3cret" not in str(raised.value)

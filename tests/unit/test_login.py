@@ -326,3 +326,27 @@ async def test_the_own_client_looks_its_proxy_up_once_and_reads_no_environment_p
         assert api.rest_client.proxy == "http://named.example.invalid:8080"  # the kubeconfig's own proxy wins
     finally:
         await api.close()
+
+
+async def test_proxy_credentials_reach_a_plain_http_api_server_through_the_request_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp sends proxy headers only on an HTTPS tunnel's CONNECT; a plain request carries its own."""
+    path = kubeconfig(
+        tmp_path / "config",
+        {"me": {"token": "abc.def"}},
+        {"c": {"server": "http://api.example.invalid:8080"}},
+        {"ctx": ("c", "me", "team-a")},
+    )
+    monkeypatch.setenv("HTTP_PROXY", "http://user:secret@proxy.example.invalid:3128")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    api = await api_client(str(path))
+    try:
+        rest = api.rest_client
+        assert rest.proxy == "http://proxy.example.invalid:3128"
+        expected = "Basic " + base64.b64encode(b"user:secret").decode()
+        assert rest.pool_manager.headers["Proxy-Authorization"] == expected
+        assert not rest.proxy_headers
+    finally:
+        await api.close()

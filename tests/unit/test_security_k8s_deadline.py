@@ -7,13 +7,14 @@ connection and never answers hung for good, and its experiment with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes_asyncio import client
 
-from canopy_operator.k8s.errors import Unavailable
+from canopy_operator.k8s.errors import KubeError, Unavailable
 from canopy_operator.k8s.gateway import Gateway
 
 
@@ -48,3 +49,42 @@ async def test_a_call_to_a_silent_api_server_ends_at_its_deadline(silent_server:
         assert time.monotonic() - started < 3.0
     finally:
         await api.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "size", "error", "message"),
+    [
+        (
+            "500 Internal Server Error",
+            8 * 2**20,
+            Unavailable,
+            r"^get ConfigMap ns/canopy-config: 500 Internal Server Error: x+$",
+        ),
+        ("200 OK", 5 * 2**20, KubeError, r"^get ConfigMap ns/canopy-config: answer is over 4194304 bytes$"),
+    ],
+)
+async def test_a_huge_answer_is_cut_and_named_once(
+    status: str, size: int, error: type[KubeError], message: str
+) -> None:
+    """An error answer is read only as far as it is quoted; an object answer is refused past its bound."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+        with contextlib.suppress(ConnectionError):
+            for _ in range(size // 65536):
+                writer.write(b"x" * 65536)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+    try:
+        with pytest.raises(error, match=message) as raised:
+            await Gateway(api, deadline=10).get_configmap("ns", "canopy-config")
+        assert type(raised.value) is error
+        assert len(str(raised.value)) < 400
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()

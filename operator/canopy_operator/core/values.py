@@ -311,10 +311,14 @@ class ValuesReader:
         self.limits = limits
         self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
 
-    def remembers(self, text: str, /, *, layout: ValuesLayout = GEN1) -> bool:
-        """Whether reading ``text`` costs no parse (read or refused before): a caller may then read it on the
-        event loop instead of hopping to a worker thread."""
-        return _text_key(text, layout) in self.seen
+    def remembered(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
+        """What reading ``text`` gave before, without parsing (``ValuesEditError`` again for a text it refused),
+        or None when it must be parsed: a caller may then read it on the event loop instead of a worker thread.
+        One lookup, so a concurrent eviction cannot turn it into a parse."""
+        keys = self.seen.get(_text_key(text, layout))
+        if isinstance(keys, str):
+            raise ValuesEditError(keys)
+        return keys
 
     def __call__(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys:
         key = _text_key(text, layout)

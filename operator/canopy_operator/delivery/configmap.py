@@ -142,12 +142,15 @@ class ConfigMapDelivery:
     async def read(self) -> SourceState:
         view = await self._view()
         text = view.data[self.key]
-        if isinstance(self.read_keys, ValuesReader) and self.read_keys.remembers(text, layout=self.layout):
+        remembered: ManagedKeys | None = None
+        if isinstance(self.read_keys, ValuesReader):
             # Read before (every idle pass reads the same text): no parse, so no hop to a worker thread.
             try:
-                keys = self.read_keys(text, layout=self.layout)
+                remembered = self.read_keys.remembered(text, layout=self.layout)
             except ValuesEditError as exc:
                 raise InvalidValues(f"{self.where}: {_short(exc)}") from None
+        if remembered is not None:
+            keys = remembered
         else:
             keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text, self.layout))
         return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))

@@ -184,6 +184,7 @@ async def _look_up_nothing_per_request(api: client.ApiClient) -> None:
     configured proxy (one the configuration names already wins); the same connection pool is kept."""
     rest = api.rest_client
     host = api.configuration.host
+    headers: dict[str, str] = {}
     if not rest.proxy and isinstance(host, str):
         try:
             proxy, auth = get_env_proxy_for_url(URL(host))
@@ -191,8 +192,12 @@ async def _look_up_nothing_per_request(api: client.ApiClient) -> None:
             pass
         else:
             rest.proxy = str(proxy)
-            if auth is not None:
+            if auth is not None and host.startswith("https:"):  # sent on the tunnel's CONNECT
                 rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+            elif auth is not None:  # a plain request goes to the proxy whole: its own headers carry them
+                headers["Proxy-Authorization"] = auth.encode()
     old = rest.pool_manager
-    rest.pool_manager = aiohttp.ClientSession(connector=old.connector, trust_env=False, read_bufsize=READ_BUFSIZE)
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=old.connector, headers=headers, trust_env=False, read_bufsize=READ_BUFSIZE
+    )
     old.detach()  # the connector now belongs to the new session, which closes it

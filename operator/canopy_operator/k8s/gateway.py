@@ -46,6 +46,8 @@ class SecretView:
 
 MAX_OBJECT_BYTES = 4 * 1024 * 1024
 """The largest answer read as one object (etcd keeps objects of at most 1.5 MiB by default)."""
+MAX_ERROR_BYTES = 64 * 1024
+"""What is read of an error answer's body (its status decides; the body is only quoted, cut short)."""
 DEFAULT_DEADLINE = 30.0
 """Seconds one API call may take in all (connect, answer, body): a stalled API server or a half-open
 connection must not hang a daemon (security-model rule 3)."""
@@ -57,6 +59,8 @@ async def _call(what: str, fn: Callable[[], Awaitable[T]], deadline: float = DEF
             return await fn()
     except TimeoutError as exc:
         raise Unavailable(f"{what}: no answer within {deadline:g}s") from exc
+    except KubeError:
+        raise  # already says what failed
     except Exception as exc:
         raise translate(exc, what) from exc
 
@@ -84,15 +88,19 @@ class Gateway:
 
         async def read() -> dict[str, Any]:
             response = await fn(*args, _preload_content=False, **kwargs)
+            ok = 200 <= response.status <= 299
+            limit = MAX_OBJECT_BYTES if ok else MAX_ERROR_BYTES  # an error's body is only quoted, shortly
             try:
                 data = bytearray()
                 async for chunk in response.content.iter_any():
                     data += chunk
-                    if len(data) > MAX_OBJECT_BYTES:
-                        raise KubeError(f"{what}: answer is over {MAX_OBJECT_BYTES} bytes")
-                if not 200 <= response.status <= 299:
+                    if len(data) > limit:
+                        if ok:
+                            raise KubeError(f"{what}: answer is over {MAX_OBJECT_BYTES} bytes")
+                        break
+                if not ok:
                     error = ApiException(status=response.status, reason=response.reason)
-                    error.body = bytes(data)
+                    error.body = bytes(data[:limit])
                     raise error
             finally:
                 response.release()

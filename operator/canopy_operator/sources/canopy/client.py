@@ -26,6 +26,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from canopy_operator.core.collect import AbEntry, FeedbackEntry
@@ -258,7 +259,7 @@ class CanopyClient(ClosingClient):
             raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: invalid URL") from exc
         except aiohttp.ClientConnectorError as exc:
             raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: {_reason(exc)}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except _WIRE_ERRORS as exc:
             raise BackendUnreachable(endpoint, f"no answer from {self.base_url}: {_wire_reason(exc)}") from exc
         complete = False
         try:
@@ -268,7 +269,7 @@ class CanopyClient(ClosingClient):
             complete = True
         except BackendError:
             raise
-        except (aiohttp.ClientError, OSError) as exc:
+        except _WIRE_ERRORS as exc:
             raise BackendProtocolError(endpoint, f"answer cut short: {_wire_reason(exc)}") from exc
         finally:
             # A body read to its end gives the connection back to the pool; anything else (an error, a stream
@@ -440,6 +441,9 @@ def _reason(exc: Exception) -> str:
     return _one_line(str(exc)) or type(exc).__name__
 
 
+_WIRE_ERRORS = (aiohttp.ClientError, HttpProcessingError, OSError)
+"""What the wire raises; ``HttpProcessingError`` is how aiohttp's pure-Python parser (``AIOHTTP_NO_EXTENSIONS``)
+reports a malformed body, outside ``ClientError``."""
 _WORDS_OF_OUR_OWN = (aiohttp.ClientConnectionError, OSError)
 """Errors whose text is the client's or the system's own (connection refused, reset, disconnected, TLS)."""
 

@@ -11,8 +11,9 @@ client is closed:
 - no redirects followed (one could take the request elsewhere), no cookies kept, no compression asked for (the
   body limits count what is sent);
 - HTTPS verified with the trust store given (the process's default otherwise);
-- the proxy the environment names for the backend's URL (``HTTP_PROXY``, ``NO_PROXY``, ...), looked up once,
-  as httpx did for every request before (``https://`` proxies are not supported by aiohttp);
+- the proxy the environment names for the backend's URL (``NO_PROXY``, ``HTTP_PROXY``/``HTTPS_PROXY``,
+  ``ALL_PROXY``), looked up once, as httpx did for every request before; one this client cannot use
+  (``https://``, ``socks5://``) fails every request by name instead of being gone around;
 - an idempotent request that finds its kept connection closed by the server is sent once more on a new one
   (aiohttp's own rule); a POST never is.
 """
@@ -21,16 +22,56 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from canopy_operator.sources.http import POOLED_KEEPALIVE_SECONDS
 
 POOL_CONNECTIONS = 4
 """Connections one client holds at most: a pass makes its calls one after another, so a few are plenty."""
+
+
+class UnsupportedProxy(aiohttp.ClientConnectionError):
+    """The environment names a proxy for the backend that this client cannot use; nothing is sent."""
+
+
+@dataclass(frozen=True)
+class EnvProxy:
+    """The proxy the environment names for one URL: ``url`` without credentials, ``authorization`` the
+    ``Proxy-Authorization`` value for its credentials, ``problem`` why it cannot be used (then nothing is sent)."""
+
+    url: URL | None
+    authorization: str | None = None
+    problem: str | None = None
+
+
+def env_proxy(target: URL) -> EnvProxy | None:
+    """The proxy for ``target`` as httpx and curl read the environment: ``NO_PROXY`` first, then the scheme's own
+    variable (``HTTP_PROXY``, ``HTTPS_PROXY``), then ``ALL_PROXY``; None when there is none. A proxy URL without
+    a scheme is ``http://``. Only ``http://`` proxies are supported (aiohttp); any other (``https://``,
+    ``socks5://``) is a problem, never a reason to go around the proxy."""
+    host = target.raw_host or ""
+    if not host or proxy_bypass(host):
+        return None
+    proxies = getproxies()
+    raw = proxies.get(target.scheme) or proxies.get("all")
+    if not raw:
+        return None
+    try:
+        proxy = URL(raw if "://" in raw else f"http://{raw}")
+    except ValueError:
+        return EnvProxy(None, problem="the proxy the environment names for the backend is not a URL")
+    where = f"{proxy.scheme}://{proxy.raw_host}" + (f":{proxy.explicit_port}" if proxy.explicit_port else "")
+    if proxy.scheme != "http" or not proxy.raw_host:
+        return EnvProxy(None, problem=f"the proxy the environment names ({where}) is not supported: http:// only")
+    authorization = None
+    if proxy.user is not None:
+        authorization = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
+    return EnvProxy(proxy.with_user(None), authorization)
 
 
 class Answer(Protocol):
@@ -104,14 +145,10 @@ class AiohttpWire:
         self._ssl: ssl.SSLContext | bool = tls if tls is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._proxy: URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy: EnvProxy | None = None
 
     def _open(self) -> aiohttp.ClientSession:
-        try:
-            self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(self.base_url))
-        except (LookupError, ValueError):
-            self._proxy = self._proxy_auth = None
+        self._proxy = env_proxy(URL(self.base_url))
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=POOL_CONNECTIONS, keepalive_timeout=POOLED_KEEPALIVE_SECONDS),
             headers={"Accept-Encoding": "identity"},
@@ -130,14 +167,28 @@ class AiohttpWire:
             raise RuntimeError("the client is closed")
         if self._session is None:
             self._session = self._open()
+        proxy = self._proxy
+        if proxy is not None and proxy.problem:
+            raise UnsupportedProxy(proxy.problem)  # never around the proxy the environment names
+        url = self.base_url + path
+        headers: dict[str, str] = {}
+        proxy_headers: dict[str, str] | None = None
+        if proxy is not None and proxy.authorization:
+            # aiohttp sends proxy_headers only on an HTTPS tunnel's CONNECT; a plain request goes to the proxy
+            # whole, so its own headers carry the credentials.
+            if url.startswith("https:"):
+                proxy_headers = {"Proxy-Authorization": proxy.authorization}
+            else:
+                headers["Proxy-Authorization"] = proxy.authorization
         response = await self._session.request(
             method,
-            self.base_url + path,
+            url,
             json=body,
+            headers=headers,
             allow_redirects=False,
             ssl=self._ssl,
-            proxy=self._proxy,
-            proxy_auth=self._proxy_auth,
+            proxy=proxy.url if proxy is not None else None,
+            proxy_headers=proxy_headers,
         )
         return _AiohttpAnswer(response)
 
