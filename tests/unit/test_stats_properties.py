@@ -50,7 +50,9 @@ two_sided = analyses(st.sampled_from(["msprt", "bayes-factor", "betting"]), mirr
 def test_decision_is_symmetric_when_sides_swapped(s: TestSettings, w_b: int, w_a: int) -> None:
     a, b = assess(s, w_b, w_a), assess(s, w_a, w_b)
     assert SWAP.get(a.decision, a.decision) == b.decision
-    assert math.isclose(a.e_value, b.e_value, rel_tol=1e-12)
+    # Equal in exact arithmetic; in floats the two sides sum their logs in another order, and at some 13 500
+    # votes (an e-value of 6e57) hypothesis found them 1.8e-12 apart.
+    assert math.isclose(a.e_value, b.e_value, rel_tol=1e-9)
     assert math.isclose(a.cs_lower, max(0.0, 1 - b.cs_upper), abs_tol=1e-9)
 
 
