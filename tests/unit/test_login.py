@@ -295,15 +295,20 @@ def test_credentials_keep_the_token_and_password_out_of_their_repr() -> None:
     assert SERVER in shown
 
 
+def proxy_in_env(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """``variable`` names a proxy with credentials; no other proxy variable is set."""
+    monkeypatch.setenv(variable, "http://user:secret@proxy.example.invalid:3128")
+    for name in ("NO_PROXY", "no_proxy", variable.lower()):
+        monkeypatch.delenv(name, raising=False)
+
+
 async def test_the_own_client_looks_its_proxy_up_once_and_reads_no_environment_per_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kubernetes_asyncio's session would read ~/.netrc and the proxy variables before every request (issue #20);
     the operator's session reads nothing, with the proxy the environment named for the server at start."""
     path = single(tmp_path / "config", {"token": "abc.def"}, {})
-    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example.invalid:3128")
-    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    proxy_in_env(monkeypatch, "HTTPS_PROXY")
     api = await api_client(str(path))
     try:
         rest = api.rest_client
@@ -338,9 +343,7 @@ async def test_proxy_credentials_reach_a_plain_http_api_server_through_the_reque
         {"c": {"server": "http://api.example.invalid:8080"}},
         {"ctx": ("c", "me", "team-a")},
     )
-    monkeypatch.setenv("HTTP_PROXY", "http://user:secret@proxy.example.invalid:3128")
-    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    proxy_in_env(monkeypatch, "HTTP_PROXY")
     api = await api_client(str(path))
     try:
         rest = api.rest_client
