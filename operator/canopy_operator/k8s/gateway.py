@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.k8s.errors import KubeError, NotFound, Unavailable, translate
-from canopy_operator.k8s.rollout import RolloutView, rollout_of
+from canopy_operator.k8s.rollout import RolloutView, as_mapping, rollout_of
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -116,7 +116,7 @@ class Gateway:
         cm = await self._object(
             f"get ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
         )
-        meta = _mapping(cm.get("metadata"))
+        meta = as_mapping(cm.get("metadata"))
         return ConfigMapView(
             name=name,
             namespace=namespace,
@@ -137,15 +137,15 @@ class Gateway:
             body,
             _content_type=MERGE,
         )
-        return str(_mapping(cm.get("metadata")).get("resourceVersion") or "")
+        return str(as_mapping(cm.get("metadata")).get("resourceVersion") or "")
 
     # Deployments ----------------------------------------------------------------------------------------
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
         dep = await self._object(
             f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
         )
-        template = _mapping(_mapping(dep.get("spec")).get("template"))
-        value = _mapping(_mapping(template.get("metadata")).get("annotations")).get(key)
+        template = as_mapping(as_mapping(dep.get("spec")).get("template"))
+        value = as_mapping(as_mapping(template.get("metadata")).get("annotations")).get(key)
         return str(value) if value is not None else None
 
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
@@ -311,10 +311,6 @@ class Gateway:
 
         data = await self._call(f"read the log of Pod {namespace}/{name}", read)
         return data[:limit_bytes].decode("utf-8", "replace")
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _strings(value: object) -> dict[str, str]:

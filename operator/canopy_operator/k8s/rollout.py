@@ -47,7 +47,7 @@ class RolloutView:
 
 def rollout_of(name: str, body: Mapping[str, Any]) -> RolloutView:
     """The rollout fields of a Deployment as a watch delivers it (a plain dict); malformed fields read as 0."""
-    meta, spec, status = (_mapping(body.get(k)) for k in ("metadata", "spec", "status"))
+    meta, spec, status = (as_mapping(body.get(k)) for k in ("metadata", "spec", "status"))
     desired = spec.get("replicas")
     observed = status.get("observedGeneration")
     return RolloutView(
@@ -62,7 +62,8 @@ def rollout_of(name: str, body: Mapping[str, Any]) -> RolloutView:
     )
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
+def as_mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a mapping (a field of an answer), else an empty one: malformed reads as absent."""
     return value if isinstance(value, Mapping) else {}
 
 
