@@ -108,18 +108,17 @@ def bounded_client(
     transport: httpx.AsyncBaseTransport | None = None,
     base_url: str = "",
     auth: httpx.Auth | None = None,
-    limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
     """The one way the adapters make an httpx client (the Canopy client has its own wire,
     :mod:`canopy_operator.sources.canopy.wire`): a timeout, no redirects, no compression (the body bounds count
-    what is sent), and the process's trust store; ``limits``: httpx's defaults unless given."""
+    what is sent), the process's trust store, and httpx's default pool."""
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout),
         headers={"Accept-Encoding": "identity", **headers},
         auth=auth,
         transport=transport,
-        limits=limits if limits is not None else httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,
         verify=tls if tls is not None else ssl.create_default_context(),
     )
