@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import logging
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("canopy_operator")
 
@@ -40,18 +41,37 @@ InUse = Callable[[], int]
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _libc(name: str, argtypes: list[Any], restype: Any) -> Any | None:
+    """The C library's function ``name``, typed, or None where the C library has none (musl, macOS)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
 
 
 def glibc_in_use() -> InUse | None:
     """Bytes glibc's allocations hold now (``mallinfo2().uordblks`` plus mmapped blocks), or None without it."""
-    try:
-        function = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    function = _libc("mallinfo2", [], _MallInfo2)
+    if function is None:
         return None
-    function.argtypes = []
-    function.restype = _MallInfo2
 
     def in_use() -> int:
         info = function()
@@ -72,23 +92,15 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     glibc gives threads heaps of their own, up to eight per core; the parses that run in worker threads (values
     files, large answers) each leave free memory in their heap that no other thread reuses. Call it before the
     first worker thread starts. Does nothing where the C library has no ``mallopt`` (musl, macOS)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
+    mallopt = _libc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def glibc_malloc_trim() -> Trim | None:
     """glibc's ``malloc_trim(0)`` (1 when memory was released), or None where the C library has none."""
-    try:
-        function = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    function = _libc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+    if function is None:
         return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
     return lambda: int(function(0))
 
 
