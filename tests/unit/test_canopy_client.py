@@ -178,6 +178,12 @@ async def test_connection_refused_raises_unreachable() -> None:
 # ---- against a raw server giving garbage -----------------------------------------------------------------
 
 
+FLAGS = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
+FLAGS |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
+FLAGS_ANSWER = json.dumps(FLAGS).encode()
+"""A Generation 1 ``/feature-flags`` body with every flag the contract names."""
+
+
 def _json_answer(body: bytes) -> bytes:
     return http_head(Content_Length=str(len(body))) + body
 
@@ -223,8 +229,7 @@ async def test_malformed_json_answer_raises_protocol_error(body: bytes, message:
 
 
 async def test_string_flag_raises_protocol_error() -> None:
-    flags = {"summarize": "true", "feedback": True, "ab_testing": True, "information-search": False}
-    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
+    flags = {**FLAGS, "summarize": "true"}
     answer = _json_answer(json.dumps(flags).encode())
     async with RawHttpServer(canned(answer)) as server, CanopyClient(server.url, timeout=2) as client:
         with pytest.raises(BackendProtocolError, match="summarize: Input should be a valid boolean"):
@@ -354,9 +359,7 @@ async def test_an_https_backend_is_verified_with_the_trust_store_given(tmp_path:
     """The aiohttp wire verifies HTTPS with the context the operator shares (a private CA here), and refuses a
     certificate the default trust store does not know before sending anything."""
     server_tls, ca = tls_server_context(["127.0.0.1"], tmp_path / "tls")
-    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
-    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
-    answer = _json_answer(json.dumps(flags).encode())
+    answer = _json_answer(FLAGS_ANSWER)
     requests: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -390,21 +393,18 @@ async def test_the_proxy_the_environment_names_is_used_unless_no_proxy_excludes_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As with httpx before: ``HTTP_PROXY`` carries the polls (looked up once per client), ``NO_PROXY`` wins."""
-    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
-    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
     seen: list[bytes] = []
 
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         seen.append(head.split(b"\r\n")[0])
-        writer.write(_json_answer(json.dumps(flags).encode()))
+        writer.write(_json_answer(FLAGS_ANSWER))
         await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    _no_proxy_env(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     try:
         async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=5) as client:
             assert (await client.feature_flags()).summarize is True
@@ -439,9 +439,7 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_all_proxy_and_proxy_credentials_are_honoured_as_httpx_did(monkeypatch: pytest.MonkeyPatch) -> None:
-    flags = {"summarize": True, "feedback": True, "ab_testing": True, "information-search": False}
-    flags |= {"student-assistant": False, "shields": False, "socratic-tutor": False}
-    server, heads = await _recording_proxy(_json_answer(json.dumps(flags).encode()))
+    server, heads = await _recording_proxy(_json_answer(FLAGS_ANSWER))
     port = server.sockets[0].getsockname()[1]
     _no_proxy_env(monkeypatch)
     monkeypatch.setenv("ALL_PROXY", f"http://user1:s3cret@127.0.0.1:{port}")
