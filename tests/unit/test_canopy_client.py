@@ -393,27 +393,20 @@ async def test_the_proxy_the_environment_names_is_used_unless_no_proxy_excludes_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As with httpx before: ``HTTP_PROXY`` carries the polls (looked up once per client), ``NO_PROXY`` wins."""
-    seen: list[bytes] = []
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        seen.append(head.split(b"\r\n")[0])
-        writer.write(_json_answer(FLAGS_ANSWER))
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    server, heads = await _recording_proxy(_json_answer(FLAGS_ANSWER))
     _no_proxy_env(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     try:
         async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=5) as client:
             assert (await client.feature_flags()).summarize is True
-        assert seen == [b"GET http://canopy-backend.team-a.svc:8000/feature-flags HTTP/1.1"]
+        assert [head.split(b"\r\n")[0] for head in heads] == [
+            b"GET http://canopy-backend.team-a.svc:8000/feature-flags HTTP/1.1"
+        ]
         monkeypatch.setenv("NO_PROXY", ".svc")
         async with CanopyClient("http://canopy-backend.team-a.svc:8000", timeout=2) as client:
             with pytest.raises(BackendUnreachable):  # straight to the (unresolvable) host, not via the proxy
                 await client.feature_flags()
-        assert len(seen) == 1
+        assert len(heads) == 1
     finally:
         server.close()
         await server.wait_closed()
