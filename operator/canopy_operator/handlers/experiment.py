@@ -17,11 +17,12 @@ import kopf
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.core.redact import Redactor
-from canopy_operator.core.status import MAX_BACKOFF_SECONDS, PROGRESS_POLL_SECONDS, backoff
+from canopy_operator.core.status import MAX_BACKOFF_SECONDS, PROGRESS_POLL_SECONDS, aligned_pause, backoff
 from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.k8s.gateway import drop_managed_fields
 from canopy_operator.k8s.rollout import RolloutView, rollout_of
 from canopy_operator.k8s.watched import Kind, Rollouts, Versions, no_rollouts, unwatched
 from canopy_operator.service.reconcile import internal_error_message
@@ -128,9 +129,14 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="wake")
-async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
+async def wake(memo: Any, meta: kopf.Meta, body: kopf.Body, **_: Any) -> None:
     """A spec change (e.g. an approval: a new ``metadata.generation``) wakes the daemon at once instead of at
-    the next interval. Status writes and metadata edits leave the generation as it was: no wake-up."""
+    the next interval. Status writes and metadata edits leave the generation as it was: no wake-up.
+
+    Every event of an experiment passes here before its daemon starts or reads it, so this is also where the
+    copy Kopf keeps for the daemon loses its ``managedFields`` (:func:`drop_managed_fields`): Kopf hands its
+    handlers views of the very object it keeps, and has no hook of its own for this."""
+    drop_managed_fields(body)
     generation = meta.get("generation")
     seen, memo["seen_generation"] = memo.get("seen_generation"), generation
     event = memo.get("wake")
@@ -258,8 +264,9 @@ async def _loop(
                 delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
                 log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, internal_error_message(exc))
             # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created
-            # together.
+            # together; a long sleep ends on the shared tick, so daemons due in the same second wake together.
             pause = max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started))  # noqa: S311 - jitter
+            pause = aligned_pause(loop.time(), pause)
             await _sleep(stopped, pause, wake_event, *((rollout,) if rolling is not None and watched else ()))
     finally:
         if listening is not None:
