@@ -10,7 +10,8 @@ import pytest
 from kopf._cogs.aiokits.aioenums import FlagSetter  # the setter behind the stop flag Kopf hands to daemons
 
 from canopy_operator.core.status import WAKE_TICK_SECONDS, aligned_pause
-from canopy_operator.handlers.experiment import _sleep
+from canopy_operator.handlers.experiment import _woken_when_stopped
+from canopy_operator.service.wake import Wake, sleep
 
 LONG = 30.0
 
@@ -22,39 +23,83 @@ def stop_flag() -> tuple[FlagSetter[kopf.DaemonStoppingReason], kopf.DaemonStopp
 
 
 async def test_sleep_ends_at_once_when_woken() -> None:
-    _, stopped = stop_flag()
-    wake = asyncio.Event()
+    wake = Wake()
     asyncio.get_running_loop().call_later(0.05, wake.set)
-    await asyncio.wait_for(_sleep(stopped, LONG, wake), timeout=5)
+    await asyncio.wait_for(sleep(LONG, wake), timeout=5)
 
 
 async def test_sleep_ends_at_once_when_the_daemon_is_stopped() -> None:
     setter, stopped = stop_flag()
-    asyncio.get_running_loop().call_later(0.05, setter.set)
-    await asyncio.wait_for(_sleep(stopped, LONG, asyncio.Event()), timeout=5)
+    async with _woken_when_stopped(stopped) as stop:
+        asyncio.get_running_loop().call_later(0.05, setter.set)
+        await asyncio.wait_for(sleep(LONG, stop, Wake()), timeout=5)
+        assert stop.is_set()
+
+
+async def test_a_daemon_stopped_before_its_sleep_does_not_sleep() -> None:
+    setter, stopped = stop_flag()
+    async with _woken_when_stopped(stopped) as stop:
+        setter.set()  # stopped during the pass, before the stop watcher ran
+        await asyncio.wait_for(sleep(LONG, stop), timeout=5)
+
+
+async def test_the_stop_watcher_is_gone_when_the_daemon_ends() -> None:
+    _, stopped = stop_flag()
+    before = len(asyncio.all_tasks())
+    async with _woken_when_stopped(stopped):
+        assert len(asyncio.all_tasks()) > before
+    assert len(asyncio.all_tasks()) == before
 
 
 async def test_sleep_lasts_the_delay_otherwise() -> None:
-    _, stopped = stop_flag()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await _sleep(stopped, 0.3, asyncio.Event(), asyncio.Event())
+    await sleep(0.3, Wake(), Wake())
     assert loop.time() - started >= 0.29
 
 
 async def test_sleep_ends_when_any_of_its_wake_events_is_set() -> None:
-    _, stopped = stop_flag()
-    spec_changed, deployment_changed = asyncio.Event(), asyncio.Event()
+    spec_changed, deployment_changed = Wake(), Wake()
     asyncio.get_running_loop().call_later(0.05, deployment_changed.set)
-    await asyncio.wait_for(_sleep(stopped, LONG, spec_changed, deployment_changed), timeout=5)
+    await asyncio.wait_for(sleep(LONG, spec_changed, deployment_changed), timeout=5)
     assert not spec_changed.is_set()
 
 
 async def test_an_event_set_before_the_sleep_ends_it_at_once() -> None:
-    _, stopped = stop_flag()
-    changed = asyncio.Event()
+    changed = Wake()
     changed.set()  # a change during the pass: the daemon looks again at once, it does not sleep through it
-    await asyncio.wait_for(_sleep(stopped, LONG, changed), timeout=5)
+    await asyncio.wait_for(sleep(LONG, changed), timeout=5)
+
+
+async def test_one_wake_ends_every_sleep_waiting_on_it_and_none_is_left_registered() -> None:
+    shared, own = Wake(), Wake()
+    sleepers = [asyncio.ensure_future(sleep(LONG, shared, own)) for _ in range(3)]
+    await asyncio.sleep(0)
+    shared.set()
+    await asyncio.wait_for(asyncio.gather(*sleepers), timeout=5)
+    assert not own._sleepers
+    assert not shared._sleepers
+
+
+async def test_a_cancelled_sleep_leaves_nothing_registered() -> None:
+    wake = Wake()
+    sleeper = asyncio.ensure_future(sleep(LONG, wake))
+    await asyncio.sleep(0)
+    assert wake._sleepers
+    sleeper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeper
+    assert not wake._sleepers
+
+
+async def test_a_wake_cleared_after_it_was_set_does_not_end_the_next_sleep() -> None:
+    wake = Wake()
+    wake.set()
+    wake.clear()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sleep(0.2, wake)
+    assert loop.time() - started >= 0.19
 
 
 @pytest.mark.parametrize("now", [0.0, 12.3, 1000.49, 1000.51, 98765.999])

@@ -58,3 +58,31 @@ def test_a_status_is_known_unchanged_only_when_stored_exactly_as_its_model_dumps
     assert _stored_as_dumped(model, canonical)
     assert not _stored_as_dumped(model, {**canonical, "phase": "Progressing"})  # a field the model has not
     assert not _stored_as_dumped(model, {k: v for k, v in canonical.items() if k != "message"})  # one missing
+
+
+def test_the_models_are_dropped_between_passes_and_the_small_verdict_is_kept() -> None:
+    """Kept while the daemon sleeps, the models were about 28 KiB per experiment (issue #20): only the bool that
+    lets an idle pass skip a dump stays."""
+    parsed = ParsedObject()
+    parsed.get("status", "10", {"phase": "Running"}, read_status)
+    parsed.get("spec", ("uid", 1), {"a": 1}, dict)
+    parsed.get("status-as-stored", "10", {}, lambda raw: True)
+    parsed.end_pass()
+    assert parsed.parses == 3
+    parsed.get("status", "10", {"phase": "Running"}, read_status)  # parsed again
+    parsed.get("spec", ("uid", 1), {"a": 1}, dict)  # parsed again
+    assert parsed.get("status-as-stored", "10", {}, lambda raw: False) is True  # kept
+    assert parsed.parses == 5
+
+
+async def test_a_session_drops_its_models_at_the_end_of_each_pass() -> None:
+    from canopy_operator.k8s.watched import WatchedReads
+    from canopy_operator.service.session import ExperimentSession
+
+    gateway: Any = None
+    nothing: Any = lambda spec: None  # noqa: E731 - no backend client is opened in this test
+    session = ExperimentSession("ns/exp", nothing, nothing, WatchedReads(gateway))
+    session.parsed.get("status", "10", {"phase": "Running"}, read_status)
+    await session.end_pass()
+    session.parsed.get("status", "10", {"phase": "Running"}, read_status)
+    assert session.parsed.parses == 2

@@ -3,7 +3,6 @@ a rollout is waited for by its watch, not by polling every 2 s)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import cast
 
 from canopy_operator.core.redact import Redactor
@@ -13,6 +12,7 @@ from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.services import Services
 from canopy_operator.service.settings import Settings
+from canopy_operator.service.wake import Wake
 from canopy_operator.telemetry.metrics import Metrics
 
 
@@ -29,7 +29,7 @@ def services() -> Services:
 
 async def test_a_change_wakes_the_listeners_of_that_deployment_only() -> None:
     s = services()
-    a, b, other_ns = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    a, b, other_ns = Wake(), Wake(), Wake()
     s.listen("team-a", "canopy-backend", a)
     s.listen("team-a", "canopy-backend", b)
     s.listen("team-b", "canopy-backend", other_ns)
@@ -42,7 +42,7 @@ async def test_a_change_wakes_the_listeners_of_that_deployment_only() -> None:
 
 async def test_a_listener_that_stopped_is_not_woken_and_nothing_is_left_behind() -> None:
     s = services()
-    wake = asyncio.Event()
+    wake = Wake()
     s.listen("team-a", "canopy-backend", wake)
     s.stop_listening("team-a", "canopy-backend", wake)
     s.stop_listening("team-a", "canopy-backend", wake)  # twice: harmless

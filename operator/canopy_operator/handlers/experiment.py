@@ -7,10 +7,11 @@ operator's services live in Kopf's ``memo`` from start-up to clean-up; the work 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import kopf
@@ -30,6 +31,7 @@ from canopy_operator.service.report import Report
 from canopy_operator.service.services import RestoreSkipped, Services
 from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
+from canopy_operator.service.wake import Wake, sleep
 from canopy_operator.telemetry.metrics import Metrics
 
 log = logging.getLogger("canopy_operator")
@@ -140,7 +142,7 @@ async def wake(memo: Any, meta: kopf.Meta, body: kopf.Body, **_: Any) -> None:
     generation = meta.get("generation")
     seen, memo["seen_generation"] = memo.get("seen_generation"), generation
     event = memo.get("wake")
-    if seen is not None and generation != seen and isinstance(event, asyncio.Event):
+    if seen is not None and generation != seen and isinstance(event, Wake):
         event.set()
 
 
@@ -220,69 +222,78 @@ async def _loop(
     *,
     watched: bool = True,
 ) -> None:
-    wake_event = memo.setdefault("wake", asyncio.Event())
-    rollout = asyncio.Event()
+    wake_event = memo.setdefault("wake", Wake())
+    rollout = Wake()
     """Set by any change the watch sees of the Deployment this daemon listens to (``listening``)."""
     listening: str | None = None
     failures = 0
     loop = asyncio.get_running_loop()
-    try:
-        while not stopped:
-            if body.get("metadata", {}).get("deletionTimestamp"):
-                return
-            # Cleared before the pass reads anything: a change during the pass wakes the next sleep at once.
-            wake_event.clear()
-            rollout.clear()
-            started = loop.time()
-            rolling: str | None = None
-            try:
-                report = await services.reconcile(namespace, name, dict(body), session, latest=lambda: body)
-                _post(body, report)
-                failures = failures + 1 if report.failed else 0
-                delay = backoff(report.next_in, failures) if report.failed else report.next_in
-                rolling = report.rolling
-                if rolling is not None and not watched:  # no watch to wake us: poll as often as before
-                    delay = min(delay, PROGRESS_POLL_SECONDS)
-                if rolling is not None and watched and rolling != listening:
-                    if listening is not None:
-                        services.stop_listening(namespace, listening, rollout)
-                    services.listen(namespace, rolling, rollout)
-                    listening = rolling
-                    rollout.set()  # a change between this pass's read and now went unheard: look once more
-                del report  # not kept while sleeping: its status models are about 10 KiB per experiment (#20)
-            except NotFound:
-                return
-            except Conflict:
-                delay = 0.5  # someone wrote the object since we read it: read the fresh one and redo the pass
-            except KubeError as exc:
-                failures += 1
-                delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
-                log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
-            except Exception as exc:  # the pass turns its own failures into conditions; this is what
-                # escaped even that (the status write, the report): one short line, then back off
-                failures += 1
-                delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
-                log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, internal_error_message(exc))
-            # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created
-            # together; a long sleep ends on the shared tick, so daemons due in the same second wake together.
-            pause = max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started))  # noqa: S311 - jitter
-            pause = aligned_pause(loop.time(), pause)
-            await _sleep(stopped, pause, wake_event, *((rollout,) if rolling is not None and watched else ()))
-    finally:
-        if listening is not None:
-            services.stop_listening(namespace, listening, rollout)
+    async with _woken_when_stopped(stopped) as stop:
+        try:
+            while not stopped:
+                if body.get("metadata", {}).get("deletionTimestamp"):
+                    return
+                # Cleared before the pass reads anything: a change during the pass wakes the next sleep at once.
+                wake_event.clear()
+                rollout.clear()
+                started = loop.time()
+                rolling: str | None = None
+                try:
+                    report = await services.reconcile(namespace, name, dict(body), session, latest=lambda: body)
+                    _post(body, report)
+                    failures = failures + 1 if report.failed else 0
+                    delay = backoff(report.next_in, failures) if report.failed else report.next_in
+                    rolling = report.rolling
+                    if rolling is not None and not watched:  # no watch to wake us: poll as often as before
+                        delay = min(delay, PROGRESS_POLL_SECONDS)
+                    if rolling is not None and watched and rolling != listening:
+                        if listening is not None:
+                            services.stop_listening(namespace, listening, rollout)
+                        services.listen(namespace, rolling, rollout)
+                        listening = rolling
+                        rollout.set()  # a change between this pass's read and now went unheard: look once more
+                    del report  # not kept while sleeping: its status models are about 10 KiB per experiment (#20)
+                except NotFound:
+                    return
+                except Conflict:
+                    delay = 0.5  # someone wrote the object since we read it: read the fresh one and redo the pass
+                except KubeError as exc:
+                    failures += 1
+                    delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
+                    log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+                except Exception as exc:  # the pass turns its own failures into conditions; this is what
+                    # escaped even that (the status write, the report): one short line, then back off
+                    failures += 1
+                    delay = min(2.0 * 2**failures, MAX_BACKOFF_SECONDS)
+                    message = internal_error_message(exc)
+                    log.warning("reconcile of %s/%s failed unexpectedly: %s", namespace, name, message)
+                # The period is the interval, not interval + pass time; +-5 % jitter spreads experiments created
+                # together; a long sleep ends on the shared tick, so daemons due in the same second wake together.
+                pause = max(0.0, delay * random.uniform(0.95, 1.05) - (loop.time() - started))  # noqa: S311
+                pause = aligned_pause(loop.time(), pause)
+                await sleep(pause, stop, wake_event, *((rollout,) if rolling is not None and watched else ()))
+        finally:
+            if listening is not None:
+                services.stop_listening(namespace, listening, rollout)
 
 
-async def _sleep(stopped: kopf.DaemonStopped, delay: float, *wakes: asyncio.Event) -> None:
-    """Sleep ``delay`` seconds, or until the daemon is stopped or one of ``wakes`` is set (no polling while
-    idle)."""
-    waiters = [asyncio.ensure_future(stopped.wait()), *(asyncio.ensure_future(w.wait()) for w in wakes)]
+@contextlib.asynccontextmanager
+async def _woken_when_stopped(stopped: kopf.DaemonStopped) -> AsyncIterator[Wake]:
+    """A :class:`Wake` set when Kopf stops the daemon (its object deleted, the operator stopping), so that a
+    sleep ends at once. One task for the daemon's life: waiting on Kopf's flag in every sleep cost two tasks
+    per pass (issue #20)."""
+    stop = Wake()
+
+    async def watch() -> None:
+        await stopped.wait()
+        stop.set()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        yield stop
     finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.wait([watcher])  # a cancellation of the daemon itself still propagates from here
 
 
 def _post(body: kopf.Body, report: Report) -> None:

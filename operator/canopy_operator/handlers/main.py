@@ -20,10 +20,13 @@ from canopy_operator.service.settings import Settings
 from canopy_operator.telemetry.logs import configure_logging
 from canopy_operator.telemetry.metrics import Metrics
 
+QUIET_HANDLERS = ("wake",)
+"""Handlers that run on every event of every experiment: Kopf's success line for them is not logged."""
+
 
 def run(settings: Settings, namespaces: list[str], *, log_prompts: bool = False) -> None:
     """Configure JSON logs and run Kopf until it is stopped (every namespace when ``namespaces`` is empty)."""
-    handler = configure_logging(settings.log_level, log_prompts=log_prompts)
+    handler = configure_logging(settings.log_level, log_prompts=log_prompts, quiet_handlers=QUIET_HANDLERS)
     metrics = Metrics()
     options: dict[str, Any] = {
         # Kopf's peering is off: replicas coordinate through a Lease instead (docs/high-availability.md).

@@ -6,7 +6,6 @@ Kopf keeps one :class:`Services` in its ``memo``; nothing lives in module global
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from canopy_operator.service.reconcile import Backend, Ports, internal_error_mes
 from canopy_operator.service.report import Report
 from canopy_operator.service.session import ExperimentSession
 from canopy_operator.service.settings import Settings
+from canopy_operator.service.wake import Wake
 from canopy_operator.telemetry.metrics import Metrics, MetricsServer
 
 log = logging.getLogger("canopy_operator")
@@ -127,7 +127,7 @@ class Services:
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
     sessions: set[ExperimentSession] = field(init=False, default_factory=set)
     """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
-    rollout_waiters: dict[tuple[str, str], set[asyncio.Event]] = field(init=False, default_factory=dict)
+    rollout_waiters: dict[tuple[str, str], set[Wake]] = field(init=False, default_factory=dict)
     """``(namespace, Deployment) ->`` the wake-up events of the daemons listening to it (for its rollouts)."""
     memory: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer(None))
     """Gives the memory a burst freed back to the system (:mod:`.memory`); started by :meth:`open`."""
@@ -176,11 +176,11 @@ class Services:
         self.sessions.add(session)
         return session
 
-    def listen(self, namespace: str, deployment: str, wake: asyncio.Event) -> None:
+    def listen(self, namespace: str, deployment: str, wake: Wake) -> None:
         """From now on, any change the watch sees of ``namespace/deployment`` sets ``wake``."""
         self.rollout_waiters.setdefault((namespace, deployment), set()).add(wake)
 
-    def stop_listening(self, namespace: str, deployment: str, wake: asyncio.Event) -> None:
+    def stop_listening(self, namespace: str, deployment: str, wake: Wake) -> None:
         waiters = self.rollout_waiters.get((namespace, deployment))
         if waiters is not None:
             waiters.discard(wake)

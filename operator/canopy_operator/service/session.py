@@ -62,7 +62,7 @@ class ExperimentSession:
         """How many backend clients this session made (one unless the backend's settings changed)."""
         self.closed = False
         self.parsed = ParsedObject()
-        """The last parsed spec and status of the experiment (:mod:`.parsed`)."""
+        """The spec and status the current pass parsed, and what an idle pass may skip (:mod:`.parsed`)."""
         self._written: Mapping[str, Any] | None = None
         self._superseded: set[str] = set()
 
@@ -108,7 +108,9 @@ class ExperimentSession:
         return self._source
 
     async def end_pass(self, *, failed: bool = False) -> None:
-        """Close the clients a pass replaced; after a failed pass, the current one too (a fresh pool next pass)."""
+        """Close the clients a pass replaced; after a failed pass, the current one too (a fresh pool next pass).
+        The pass's parsed models are dropped (:meth:`ParsedObject.end_pass`)."""
+        self.parsed.end_pass()
         if failed and self._source is not None:
             self._retired.append(self._source)
             self._source, self._key = None, None
