@@ -21,6 +21,7 @@ import os
 import runpy
 import signal
 import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -41,10 +42,44 @@ def _dump(path: str) -> None:
         collected = _rss_kib()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         trimmed = _rss_kib()
-        Path(tmp).write_text(json.dumps({"rss_kib": before, "after_gc": collected, "after_malloc_trim": trimmed}))
+        figures = {"rss_kib": before, "after_gc": collected, "after_malloc_trim": trimmed, **_pymalloc_kib()}
+        Path(tmp).write_text(json.dumps(figures))
     else:
         tracemalloc.take_snapshot().dump(tmp)
     os.replace(tmp, path)
+
+
+PYMALLOC_LINES = {
+    "# bytes in allocated blocks": "pymalloc_in_use_kib",
+    "# bytes in available blocks": "pymalloc_free_blocks_kib",
+}
+
+
+def _pymalloc_kib() -> dict[str, int]:
+    """Python's small-object allocator: memory its arenas hold, in use, and free inside them (its arenas are
+    given back only when wholly empty, so free blocks in a partly used arena stay resident)."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    figures: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name, value = name.strip(), value.strip().replace(",", "")
+        if name in PYMALLOC_LINES and value.isdigit():
+            figures[PYMALLOC_LINES[name]] = int(value) // 1024
+        elif name.endswith("bytes/arena") and value.isdigit():
+            figures["pymalloc_arenas_kib"] = int(value) // 1024
+        elif name.endswith("unused pools * 16384 bytes") and value.isdigit():
+            figures["pymalloc_unused_pools_kib"] = int(value) // 1024
+    return figures
 
 
 def top(path: str, limit: int = 40) -> None:

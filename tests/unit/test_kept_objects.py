@@ -118,3 +118,30 @@ async def test_the_objects_the_gateway_returns_carry_no_managed_fields(api_serve
         assert "managedFields" not in obj["metadata"]
         assert obj["metadata"]["resourceVersion"] == "7"
         assert obj["status"] == {"phase": "Running"}
+
+
+async def test_a_refused_status_write_is_a_conflict_naming_the_write() -> None:
+    """The status write reads the API server's answer as JSON (no model classes); a 409 is still a Conflict."""
+    from canopy_operator.k8s.errors import Conflict
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        status = {"kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409, "message": "modified"}
+        body = json.dumps(status).encode()
+        head = b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        writer.write(head % len(body))
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+    try:
+        with pytest.raises(Conflict, match="patch PromptExperiment ns/exp status"):
+            await Gateway(api, deadline=10).patch_experiment_status("ns", "exp", {"phase": "Running"}, "6")
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()

@@ -95,9 +95,10 @@ class Gateway:
     async def _object(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The object one call answers, as the JSON the API server sent.
 
-        The calls a new experiment makes in a burst (its ConfigMap and Deployment) skip the client's model classes
-        (``_preload_content=False``): building a ``V1Deployment`` from the answer cost more CPU than the rest of the
-        call (issue #20). Errors are raised as the client raises them, so they translate alike."""
+        The calls a new experiment makes in a burst (its ConfigMap, Deployment and status writes) skip the client's
+        model classes and its deserialising (``_preload_content=False``): building a ``V1Deployment`` from the
+        answer cost more CPU than the rest of the call (issue #20). Errors are raised as the client raises them,
+        so they translate alike."""
 
         async def read() -> dict[str, Any]:
             response = await fn(*args, _preload_content=False, **kwargs)
@@ -190,19 +191,18 @@ class Gateway:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        obj = await self._call(
+        obj = await self._object(
             f"patch PromptExperiment {namespace}/{name} status",
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body,
-                _content_type=MERGE,  # type: ignore[call-arg]  # **kwargs option
-            ),
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            _content_type=MERGE,
         )
-        return drop_managed_fields(dict(obj))
+        return drop_managed_fields(obj)
 
     async def read_experiment(self, namespace: str, name: str) -> dict[str, Any]:
         """The PromptExperiment as stored now (a list by name: the operator's RBAC has list, not get).
