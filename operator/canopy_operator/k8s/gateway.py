@@ -191,14 +191,11 @@ class Gateway:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
+        experiment = (GROUP, VERSION, namespace, PLURAL, name)
         obj = await self._object(
             f"patch PromptExperiment {namespace}/{name} status",
             self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            *experiment,
             body,
             _content_type=MERGE,
         )
