@@ -11,7 +11,7 @@ from kopf._cogs.aiokits.aioenums import FlagSetter  # the setter behind the stop
 
 from canopy_operator.core.status import WAKE_TICK_SECONDS, aligned_pause
 from canopy_operator.handlers.experiment import _woken_when_stopped
-from canopy_operator.service.wake import Wake, sleep
+from canopy_operator.service.wake import Wake, sleep, sleep_until
 
 LONG = 30.0
 
@@ -126,3 +126,16 @@ def test_aligning_keeps_the_mean_period() -> None:
     phases = [i / 1000 for i in range(1000)]
     mean = sum(aligned_pause(100.0 + phase, 30.0) for phase in phases) / len(phases)
     assert mean == pytest.approx(30.0, abs=0.01)
+
+
+async def test_daemons_sharing_a_deadline_wake_in_the_same_turn_of_the_loop() -> None:
+    """The aligned deadline is the timer's own (``call_at``), not a delay measured again a moment later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.1
+    first = asyncio.ensure_future(sleep_until(deadline, Wake()))
+    await asyncio.sleep(0.01)  # the second daemon goes to sleep a little later, for the same deadline
+    second = asyncio.ensure_future(sleep_until(deadline, Wake()))
+    await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+    assert first.done()
+    assert second.done()
+    assert loop.time() >= deadline

@@ -41,11 +41,18 @@ def _wake(woken: asyncio.Future[None]) -> None:
 
 async def sleep(delay: float, *wakes: Wake) -> None:
     """Sleep ``delay`` seconds, or until one of ``wakes`` is set (at once if one already is)."""
+    await sleep_until(asyncio.get_running_loop().time() + delay, *wakes)
+
+
+async def sleep_until(deadline: float, *wakes: Wake) -> None:
+    """Sleep until the event loop's clock reads ``deadline``, or until one of ``wakes`` is set (at once if one
+    already is). Daemons that share a deadline (:func:`canopy_operator.core.status.aligned_pause`) wake in the same
+    turn of the loop."""
     if any(wake.is_set() for wake in wakes):
         return
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(max(0.0, delay), _wake, woken)
+    timer = loop.call_at(deadline, _wake, woken)
     for wake in wakes:
         wake._sleepers.add(woken)
     try:
