@@ -65,7 +65,7 @@ simulate: $(STAMP) ## Run the Canopy backend simulator on 127.0.0.1:8000 (CONFIG
 	$(VENV)/bin/canopy-devkit simulate $(if $(CONFIG),--config $(CONFIG)) --port 8000
 
 bench: $(STAMP) envtest-assets ## Run the benchmarks (not part of CI); results go to bench/RESULTS.md
-	$(PY) bench/decision_sim.py && $(PY) bench/collect_bench.py && $(PY) bench/reconcile_bench.py --scales 1,100,500 && $(PY) bench/wake_tick.py && $(PY) bench/mlflow_poll.py
+	$(PY) bench/decision_sim.py && $(PY) bench/collect_bench.py && $(PY) bench/reconcile_bench.py --scales 1,100,500 && $(PY) bench/wake_tick.py && $(PY) bench/write_cost.py && $(PY) bench/mlflow_poll.py
 
 node-assets: ## Build (or reuse) kubelet, controllers, kube-proxy, CoreDNS, pause image; install runc/containerd/CNI when missing
 	bash hack/node-assets.sh
