@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from canopy_devkit.controlplane.processes import free_ports
 from canopy_operator.core.status import aligned_pause
 
 
@@ -39,12 +40,6 @@ def _serve(port: int) -> None:
     app = web.Application()
     app.router.add_get("/{path:.*}", answer)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _poller(url: str, interval: float, align: Callable[[float, float], float], stop: asyncio.Event) -> None:
@@ -100,7 +95,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    port = _free_port()
+    (port,) = free_ports(1)
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
     server.start()
     try:

@@ -11,9 +11,14 @@ from kopf._cogs.aiokits.aioenums import FlagSetter  # the setter behind the stop
 
 from canopy_operator.core.status import WAKE_TICK_SECONDS, aligned_pause
 from canopy_operator.handlers.experiment import _woken_when_stopped
-from canopy_operator.service.wake import Wake, sleep, sleep_until
+from canopy_operator.service.wake import Wake, sleep_until
 
 LONG = 30.0
+
+
+async def sleep(delay: float, *wakes: Wake) -> None:
+    """A daemon's sleep of ``delay`` seconds from now."""
+    await sleep_until(asyncio.get_running_loop().time() + delay, *wakes)
 
 
 def stop_flag() -> tuple[FlagSetter[kopf.DaemonStoppingReason], kopf.DaemonStopped]:

@@ -4,7 +4,7 @@ An idle daemon sleeps the interval between passes, and wakes early when its spec
 whose rollout it waits for changes, or when it is stopped. The sleep was ``asyncio.wait`` over one task per
 ``asyncio.Event.wait()`` (and Kopf's stop flag made two more): five tasks made, scheduled and cancelled for every
 pass of every experiment (issue #20, "CPU per pass"). :class:`Wake` is set like an ``asyncio.Event``, and
-:func:`sleep` waits on any number of them with one future and one timer.
+:func:`sleep_until` waits on any number of them with one future and one timer.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import asyncio
 
 
 class Wake:
-    """A flag that ends the :func:`sleep` s waiting on it at once when set (and any sleep begun while it is set)."""
+    """A flag that ends the sleeps (:func:`sleep_until`) waiting on it at once when set, and any sleep begun while it
+    is set."""
 
     __slots__ = ("_set", "_sleepers")
 
@@ -37,11 +38,6 @@ class Wake:
 def _wake(woken: asyncio.Future[None]) -> None:
     if not woken.done():
         woken.set_result(None)
-
-
-async def sleep(delay: float, *wakes: Wake) -> None:
-    """Sleep ``delay`` seconds, or until one of ``wakes`` is set (at once if one already is)."""
-    await sleep_until(asyncio.get_running_loop().time() + delay, *wakes)
 
 
 async def sleep_until(deadline: float, *wakes: Wake) -> None:
