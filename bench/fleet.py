@@ -135,10 +135,11 @@ class Fleet:
                 await self._report_rollout(backend.index)
 
         await asyncio.gather(*(one(b) for b in self.backends))
-        listed = await self.apps.list_namespaced_deployment(self.namespace)
-        for dep in listed.items:
-            self._templates[dep.metadata.name] = _template_key(self.api, dep)
-        self._task = asyncio.create_task(self._watch(listed.metadata.resource_version))
+        answer = await self.apps.list_namespaced_deployment(self.namespace, _preload_content=False)
+        listed = json.loads(await answer.read())
+        for dep in listed["items"]:
+            self._templates[dep["metadata"]["name"]] = _template_key(dep)
+        self._task = asyncio.create_task(self._watch(listed["metadata"]["resourceVersion"]))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -151,37 +152,46 @@ class Fleet:
         await asyncio.gather(*(b.stop() for b in self.backends))
 
     async def _watch(self, resource_version: str) -> None:
-        stream = watch.Watch().stream(
+        # Plain JSON, not the client's model classes: the harness shares the machine with the subject it measures.
+        stream = watch.Watch(return_type="object").stream(
             self.apps.list_namespaced_deployment, self.namespace, resource_version=resource_version
         )
         async with stream as events:  # without timeout_seconds the stream reconnects by itself
             async for event in events:
                 dep = event["object"]
-                name = dep.metadata.name
-                key = _template_key(self.api, dep)
+                name = dep["metadata"]["name"]
+                key = _template_key(dep)
                 if name.startswith("canopy-backend-") and self._templates.get(name) != key:
                     self._templates[name] = key
-                    self._spawn(self._rollout(int(name.rsplit("-", 1)[1])))
+                    self._spawn(self._rollout(int(name.rsplit("-", 1)[1]), dep["metadata"]["generation"]))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _rollout(self, i: int) -> None:
+    async def _rollout(self, i: int, generation: int) -> None:
+        """Backend ``i`` restarted with its ConfigMap's text as the API server has it now, and the rollout of
+        ``generation`` (the watch event's, as the deployment controller takes it from its informer) reported."""
         async with self._locks[i]:
-            cm = await self.core.read_namespaced_config_map(configmap_name(i), self.namespace)
+            answer = await self.core.read_namespaced_config_map(
+                configmap_name(i), self.namespace, _preload_content=False
+            )  # raw JSON: the harness shares the machine with the subject, so it spends no CPU on model classes
+            text = json.loads(await answer.read())["data"][KEY]
             path = self.workdir / f"values-{i}-{len(self.rollouts[i]) + 1}.yaml"
-            path.write_text(cm.data[KEY], encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
             await self.backends[i].restart(path)
             self.rollouts[i].append(time.monotonic())
-            await self._report_rollout(i)
+            await self._report_rollout(i, generation)
 
-    async def _report_rollout(self, i: int) -> None:
-        """The Deployment status the deployment controller would write once the new pod is available."""
-        dep = await self.apps.read_namespaced_deployment(deployment_name(i), self.namespace)
+    async def _report_rollout(self, i: int, generation: int | None = None) -> None:
+        """The Deployment status the deployment controller would write once the new pod is available (of
+        ``generation``; None: the Deployment's current one, read)."""
+        if generation is None:
+            dep = await self.apps.read_namespaced_deployment(deployment_name(i), self.namespace)
+            generation = dep.metadata.generation
         status = {
-            "observedGeneration": dep.metadata.generation,
+            "observedGeneration": generation,
             "replicas": 1,
             "updatedReplicas": 1,
             "readyReplicas": 1,
@@ -190,5 +200,5 @@ class Fleet:
         await self.apps.patch_namespaced_deployment_status(deployment_name(i), self.namespace, {"status": status})
 
 
-def _template_key(api: client.ApiClient, dep: Any) -> str:
-    return json.dumps(api.sanitize_for_serialization(dep.spec.template), sort_keys=True)
+def _template_key(dep: dict[str, Any]) -> str:
+    return json.dumps(dep["spec"]["template"], sort_keys=True)

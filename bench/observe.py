@@ -56,16 +56,16 @@ class Observer:
         return sum(1 for seen in self.phases.values() if phase in seen)
 
     async def _configmaps(self, resource_version: str) -> None:
-        stream = watch.Watch().stream(
+        stream = watch.Watch(return_type="object").stream(  # plain JSON: no model classes in the harness
             self.core.list_namespaced_config_map, self.namespace, resource_version=resource_version
         )
         async with stream as events:
             async for event in events:
                 now = time.monotonic()
                 cm = event["object"]
-                text = (cm.data or {}).get(KEY)
+                text = (cm.get("data") or {}).get(KEY)
                 if text is not None and text != RENDERED_VALUES:
-                    self.config_written.setdefault(cm.metadata.name, now)
+                    self.config_written.setdefault(cm["metadata"]["name"], now)
 
     async def _experiments(self, resource_version: str) -> None:
         stream = watch.Watch().stream(

@@ -8,6 +8,7 @@ from typing import cast
 from canopy_operator.core.redact import Redactor
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
+from canopy_operator.handlers.experiment import deployment_versions
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.services import Services
@@ -49,3 +50,26 @@ async def test_a_listener_that_stopped_is_not_woken_and_nothing_is_left_behind()
     s.deployment_changed("team-a", "canopy-backend")
     assert not wake.is_set()
     assert s.rollout_waiters == {}
+
+
+def deployment(generation: int, observed: int, updated: int = 1) -> dict[str, object]:
+    return {
+        "metadata": {"name": "canopy-backend", "generation": generation, "resourceVersion": str(10 + generation)},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": observed, "replicas": 1, "updatedReplicas": updated, "availableReplicas": 1},
+    }
+
+
+async def test_only_a_finished_rollout_wakes_the_waiting_daemons() -> None:
+    """The watch's events of a rollout still in progress (the roll itself, a replica still starting) give a
+    waiting daemon nothing to act on: only the event that shows the rollout finished wakes it (issue #20)."""
+    s = services()
+    wake = Wake()
+    s.listen("team-a", "canopy-backend", wake)
+    memo = {"services": s}
+    for body in (deployment(2, 1), deployment(2, 2, updated=0)):
+        indexed = await deployment_versions(namespace="team-a", name="canopy-backend", body=body, memo=memo)
+        assert indexed[("team-a", "canopy-backend")].generation == 2  # indexed all the same
+        assert not wake.is_set()
+    await deployment_versions(namespace="team-a", name="canopy-backend", body=deployment(2, 2), memo=memo)
+    assert wake.is_set()

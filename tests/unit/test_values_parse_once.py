@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from canopy_operator.core.values import ManagedKeys, ValuesEditError, edit_values, read_managed
+from canopy_operator.core.values import GEN2, ManagedKeys, ValuesEditError, edit_values, read_managed
 from canopy_operator.yamlsplice import bounded
 from canopy_operator.yamlsplice.bounded import YamlSyntaxError, events, load_events, safe_load
 from tests.support.values_files import REALISTIC
+from tests.unit.test_values_gen2 import CONFIG, START
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
 CHALLENGER = "Provide a brief, concise summary:\nkeep it under three sentences."
@@ -48,16 +49,26 @@ def test_an_unchanged_text_is_parsed_once(parses: list[int]) -> None:
     assert len(parses) == 2  # read_managed, then the edit's one parse
 
 
-def test_each_section_changed_costs_one_parse_of_its_result(parses: list[int]) -> None:
+def test_sections_whose_edits_do_not_meet_are_edited_on_one_parse(parses: list[int]) -> None:
     current = read_managed(REALISTIC)
     parses.clear()
     desired = ManagedKeys(current.prompt, None, True, False)  # prompt_b removed, ab_testing off: two sections
     out = edit_values(REALISTIC, desired)
     whole = [n for n in parses if n > 200]  # whole texts, not the editor's checks of one new scalar
-    assert whole[0] == len(REALISTIC)
-    assert whole[-1] == len(out)
-    assert len(whole) == 3  # the original, the text after the first section's edit, the result
+    assert whole == [len(REALISTIC), len(out)]  # the original and the result (test_values_batched.py)
     assert read_managed(out) == desired
+
+
+def test_two_keys_of_one_section_cost_one_parse_of_each_intermediate_result(parses: list[int]) -> None:
+    """Generation 2 keeps the challenger and the A/B switch in one section: edited one after the other."""
+    text = CONFIG
+    parses.clear()
+    out = edit_values(text, START, layout=GEN2)
+    whole = [n for n in parses if n > 200]
+    assert whole[0] == len(text)
+    assert whole[-1] == len(out)
+    assert len(whole) == 4  # the original, after feedback, after ab_testing.enabled, after the challenger
+    assert read_managed(out, layout=GEN2) == START
 
 
 LOADS = [

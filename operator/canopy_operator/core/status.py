@@ -30,6 +30,9 @@ ROLLOUT_RECHECK_SECONDS = 0.25
 usually reports the new generation within a few hundred milliseconds, so the first look comes that soon."""
 FRESH_WRITE_SECONDS = 0.5
 """How long after a write a pending rollout counts as fresh (one quick re-check, not a busy loop)."""
+DEFER_WHILE_ROLLING_SECONDS = 10.0
+"""How long the status a pass computed while its own config write rolls out may wait in memory for the pass
+that finds the rollout done (:func:`defer_write`)."""
 INVALID_SPEC_POLL_SECONDS = 300.0
 """How often an invalid spec is looked at again (a spec change wakes the pass at once anyway)."""
 MAX_BACKOFF_SECONDS = 300.0
@@ -272,3 +275,21 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
 def dump(status: PromptExperimentStatus) -> dict[str, Any]:
     """The status as stored (camelCase keys, no nulls)."""
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def defer_write(*, rolling: bool, failed: bool, queued: bool, wrote_intent: bool, deferred_for: float | None) -> bool:
+    """Whether a pass may keep its status in memory instead of writing it (issue #20).
+
+    Only what a config write adds while the Deployment still rolls out: the intent this very pass wrote (or a
+    pass less than :data:`DEFER_WHILE_ROLLING_SECONDS` ago) already says Progressing, and holds the original
+    config, the test and the counts. What waits is the bookkeeping of the write (revision, hashes, when it was
+    applied), which the pass after a crash derives again from the source (the ``adopt`` plan), so losing it
+    loses nothing; the verify timeout then counts from that pass. Never a failed pass (its condition must show),
+    never one that queued a notification (the outbox is durable before anything is sent), never past the bound
+    (a slow rollout shows its details in status). ``deferred_for``: seconds since an earlier pass deferred the
+    status this one started from (None: none did)."""
+    if not rolling or failed or queued:
+        return False
+    if deferred_for is not None:
+        return deferred_for < DEFER_WHILE_ROLLING_SECONDS
+    return wrote_intent

@@ -11,14 +11,20 @@ import contextlib
 import gc
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import kopf
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
 from canopy_operator.core.redact import Redactor
-from canopy_operator.core.status import MAX_BACKOFF_SECONDS, PROGRESS_POLL_SECONDS, aligned_pause, backoff
+from canopy_operator.core.status import (
+    MAX_BACKOFF_SECONDS,
+    PROGRESS_POLL_SECONDS,
+    ROLLOUT_POLL_SECONDS,
+    aligned_pause,
+    backoff,
+)
 from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
@@ -157,11 +163,14 @@ async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta, 
 @kopf.index("apps", "v1", "deployments", id="deployment_versions")
 async def deployment_versions(namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Any]:
     """``(namespace, name) ->`` the rollout fields (generations, replica counts, resourceVersion) of the
-    Deployments served, never their pod template; a change wakes the daemons waiting for that rollout."""
+    Deployments served, never their pod template. A change that leaves the rollout finished wakes the daemons
+    waiting for that Deployment; one still in progress does not (its pass could only find the rollout pending:
+    in a burst of 500 starts that was a pass per start, woken by the start's own roll, issue #20)."""
+    view = rollout_of(name, body)
     services = memo.get("services")
-    if isinstance(services, Services) and namespace is not None:
+    if isinstance(services, Services) and namespace is not None and view.pending() is None:
         services.deployment_changed(namespace, name)
-    return {(namespace, name): rollout_of(name, body)}
+    return {(namespace, name): view}
 
 
 def _versions(configmaps: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any]) -> Versions:
@@ -235,6 +244,12 @@ async def _loop(
             while not stopped:
                 if body.get("metadata", {}).get("deletionTimestamp"):
                     return
+                named = _deployment_named(body) if watched else None
+                if named is not None and named != listening:  # listening before the pass reads its Deployment
+                    if listening is not None:
+                        services.stop_listening(namespace, listening, rollout)
+                    services.listen(namespace, named, rollout)
+                    listening = named
                 # Cleared before the pass reads anything: a change during the pass wakes the next sleep at once.
                 wake_event.clear()
                 rollout.clear()
@@ -248,7 +263,9 @@ async def _loop(
                     rolling = report.rolling
                     if rolling is not None and not watched:  # no watch to wake us: poll as often as before
                         delay = min(delay, PROGRESS_POLL_SECONDS)
-                    if rolling is not None and watched and rolling != listening:
+                    elif rolling is not None:  # the watch wakes us when it finishes: no quick look before
+                        delay = max(delay, ROLLOUT_POLL_SECONDS)
+                    if rolling is not None and watched and rolling != listening:  # not the one the spec named
                         if listening is not None:
                             services.stop_listening(namespace, listening, rollout)
                         services.listen(namespace, rolling, rollout)
@@ -278,6 +295,16 @@ async def _loop(
         finally:
             if listening is not None:
                 services.stop_listening(namespace, listening, rollout)
+
+
+def _deployment_named(body: kopf.Body) -> str | None:
+    """The Deployment ``spec.delivery.configMap.deployment`` names (the API server fills in its default), or
+    None. Only listened to: the pass checks the spec; a name that is not a string is no name."""
+    spec = body.get("spec")
+    delivery = spec.get("delivery") if isinstance(spec, Mapping) else None
+    config_map = delivery.get("configMap") if isinstance(delivery, Mapping) else None
+    named = config_map.get("deployment") if isinstance(config_map, Mapping) else None
+    return named if isinstance(named, str) and named else None
 
 
 @contextlib.asynccontextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,10 +56,40 @@ DEFAULT_DEADLINE = 30.0
 connection must not hang a daemon (security-model rule 3)."""
 
 
+THROTTLED_RETRIES = 5
+"""Times a call the API server refused with 429 (Too Many Requests) is sent again, after the pause it asks for.
+
+API Priority and Fairness answers 429 when a client's queue is full: the request was not run, so sending it
+again is safe for every verb (client-go does the same, up to 10 times). Failing the pass instead made the
+daemon back off (4, 8, 16, 32 s): in a burst of 500 starts, a few experiments waited a minute (issue #20)."""
+MAX_RETRY_AFTER = 5.0
+"""The longest pause taken for one 429, whatever its Retry-After says; the call's deadline bounds them all."""
+
+
+def retry_after(exc: ApiException) -> float:
+    """The pause a 429 asks for (its ``Retry-After`` seconds, 1 when absent or unreadable), within
+    ``(0, MAX_RETRY_AFTER]``, plus up to a quarter second of jitter so refused callers do not return at once."""
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        seconds = float(headers.get("Retry-After", 1))
+    except (TypeError, ValueError):
+        seconds = 1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        seconds = 1.0
+    return min(seconds, MAX_RETRY_AFTER) + random.uniform(0.0, 0.25)  # noqa: S311 - jitter, not a secret
+
+
 async def _call(what: str, fn: Callable[[], Awaitable[T]], deadline: float = DEFAULT_DEADLINE) -> T:
     try:
         async with asyncio.timeout(deadline):
-            return await fn()
+            for attempt in range(THROTTLED_RETRIES + 1):
+                try:
+                    return await fn()
+                except ApiException as exc:
+                    if exc.status != 429 or attempt == THROTTLED_RETRIES:
+                        raise
+                    await asyncio.sleep(retry_after(exc))
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
     except TimeoutError as exc:
         raise Unavailable(f"{what}: no answer within {deadline:g}s") from exc
     except KubeError:
@@ -115,6 +147,7 @@ class Gateway:
                 if not ok:
                     error = ApiException(status=response.status, reason=response.reason)
                     error.body = bytes(data[:limit])
+                    error.headers = response.headers
                     raise error
             finally:
                 response.release()

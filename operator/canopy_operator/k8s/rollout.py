@@ -25,6 +25,8 @@ class RolloutView:
     available_replicas: int
     resource_version: str = ""
     """The Deployment's resourceVersion as read (a kept read is reused while the watch still sees it)."""
+    uid: str = ""
+    """The Deployment's uid (a Deployment deleted and made again under the same name is another object)."""
 
     def pending(self) -> str | None:
         """None when the rollout is complete, else what it is waiting for (one line)."""
@@ -59,6 +61,7 @@ def rollout_of(name: str, body: Mapping[str, Any]) -> RolloutView:
         updated_replicas=_int(status.get("updatedReplicas")),
         available_replicas=_int(status.get("availableReplicas")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        uid=str(meta.get("uid") or ""),
     )
 
 

@@ -24,7 +24,8 @@ An idle Running experiment read its ConfigMap every pass (120 GETs per experimen
 3. **Writes go to the API server as before**, with the same resourceVersion preconditions. A conflicting
    write forgets the kept object, so the retry reads it anew. A ConfigMap write that succeeded keeps what it
    made (the object read, with the key set, at the version the write returned): the read after it is served
-   once the watch shows that very version, and is a GET until then or if anyone wrote after it.
+   while the watch shows that very version or the one the write replaced (the watch has not delivered the
+   write yet, and shows nothing newer), and is a GET once the watch shows any other version.
 
 Why not the alternatives:
 
@@ -81,7 +82,11 @@ class WatchedReads:
         self._rolled: tuple[str, str, int] | None = None
         """(namespace, Deployment, generation) of this experiment's last roll: a watched rollout older than it
         (the watch has not delivered the roll yet) would show the old, finished rollout, so it is not used."""
+        self._rolled_annotation: tuple[str, str, str] | None = None
+        """(key, value, the Deployment's uid as the watch showed it then) of the annotation that roll set."""
         self._configmap: ConfigMapView | None = None
+        self._replaced: str | None = None
+        """The resourceVersion the write that made the kept ConfigMap replaced (its precondition)."""
         self._rollout: tuple[str, RolloutView] | None = None  # (namespace, view)
         self.gets = 0
         """API reads made (for tests and logs); reads served from the kept object are not counted."""
@@ -89,9 +94,13 @@ class WatchedReads:
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
         kept = self._configmap
         same = kept is not None and (kept.namespace, kept.name) == (namespace, name)
-        if same and kept is not None and self.versions("ConfigMap", namespace, name) == kept.resource_version:
+        seen = self.versions("ConfigMap", namespace, name)
+        if same and kept is not None and seen is not None and seen in (kept.resource_version, self._replaced):
+            # The watch shows the kept version, or the one this experiment's own write replaced (it has not
+            # delivered that write yet; one GET per start under load, issue #20): either way nothing newer is seen.
             return kept
         self._configmap = None
+        self._replaced = None
         self.gets += 1
         view = await self.gateway.get_configmap(namespace, name)  # NotFound propagates; nothing is kept then
         self._configmap = view
@@ -99,7 +108,9 @@ class WatchedReads:
 
     async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
         self._configmap = None
+        self._replaced = None
         version = await self.gateway.write_configmap_key(view, key, text)  # a Conflict keeps nothing
+        self._replaced = view.resource_version
         # The write had ``view``'s resourceVersion as precondition, so the object it made is ``view`` with the
         # key set, at ``version``: kept as read, served once the watch shows that version (not before).
         self._configmap = replace(view, data={**view.data, key: text}, resource_version=version)
@@ -127,17 +138,29 @@ class WatchedReads:
         return view
 
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
-        """Read before a roll (a write): always from the API server."""
+        """Read before a roll (a write): from the API server, unless the watch shows the Deployment at exactly
+        the generation this experiment's own roll made. A pod template change moves the generation, so the
+        template is then the one that roll wrote, annotation included (the check a pass makes on every look at
+        a rollout it started: one Deployment read fewer per start, issue #20)."""
+        rolled, annotation = self._rolled, self._rolled_annotation
+        if rolled is not None and annotation is not None and rolled[:2] == (namespace, name) and annotation[0] == key:
+            seen = self.rollouts(namespace, name)
+            if seen is not None and seen.generation == rolled[2] and seen.uid and seen.uid == annotation[2]:
+                return annotation[1]
         return await self.gateway.get_pod_template_annotation(namespace, name, key)
 
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         self._rollout = None
+        self._rolled = self._rolled_annotation = None
+        before = self.rollouts(namespace, name)
         generation = await self.gateway.set_pod_template_annotation(namespace, name, key, value)
         self._rolled = (namespace, name, generation)
+        self._rolled_annotation = (key, value, before.uid if before is not None else "")
         return generation
 
     def forget(self) -> None:
         """Drop what is kept (the next reads go to the API server)."""
         self._configmap = None
+        self._replaced = None
         self._rollout = None
-        self._rolled = None
+        self._rolled = self._rolled_annotation = None

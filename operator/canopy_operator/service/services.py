@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
 from canopy_operator.core.redact import Redactor
-from canopy_operator.core.status import StatusUnreadable, dump, merge_patch, read_status
+from canopy_operator.core.status import StatusUnreadable, defer_write, dump, merge_patch, read_status
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
@@ -32,7 +33,7 @@ from canopy_operator.service.notify import Notifier, Target
 from canopy_operator.service.observe import Observer
 from canopy_operator.service.reconcile import Backend, Ports, internal_error_message, reconcile
 from canopy_operator.service.report import Report
-from canopy_operator.service.session import ExperimentSession
+from canopy_operator.service.session import Deferred, ExperimentSession
 from canopy_operator.service.settings import Settings
 from canopy_operator.service.wake import Wake
 from canopy_operator.telemetry.metrics import Metrics, MetricsServer
@@ -220,11 +221,15 @@ class Services:
         (its backend client); without one, the pass opens its own and closes it at its end. ``latest``: the
         object as the watch shows it at the moment of a write (:func:`patch_status`)."""
         self.memory.note_pass()
+        deferred: Deferred | None = None
         if session is not None:
             body = session.freshest(body)
+            deferred = session.take_deferred(body)
         meta = body.get("metadata", {})
         rv = {"value": meta.get("resourceVersion")}
         old: dict[str, Any] = dict(body.get("status") or {})
+        if deferred is not None:  # the pass starts from what the last one computed; writes diff against `old`
+            body = {**body, "status": deferred.status}
         own_session = session is None
         kept = session if session is not None else self.session(namespace, name)
 
@@ -284,14 +289,26 @@ class Services:
             if report.raw_status is not None:
                 await write(report.raw_status)
             else:
+                computed = report.status
                 report = replace(report, status=self.notifier.outbox(target, body.get("status"), report.status))
                 unchanged = (
-                    before is not None
+                    deferred is None
+                    and before is not None
                     and rv["value"] == meta.get("resourceVersion")  # nothing written earlier in this pass
                     and report.status == before
                     and kept.parsed.get("status-as-stored", rv["value"], old, partial(_stored_as_dumped, before))
                 )
-                if not unchanged:  # an idle pass changes nothing: no dump of the whole status to find that out
+                wait = kept is session and defer_write(
+                    rolling=report.rolling is not None,
+                    failed=report.failed,
+                    queued=report.status is not computed and report.status != computed,
+                    wrote_intent=rv["value"] != meta.get("resourceVersion"),
+                    deferred_for=None if deferred is None else time.monotonic() - deferred.since,
+                )
+                if wait:  # written by the pass that finds the rollout done (or the next one past the bound)
+                    since = None if deferred is None else deferred.since
+                    kept.defer(dump(report.status), old, meta.get("generation"), since)
+                elif not unchanged:  # an idle pass changes nothing: no dump of the whole status to find that out
                     await write(dump(report.status))
                 watch.report(report)
                 fresh = rv["value"] != meta.get("resourceVersion")

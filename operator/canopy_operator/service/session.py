@@ -21,13 +21,18 @@ It also keeps the experiment's last read of its ConfigMap and Deployment (:class
 WatchedReads`), served again while the watches say they have not changed: an idle experiment makes no
 Kubernetes API read (the decision and its reasons: :mod:`canopy_operator.k8s.watched`).
 
+And while a config write of its own rolls out, the status the pass computed after it (:class:`Deferred`),
+written by the pass that finds the rollout done (:func:`canopy_operator.core.status.defer_write` says when).
+
 Nothing here outlives the process or holds what must survive a restart (that lives in status).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from canopy_operator.api.spec import PromptExperimentSpec
@@ -40,6 +45,28 @@ log = logging.getLogger("canopy_operator")
 
 MAX_SUPERSEDED = 64
 """Versions replaced by the daemon's own writes that it remembers until the watch delivers the last one."""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A status a pass computed and did not write, and the object it stands on."""
+
+    status: dict[str, Any]
+    """What the pass would have written."""
+    stored: dict[str, Any]
+    """The status as stored when it was deferred (what the pass wrote before: its intent)."""
+    generation: Any
+    since: float
+    """``time.monotonic()`` of the first pass that deferred it."""
+
+    def stands_on(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` is still the object it was computed on: same spec generation, not being deleted,
+        the status as stored then. A metadata-only write (a label, Kopf's own patches) moves nothing of that."""
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp") or meta.get("generation") != self.generation:
+            return False
+        return (body.get("status") or {}) == self.stored
+
 
 OpenSource = Callable[[PromptExperimentSpec], CanopySource]
 SourceKey = Callable[[PromptExperimentSpec], Hashable]
@@ -65,6 +92,20 @@ class ExperimentSession:
         """The spec and status the current pass parsed, and what an idle pass may skip (:mod:`.parsed`)."""
         self._written: Mapping[str, Any] | None = None
         self._superseded: set[str] = set()
+        self._deferred: Deferred | None = None
+
+    def defer(self, status: dict[str, Any], stored: Mapping[str, Any], generation: Any, since: float | None) -> None:
+        """Keep ``status`` for the next pass instead of writing it (``since``: when an earlier pass first
+        deferred the status this one started from; None: now)."""
+        started = time.monotonic() if since is None else since
+        self._deferred = Deferred(status, dict(stored), generation, started)
+
+    def take_deferred(self, body: Mapping[str, Any]) -> Deferred | None:
+        """The deferred status, if ``body`` is still the object it was computed on; it is forgotten either way
+        (a pass that does not defer it again writes it). Otherwise the pass starts from the stored status, as
+        after a crash."""
+        deferred, self._deferred = self._deferred, None
+        return deferred if deferred is not None and deferred.stands_on(body) else None
 
     def note_write(self, replaced: Iterable[str], written: Mapping[str, Any]) -> None:
         """A status write of this daemon succeeded: ``written`` (the object the API server returned) replaced
@@ -121,6 +162,7 @@ class ExperimentSession:
     async def aclose(self) -> None:
         """Close everything (the daemon stopped); idempotent."""
         self.closed = True
+        self._deferred = None  # a restarted daemon starts from the stored status (the ``adopt`` plan)
         self.reads.forget()
         await self.end_pass()
         source, self._source = self._source, None

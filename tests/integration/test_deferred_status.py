@@ -1,0 +1,204 @@
+"""The status a start computes while its own rollout runs is written once, by the pass that finds the rollout
+done (``core/status.defer_write``, issue #20: one status write fewer per start, the costliest kind of write).
+
+A real API server and the operator as a process; the kubelet holds each rollout until the test releases it.
+
+- Rollout within the bound: the statuses the API server stores on the way to Running are exactly the intent
+  (Progressing, nothing applied yet) and then Running, applied and verified. Nothing in between.
+- Rollout held past the bound (``DEFER_WHILE_ROLLING_SECONDS``): the applied delivery shows in status while the
+  experiment is still Progressing, within a poll of the bound.
+- The operator killed while the status waits in memory: the next one adopts the written config (one config
+  write, one roll) and keeps the intent's test and original config; it reaches Running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client import ApiClient
+
+from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.core.status import DEFER_WHILE_ROLLING_SECONDS
+from tests.support.faults import (
+    KEY,
+    SturdyKubelet,
+    WriteLog,
+    create_experiment,
+    experiment,
+    phase_is,
+    status_of,
+)
+from tests.support.kopf_runner import wait_for
+from tests.support.kubelet import RENDERED_VALUES, deployment_manifest
+from tests.support.operator_process import OperatorProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+class HeldKubelet(SturdyKubelet):
+    """Restarts the backend on a new pod template at once, but reports the rollout done only once released."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.held = 0
+        """Rollouts that waited for the release."""
+
+    async def _report_rollout(self) -> None:
+        if self.rollouts:  # a rollout (not the first start): hold it
+            self.held += 1
+            await self.release.wait()
+        await super()._report_rollout()
+
+
+@contextlib.asynccontextmanager
+async def held_scene(api: ApiClient, namespace: str, workdir: Path) -> AsyncIterator[HeldKubelet]:
+    core = client.CoreV1Api(api)
+    body: dict[str, Any] = {"metadata": {"name": "canopy-config"}, "data": {KEY: RENDERED_VALUES}}
+    await core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
+    await client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment_manifest())  # type: ignore[arg-type]  # a dict body is accepted
+    kubelet = HeldKubelet(api, namespace, workdir)
+    await kubelet.start()
+    try:
+        yield kubelet
+    finally:
+        kubelet.release.set()
+        await kubelet.stop()
+
+
+class StatusLog:
+    """Every status the API server stored for ``exp``, in order, seen through a watch (polling could miss one)."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.statuses: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StatusLog:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0.5)  # the watch is open before the operator starts
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _watch(self) -> None:
+        async with watch.Watch() as w:
+            stream = w.stream(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, timeout_seconds=200
+            )
+            async for event in stream:
+                status = event["object"].get("status") or {}
+                if status and (not self.statuses or status != self.statuses[-1]):
+                    self.statuses.append(status)
+
+
+def applied(status: dict[str, Any]) -> bool:
+    return bool((status.get("delivery") or {}).get("appliedAt"))
+
+
+async def configmap_written(api: ApiClient, namespace: str) -> bool:
+    cm = await client.CoreV1Api(api).read_namespaced_config_map("canopy-config", namespace)
+    return "prompt_b" in (cm.data or {}).get(KEY, "")
+
+
+async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    async with held_scene(admin_api, namespace, tmp_path) as kubelet, StatusLog(admin_api, namespace) as log:
+        await create_experiment(admin_api, namespace, experiment(kubelet.url))
+        proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
+        proc.start()
+        try:
+            await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
+            await asyncio.sleep(2.0)  # the start's pass (and the re-check right after it) are over
+            waiting = await status_of(admin_api, namespace)
+            kubelet.release.set()
+            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
+        finally:
+            code = proc.stop()
+    assert code == 0, proc.tail()
+    assert kubelet.held == 1
+    assert waiting["phase"] == "Progressing", waiting
+    assert not applied(waiting), waiting
+    assert (waiting.get("test") or {}).get("id"), "the intent holds the test"
+    assert waiting.get("original"), "the intent holds the original config"
+    phases = [(s.get("phase"), applied(s), bool((s.get("delivery") or {}).get("verifiedAt"))) for s in log.statuses]
+    running = phases.index(("Running", True, True))
+    assert phases[:running] == [("Progressing", False, False)], phases
+
+
+async def test_a_rollout_held_past_the_bound_shows_the_applied_delivery(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    async with held_scene(admin_api, namespace, tmp_path) as kubelet:
+        await create_experiment(admin_api, namespace, experiment(kubelet.url))
+        proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
+        proc.start()
+        try:
+            await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
+            written = time.monotonic()
+
+            async def shown() -> bool:
+                return applied(await status_of(admin_api, namespace))
+
+            await wait_for(shown, timeout=DEFER_WHILE_ROLLING_SECONDS + 15, what="the applied delivery in status")
+            after = time.monotonic() - written
+            status = await status_of(admin_api, namespace)
+            kubelet.release.set()
+            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
+        finally:
+            code = proc.stop()
+    assert code == 0, proc.tail()
+    assert status["phase"] == "Progressing", status
+    assert after >= DEFER_WHILE_ROLLING_SECONDS - 1.0, f"shown after {after:.1f}s: the status was not deferred"
+
+
+async def test_killed_while_the_status_waits_the_next_operator_adopts_the_write(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    async with held_scene(admin_api, namespace, tmp_path) as kubelet:
+        texts, rolls = WriteLog.configmap(admin_api, namespace), WriteLog.deployment(admin_api, namespace)
+        await texts.start()
+        await rolls.start()
+        await create_experiment(admin_api, namespace, experiment(kubelet.url))
+        first = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
+        first.start()
+        try:
+            await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
+            await asyncio.sleep(1.5)
+            intent = await status_of(admin_api, namespace)
+        finally:
+            assert first.process is not None
+            first.process.kill()
+            first.process.wait()
+        second = first.again()
+        second.start()
+        try:
+            kubelet.release.set()
+            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=90, what="phase Running")
+            final = await status_of(admin_api, namespace)
+        finally:
+            code = second.stop()
+            await texts.stop()
+            await rolls.stop()
+    assert code == 0, second.tail()
+    assert not applied(intent), "killed before the deferred status was written"
+    assert texts.changes == 1, texts.values
+    assert rolls.changes == 1, rolls.values
+    assert final["test"]["id"] == intent["test"]["id"]
+    assert final["original"] == intent["original"]
+    assert final["original"]["feedbackEnabled"] is False
+    assert applied(final)
+    assert final["delivery"]["verifiedAt"]
