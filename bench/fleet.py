@@ -4,8 +4,10 @@ Backend ``i`` serves on its own 127.0.0.1 port and belongs to ConfigMap ``canopy
 ``canopy-backend-<i>`` in one namespace. A single Deployment watch plays the kubelet for all of them (one
 poller per Deployment as in ``canopy_devkit.kubelet.FakeKubelet`` would cost N reads every 0.2 s): when a pod
 template changes, that backend restarts with the ConfigMap's current values (stores wiped, ids from 1) and
-the Deployment's status reports the rollout complete, as the deployment controller would (envtest runs none).
-Every request a backend answers is counted by path, across restarts.
+the Deployment's status reports the rollout of the generation the watch event showed complete, as the deployment
+controller would from its informer (envtest runs none). The harness shares the machine with the subject it
+measures, so it reads JSON, never the client's model classes, in the burst: one ConfigMap read per rollout and
+one status write. Every request a backend answers is counted by path, across restarts.
 """
 
 from __future__ import annotations

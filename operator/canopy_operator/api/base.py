@@ -15,6 +15,8 @@ PLURAL = "promptexperiments"
 SINGULAR = "promptexperiment"
 SHORT_NAMES = ("pexp",)
 API_VERSION = f"{GROUP}/{VERSION}"
+FINALIZER = f"{GROUP}/finalizer"
+"""The finalizer Kopf keeps on every experiment (its delete handler restores the config)."""
 
 #: A Go-style duration such as ``30s``, ``5m`` or ``1h30m`` (what ``metav1.Duration`` accepts, minus ``us``/``ns``).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

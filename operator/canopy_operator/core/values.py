@@ -311,6 +311,21 @@ class ValuesReader:
         self.size = size
         self.limits = limits
         self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
+        self.written: dict[tuple[ValuesLayout, bytes], ManagedKeys] = {}
+        """Texts the editor made, and the keys they were made for (:meth:`note_written`)."""
+
+    def note_written(self, text: str, keys: ManagedKeys, /, *, layout: ValuesLayout = GEN1) -> None:
+        """``text`` is what :func:`edit_values` returned for ``keys``: it reads as ``keys`` (the editor checked
+        that on its own parse of it) and the chart's schema facts hold. So reading it again needs no parse, and
+        editing it for ``keys`` again gives it back unchanged (the edit is idempotent): a start's later passes
+        neither parse nor edit the text it wrote (issue #20)."""
+        key = _text_key(text, layout)
+        _bounded_put(self.seen, key, keys, self.size)
+        _bounded_put(self.written, key, keys, self.size)
+
+    def written_for(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
+        """The keys the editor made ``text`` for (:meth:`note_written`), or None: not a text it made."""
+        return self.written.get(_text_key(text, layout))
 
     def remembered(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
         """What reading ``text`` gave before, without parsing (``ValuesEditError`` again for a text it refused),
@@ -329,15 +344,21 @@ class ValuesReader:
                 keys = read_managed(text, layout=layout, limits=self.limits)
             except ValuesEditError as exc:
                 keys = str(exc)
-            while len(self.seen) >= self.size:
-                try:
-                    self.seen.pop(next(iter(self.seen)), None)
-                except (StopIteration, RuntimeError):  # another thread changed it meanwhile
-                    break
-            self.seen[key] = keys
+            _bounded_put(self.seen, key, keys, self.size)
         if isinstance(keys, str):
             raise ValuesEditError(keys)
         return keys
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """``cache[key] = value``, the oldest entries dropped first to stay within ``size`` (thread-safe enough: at
+    worst another thread's concurrent change ends the eviction early)."""
+    while len(cache) >= size:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):  # another thread changed it meanwhile
+            break
+    cache[key] = value
 
 
 def _text_key(text: str, layout: ValuesLayout) -> tuple[ValuesLayout, bytes]:

@@ -164,7 +164,7 @@ class ConfigMapDelivery:
         for _attempt in range(CONFLICT_RETRIES):
             view = await self._view()
             text = view.data[self.key]
-            new_text = await self._off_loop("editing the values", partial(_edit, text, desired, self.layout))
+            new_text = await self._edited(text, desired)
             changed = new_text != text
             if changed:
                 try:
@@ -178,6 +178,20 @@ class ConfigMapDelivery:
         raise DeliveryError(
             f"ConfigMap {self.namespace}/{self.configmap} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
         )
+
+    async def _edited(self, text: str, desired: ManagedKeys) -> str:
+        """``edit_values(text, desired)``: in a worker thread, unless ``text`` is one the editor made for
+        ``desired`` (then it is the answer, unparsed: the edit is idempotent). What the editor makes is noted
+        with the reader, so the next read of it is not parsed either."""
+        reader = self.read_keys if isinstance(self.read_keys, ValuesReader) else None
+        if reader is not None and reader.limits != self.limits:
+            reader = None  # what it would refuse under its own bounds is not vouched for under these
+        if reader is not None and reader.written_for(text, layout=self.layout) == desired:
+            return text
+        new_text = await self._off_loop("editing the values", partial(_edit, text, desired, self.layout))
+        if reader is not None:
+            reader.note_written(new_text, desired, layout=self.layout)
+        return new_text
 
     async def rollout_pending(self) -> str | None:
         """What the Deployment's rollout still waits for; None once every replica runs the written config."""

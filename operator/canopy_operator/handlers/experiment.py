@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.api.base import FINALIZER, GROUP, PLURAL, VERSION
 from canopy_operator.core.redact import Redactor
 from canopy_operator.core.status import (
     MAX_BACKOFF_SECONDS,
@@ -89,7 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """Kopf's storage under our prefix; the services into ``memo`` (metrics and redactor from ``run``)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
