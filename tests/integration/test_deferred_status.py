@@ -5,8 +5,10 @@ A real API server and the operator as a process; the kubelet holds each rollout 
 
 - Rollout within the bound: the statuses the API server stores on the way to Running are exactly the intent
   (Progressing, nothing applied yet) and then Running, applied and verified. Nothing in between.
-- Rollout held past the bound (``DEFER_WHILE_ROLLING_SECONDS``): the applied delivery shows in status while the
-  experiment is still Progressing, within a poll of the bound.
+- Rollout held: the applied delivery shows in status while the experiment is still Progressing, written by the
+  next pass (the safety-net poll, ``ROLLOUT_POLL_SECONDS``), not before and not much after.
+- The spec edited back while the status waits (a new challenger, then the old one again, ``onDrift: Stop``): the
+  experiment goes on to Running with the spec's challenger; the operator's own write is never taken for drift.
 - The operator killed while the status waits in memory: the next one adopts the written config (one config
   write, one roll) and keeps the intent's test and original config; it reaches Running.
 """
@@ -25,21 +27,24 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client import ApiClient
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
-from canopy_operator.core.status import DEFER_WHILE_ROLLING_SECONDS
+from canopy_operator.core.status import ROLLOUT_POLL_SECONDS
 from tests.support.faults import (
+    CHALLENGER,
     KEY,
     SturdyKubelet,
     WriteLog,
+    backend_scene,
     create_experiment,
     experiment,
     phase_is,
     status_of,
 )
 from tests.support.kopf_runner import wait_for
-from tests.support.kubelet import RENDERED_VALUES, deployment_manifest
 from tests.support.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+OTHER = "Summarize it for a ten-year-old:\n"
 
 
 class HeldKubelet(SturdyKubelet):
@@ -60,17 +65,12 @@ class HeldKubelet(SturdyKubelet):
 
 @contextlib.asynccontextmanager
 async def held_scene(api: ApiClient, namespace: str, workdir: Path) -> AsyncIterator[HeldKubelet]:
-    core = client.CoreV1Api(api)
-    body: dict[str, Any] = {"metadata": {"name": "canopy-config"}, "data": {KEY: RENDERED_VALUES}}
-    await core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
-    await client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment_manifest())  # type: ignore[arg-type]  # a dict body is accepted
-    kubelet = HeldKubelet(api, namespace, workdir)
-    await kubelet.start()
-    try:
-        yield kubelet
-    finally:
-        kubelet.release.set()
-        await kubelet.stop()
+    async with backend_scene(api, namespace, workdir, HeldKubelet) as kubelet:
+        assert isinstance(kubelet, HeldKubelet)
+        try:
+            yield kubelet
+        finally:
+            kubelet.release.set()
 
 
 class StatusLog:
@@ -122,7 +122,7 @@ async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
         proc.start()
         try:
             await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
-            await asyncio.sleep(2.0)  # the start's pass (and the re-check right after it) are over
+            await asyncio.sleep(2.0)  # the start's pass is over; the next comes when the rollout finishes
             waiting = await status_of(admin_api, namespace)
             kubelet.release.set()
             await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
@@ -153,7 +153,7 @@ async def test_a_rollout_held_past_the_bound_shows_the_applied_delivery(
             async def shown() -> bool:
                 return applied(await status_of(admin_api, namespace))
 
-            await wait_for(shown, timeout=DEFER_WHILE_ROLLING_SECONDS + 15, what="the applied delivery in status")
+            await wait_for(shown, timeout=ROLLOUT_POLL_SECONDS + 15, what="the applied delivery in status")
             after = time.monotonic() - written
             status = await status_of(admin_api, namespace)
             kubelet.release.set()
@@ -162,7 +162,8 @@ async def test_a_rollout_held_past_the_bound_shows_the_applied_delivery(
             code = proc.stop()
     assert code == 0, proc.tail()
     assert status["phase"] == "Progressing", status
-    assert after >= DEFER_WHILE_ROLLING_SECONDS - 1.0, f"shown after {after:.1f}s: the status was not deferred"
+    assert after >= ROLLOUT_POLL_SECONDS - 1.5, f"shown after {after:.1f}s: the status was not deferred"
+    assert after <= ROLLOUT_POLL_SECONDS * 1.05 + 3.0, f"shown after {after:.1f}s: deferred past the next pass"
 
 
 async def test_killed_while_the_status_waits_the_next_operator_adopts_the_write(
@@ -202,3 +203,63 @@ async def test_killed_while_the_status_waits_the_next_operator_adopts_the_write(
     assert final["original"]["feedbackEnabled"] is False
     assert applied(final)
     assert final["delivery"]["verifiedAt"]
+
+
+async def test_a_spec_edited_back_while_the_status_waits_is_not_taken_for_drift(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    """Running with challenger X; the spec changes to Y (a new test: intent, Y written, the rest waiting while the
+    rollout is held), then back to X. The pass after the edit starts from the waiting status, which says Y was
+    written; from the intent alone (the previous, verified X) it would take Y for drift, and with onDrift Stop
+    the experiment would stay Degraded."""
+    async with held_scene(admin_api, namespace, tmp_path) as kubelet:
+        kubelet.release.set()
+        body = experiment(kubelet.url, delivery={"verifyTimeout": "60s", "onDrift": "Stop"})
+        await create_experiment(admin_api, namespace, body)
+        proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
+        proc.start()
+        custom = client.CustomObjectsApi(admin_api)
+
+        async def challenger(prompt: str) -> None:
+            patch = {"spec": {"challenger": {"prompt": prompt}}}
+            await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # a documented **kwargs option
+                GROUP, VERSION, namespace, PLURAL, "exp", patch, _content_type="application/merge-patch+json"
+            )
+
+        async def written(prompt: str) -> bool:
+            cm = await client.CoreV1Api(admin_api).read_namespaced_config_map("canopy-config", namespace)
+            return prompt.strip() in (cm.data or {}).get(KEY, "")
+
+        try:
+            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=90, what="phase Running")
+            first = (await status_of(admin_api, namespace))["test"]["id"]
+            kubelet.release.clear()
+            await challenger(OTHER)
+            await wait_for(lambda: written(OTHER), timeout=60, what="the new challenger written")
+            waiting = await status_of(admin_api, namespace)
+            await challenger(CHALLENGER)
+            await asyncio.sleep(3.0)  # the pass the edit wakes runs while the rollout is still held
+            during = await status_of(admin_api, namespace)
+            kubelet.release.set()
+
+            last: list[dict[str, Any]] = [{}]
+
+            async def running_again() -> bool:
+                last[0] = await status_of(admin_api, namespace)
+                return bool(last[0].get("phase") == "Running" and last[0]["test"]["id"] != waiting["test"]["id"])
+
+            try:
+                await wait_for(running_again, timeout=90, what="Running with the spec's challenger")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; status: {last[0]}; log: {proc.tail(30)}") from None
+            final = await status_of(admin_api, namespace)
+        finally:
+            code = proc.stop()
+    assert code == 0, proc.tail()
+    assert waiting["phase"] == "Progressing", waiting  # the new test's intent; its delivery waited in memory
+    assert waiting["test"]["id"] != first
+    assert during.get("phase") != "Degraded", during.get("conditions")
+    assert final["phase"] == "Running"
+    drift = {c["type"]: c for c in final["conditions"]}["ConfigDrift"]
+    assert drift["status"] == "False", drift
+    assert await written(CHALLENGER)

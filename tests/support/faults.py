@@ -36,13 +36,16 @@ KEY = "canopy-config.yaml"
 
 
 @contextlib.asynccontextmanager
-async def backend_scene(api: ApiClient, namespace: str, workdir: Path) -> AsyncIterator[SturdyKubelet]:
-    """The chart's ConfigMap and Deployment, and a kubelet that runs (and restarts) the simulator."""
+async def backend_scene(
+    api: ApiClient, namespace: str, workdir: Path, kubelet_class: type[SturdyKubelet] | None = None
+) -> AsyncIterator[SturdyKubelet]:
+    """The chart's ConfigMap and Deployment, and a kubelet that runs (and restarts) the simulator
+    (``kubelet_class``: a :class:`SturdyKubelet` that does it its own way)."""
     core = client.CoreV1Api(api)
     body: dict[str, Any] = {"metadata": {"name": "canopy-config"}, "data": {KEY: RENDERED_VALUES}}
     await core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
     await client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment_manifest())  # type: ignore[arg-type]  # a dict body is accepted
-    kubelet = SturdyKubelet(api, namespace, workdir)
+    kubelet = (kubelet_class or SturdyKubelet)(api, namespace, workdir)
     await kubelet.start()
     try:
         yield kubelet

@@ -26,7 +26,7 @@ CONFIGMAP = {"metadata": {"name": "canopy-config", "resourceVersion": "7"}, "dat
 class Server:
     """Answers the first ``refuse`` requests with ``status`` (and ``Retry-After``), then the ConfigMap."""
 
-    def __init__(self, refuse: int, status: int = 429, after: str | None = "0") -> None:
+    def __init__(self, refuse: int, status: int = 429, after: str | None = "0.01") -> None:
         self.refuse = refuse
         self.status = status
         self.after = after
@@ -77,7 +77,7 @@ async def test_a_429_is_sent_again_after_the_pause_it_asks_for(serve: object) ->
 
 
 async def test_a_server_that_keeps_refusing_fails_the_call_after_the_bounded_retries(serve: object) -> None:
-    server = Server(refuse=100, after="0")
+    server = Server(refuse=100, after="0.01")
     gateway = await serve(server)  # type: ignore[operator]
     with pytest.raises(Unavailable, match=r"^get ConfigMap ns/canopy-config: 429 "):
         await gateway.get_configmap("ns", "canopy-config")

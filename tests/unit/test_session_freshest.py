@@ -60,3 +60,25 @@ def test_the_remembered_versions_are_bounded() -> None:
     for i in range(MAX_SUPERSEDED + 1):
         s.note_write([str(i)], obj(str(i + 1), "Progressing"))
     assert len(s._superseded) <= MAX_SUPERSEDED
+
+
+def test_a_deferred_status_stands_while_the_stored_status_does_and_is_taken_once() -> None:
+    """The status a pass kept after its config write (core/status.defer_write) is taken by the next pass while the
+    object stores the status it was kept after: a label or a spec edit leave it standing (the edit is planned
+    from it), another status or a deletion do not; taken or not, it is gone afterwards."""
+    s = session()
+    stored = {"phase": "Progressing"}
+    kept = {"phase": "Progressing", "delivery": {"appliedHash": "h"}}
+    spec_edited = {**obj("7", "Progressing", generation=2), "metadata": {"resourceVersion": "7", "generation": 2}}
+    for body, stands in [
+        (obj("6", "Progressing"), True),
+        (spec_edited, True),
+        (obj("7", "Running"), False),  # someone else wrote the status
+        ({**obj("6", "Progressing"), "metadata": {"resourceVersion": "6", "deletionTimestamp": "now"}}, False),
+    ]:
+        s.defer(kept, stored)
+        taken = s.take_deferred(body)
+        assert (taken is not None) is stands, body
+        if taken is not None:
+            assert taken.status == kept
+        assert s.take_deferred(body) is None  # taken once

@@ -89,6 +89,22 @@ def test_the_gen2_layout_writes_the_same_text_both_ways(text: str, desired: Mana
     assert outcome(batched, text, desired) == outcome(sequential, text, desired)
 
 
+@pytest.mark.parametrize(
+    ("text", "desired"),
+    [
+        # feedback's block gives the step (2); removing it leaves summarize's (4) for the section inserted
+        ("feedback:\n  enabled: true\nsummarize:\n    prompt: x\n", ManagedKeys("x", None, None, True)),
+        (
+            "summarize:\n    prompt: x\n    prompt_b: y\nab_testing:\n  enabled: true\n",
+            ManagedKeys("x", None, True, None),
+        ),
+    ],
+    ids=["removed-feedback-then-ab", "removed-challenger-and-ab"],
+)
+def test_removals_are_edited_one_at_a_time(text: str, desired: ManagedKeys) -> None:
+    assert outcome(values.apply_managed, text, desired) == outcome(one_at_a_time, text, desired)
+
+
 def test_a_start_parses_the_original_and_the_result_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The chart's values as a start edits them: three sections (prompt_b, feedback, ab_testing), two parses."""
     seen: list[int] = []

@@ -52,10 +52,22 @@ def test_an_unchanged_text_is_parsed_once(parses: list[int]) -> None:
 def test_sections_whose_edits_do_not_meet_are_edited_on_one_parse(parses: list[int]) -> None:
     current = read_managed(REALISTIC)
     parses.clear()
-    desired = ManagedKeys(current.prompt, None, True, False)  # prompt_b removed, ab_testing off: two sections
+    desired = ManagedKeys(current.prompt, "Summarize in one line.", True, True)  # a start: three sections set
     out = edit_values(REALISTIC, desired)
     whole = [n for n in parses if n > 200]  # whole texts, not the editor's checks of one new scalar
     assert whole == [len(REALISTIC), len(out)]  # the original and the result (test_values_batched.py)
+    assert read_managed(out) == desired
+
+
+def test_a_removal_is_edited_one_section_at_a_time(parses: list[int]) -> None:
+    current = read_managed(REALISTIC)
+    parses.clear()
+    desired = ManagedKeys(current.prompt, None, True, False)  # prompt_b removed, ab_testing off: two sections
+    out = edit_values(REALISTIC, desired)
+    whole = [n for n in parses if n > 200]
+    assert whole[0] == len(REALISTIC)
+    assert whole[-1] == len(out)
+    assert len(whole) == 3  # the original, the text after the first section's edit, the result
     assert read_managed(out) == desired
 
 

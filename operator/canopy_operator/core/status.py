@@ -22,17 +22,16 @@ from canopy_operator.core.conditions import set_condition
 PROGRESS_POLL_SECONDS = 2.0
 """How often a pass runs while a change is in flight (Progressing, Promoting), at most."""
 ROLLOUT_POLL_SECONDS = 10.0
-"""The next pass while the Deployment still rolls out. Every change the watch sees of that Deployment wakes
-the daemon at once (``Report.rolling``), so this is only the safety net; polling every 2 s instead made 500
+"""The next pass while the Deployment still rolls out. The watch wakes the daemon at once when it sees that
+rollout finished (``Report.rolling``), so this is only the safety net; polling every 2 s instead made 500
 experiments rolling out at once run 250 passes a second that could only find the rollout pending (#20)."""
 ROLLOUT_RECHECK_SECONDS = 0.25
-"""The next pass after one that found its own fresh write not rolled out yet: the Deployment controller
-usually reports the new generation within a few hundred milliseconds, so the first look comes that soon."""
+"""The next pass after one that found its own fresh write not rolled out yet, for a daemon without the
+Deployment watch (the handler waits for the watch instead when it has one): the Deployment controller usually
+reports the new generation within a few hundred milliseconds, so the first look comes that soon."""
 FRESH_WRITE_SECONDS = 0.5
-"""How long after a write a pending rollout counts as fresh (one quick re-check, not a busy loop)."""
-DEFER_WHILE_ROLLING_SECONDS = 10.0
-"""How long the status a pass computed while its own config write rolls out may wait in memory for the pass
-that finds the rollout done (:func:`defer_write`)."""
+"""How long after a write a pending rollout counts as fresh (one quick re-check, not a busy loop; without the
+Deployment watch only, see ``ROLLOUT_RECHECK_SECONDS``)."""
 INVALID_SPEC_POLL_SECONDS = 300.0
 """How often an invalid spec is looked at again (a spec change wakes the pass at once anyway)."""
 MAX_BACKOFF_SECONDS = 300.0
@@ -277,19 +276,14 @@ def dump(status: PromptExperimentStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def defer_write(*, rolling: bool, failed: bool, queued: bool, wrote_intent: bool, deferred_for: float | None) -> bool:
+def defer_write(*, rolling: bool, failed: bool, queued: bool, wrote_intent: bool) -> bool:
     """Whether a pass may keep its status in memory instead of writing it (issue #20).
 
-    Only what a config write adds while the Deployment still rolls out: the intent this very pass wrote (or a
-    pass less than :data:`DEFER_WHILE_ROLLING_SECONDS` ago) already says Progressing, and holds the original
-    config, the test and the counts. What waits is the bookkeeping of the write (revision, hashes, when it was
-    applied), which the pass after a crash derives again from the source (the ``adopt`` plan), so losing it
-    loses nothing; the verify timeout then counts from that pass. Never a failed pass (its condition must show),
-    never one that queued a notification (the outbox is durable before anything is sent), never past the bound
-    (a slow rollout shows its details in status). ``deferred_for``: seconds since an earlier pass deferred the
-    status this one started from (None: none did)."""
-    if not rolling or failed or queued:
-        return False
-    if deferred_for is not None:
-        return deferred_for < DEFER_WHILE_ROLLING_SECONDS
-    return wrote_intent
+    Only the pass that wrote its intent and then the config, and found the Deployment still rolling out: the
+    intent already says Progressing and holds the original config, the test and the counts. What waits is the
+    bookkeeping of the write (revision, hashes, when it was applied); the next pass starts from it and writes it,
+    whatever it finds (the rollout done, or still running at the safety-net poll, ``ROLLOUT_POLL_SECONDS``), so
+    it waits one pass at most. Lost (the operator stopped), the next pass derives it again from the source (the
+    ``adopt`` plan), and the verify timeout counts from that pass. Never a failed pass (its condition must show),
+    never one that queued a notification (the outbox is durable before anything is sent)."""
+    return wrote_intent and rolling and not failed and not queued

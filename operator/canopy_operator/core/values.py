@@ -311,8 +311,9 @@ class ValuesReader:
         self.size = size
         self.limits = limits
         self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
-        self.written: dict[tuple[ValuesLayout, bytes], ManagedKeys] = {}
-        """Texts the editor made, and the keys they were made for (:meth:`note_written`)."""
+        self.written: set[tuple[ValuesLayout, bytes]] = set()
+        """Which of the texts in ``seen`` the editor made (:meth:`note_written`): digests only, within the same
+        bound, so the cache holds no more than it did."""
 
     def note_written(self, text: str, keys: ManagedKeys, /, *, layout: ValuesLayout = GEN1) -> None:
         """``text`` is what :func:`edit_values` returned for ``keys``: it reads as ``keys`` (the editor checked
@@ -321,11 +322,19 @@ class ValuesReader:
         neither parse nor edit the text it wrote (issue #20)."""
         key = _text_key(text, layout)
         _bounded_put(self.seen, key, keys, self.size)
-        _bounded_put(self.written, key, keys, self.size)
+        while len(self.written) >= self.size:
+            try:
+                self.written.pop()
+            except KeyError:  # another thread emptied it meanwhile
+                break
+        self.written.add(key)
 
     def written_for(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
-        """The keys the editor made ``text`` for (:meth:`note_written`), or None: not a text it made."""
-        return self.written.get(_text_key(text, layout))
+        """The keys the editor made ``text`` for (:meth:`note_written`), or None: not a text it made (or one the
+        cache has let go of)."""
+        key = _text_key(text, layout)
+        keys = self.seen.get(key)
+        return keys if key in self.written and isinstance(keys, ManagedKeys) else None
 
     def remembered(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
         """What reading ``text`` gave before, without parsing (``ValuesEditError`` again for a text it refused),
@@ -424,11 +433,14 @@ def _batched(
     text as :func:`_one_section_at_a_time` when the keys live in different sections and their edits neither
     overlap nor touch, for one parse instead of one per section (a start changes three: ``prompt_b``,
     ``feedback`` and ``ab_testing``, issue #20). None (edit one section at a time) otherwise, and whenever the
-    result does not read back as ``desired`` or the batch meets anything the editor refuses."""
+    result does not read back as ``desired`` or the batch meets anything the editor refuses, and for a removal (the
+    text after it may read a different indentation step)."""
     names = [name for name in layout.edit_order if getattr(current, name) != getattr(desired, name)]
     sections = [layout.path(name)[0] for name in names]
     if len(names) < 2 or before.root is None or len(set(sections)) != len(sections):
         return None
+    if any(getattr(desired, name) is None for name in names):
+        return None  # a removal can take away the block the indentation step is read from: one at a time
     lay = Layout(text)
     edits: list[Edit] = []
     try:

@@ -235,7 +235,7 @@ async def _loop(
 ) -> None:
     wake_event = memo.setdefault("wake", Wake())
     rollout = Wake()
-    """Set by any change the watch sees of the Deployment this daemon listens to (``listening``)."""
+    """Set when the watch sees the Deployment this daemon listens to (``listening``) with its rollout finished."""
     listening: str | None = None
     failures = 0
     loop = asyncio.get_running_loop()

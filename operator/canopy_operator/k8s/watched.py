@@ -112,7 +112,7 @@ class WatchedReads:
         version = await self.gateway.write_configmap_key(view, key, text)  # a Conflict keeps nothing
         self._replaced = view.resource_version
         # The write had ``view``'s resourceVersion as precondition, so the object it made is ``view`` with the
-        # key set, at ``version``: kept as read, served once the watch shows that version (not before).
+        # key set, at ``version``: kept as read, served while the watch shows that version or the one it replaced.
         self._configmap = replace(view, data={**view.data, key: text}, resource_version=version)
         return version
 

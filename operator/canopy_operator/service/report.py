@@ -24,7 +24,7 @@ class Report:
     decision: str | None = None
     rolling: str | None = None
     """The Deployment (of the experiment's namespace) whose rollout the pass found unfinished: the daemon
-    listens to it from then on, a change the watch sees wakes it, so the next poll can wait longer
+    listens to it, the watch wakes it when it sees the rollout finished, so the next poll can wait longer
     (``ROLLOUT_POLL_SECONDS``, a safety net)."""
     raw_status: dict[str, Any] | None = field(default=None)
     """Written instead of ``status`` when the stored status is unreadable (only phase and conditions change)."""

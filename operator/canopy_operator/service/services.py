@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -178,7 +177,8 @@ class Services:
         return session
 
     def listen(self, namespace: str, deployment: str, wake: Wake) -> None:
-        """From now on, any change the watch sees of ``namespace/deployment`` sets ``wake``."""
+        """From now on, a change the watch sees of ``namespace/deployment`` that leaves its rollout finished sets
+        ``wake`` (:meth:`deployment_changed`, called by the index handler)."""
         self.rollout_waiters.setdefault((namespace, deployment), set()).add(wake)
 
     def stop_listening(self, namespace: str, deployment: str, wake: Wake) -> None:
@@ -189,7 +189,7 @@ class Services:
                 del self.rollout_waiters[(namespace, deployment)]
 
     def deployment_changed(self, namespace: str, deployment: str) -> None:
-        """The watch saw ``namespace/deployment`` change: wake the daemons waiting for its rollout."""
+        """The watch saw ``namespace/deployment`` with its rollout finished: wake the daemons waiting for it."""
         for wake in self.rollout_waiters.get((namespace, deployment), ()):
             wake.set()
 
@@ -214,7 +214,9 @@ class Services:
         session: ExperimentSession | None = None,
         latest: Callable[[], Mapping[str, Any]] | None = None,
     ) -> Report:
-        """One pass; the status is written only when it changed, with a resourceVersion precondition.
+        """One pass; the status is written only when it changed, with a resourceVersion precondition, and after a
+        config write whose rollout is still running, by the next pass (:func:`canopy_operator.core.status.
+        defer_write`).
 
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
         (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
@@ -303,17 +305,19 @@ class Services:
                     failed=report.failed,
                     queued=report.status is not computed and report.status != computed,
                     wrote_intent=rv["value"] != meta.get("resourceVersion"),
-                    deferred_for=None if deferred is None else time.monotonic() - deferred.since,
                 )
-                if wait:  # written by the pass that finds the rollout done (or the next one past the bound)
-                    since = None if deferred is None else deferred.since
-                    kept.defer(dump(report.status), old, meta.get("generation"), since)
+                if wait:  # written by the next pass: the one the finished rollout wakes, or the safety-net poll
+                    kept.defer(dump(report.status), old)
                 elif not unchanged:  # an idle pass changes nothing: no dump of the whole status to find that out
                     await write(dump(report.status))
                 watch.report(report)
                 fresh = rv["value"] != meta.get("resourceVersion")
                 report = await self._notify(namespace, name, body, target, old, rv["value"], report, fresh=fresh)
             failed = report.failed
+        except Conflict:
+            if deferred is not None and session is not None:
+                session.defer(deferred.status, deferred.stored)  # the redo starts from it while it still stands
+            raise
         finally:
             watch.close()
             if own_session:

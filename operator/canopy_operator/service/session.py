@@ -30,7 +30,6 @@ Nothing here outlives the process or holds what must survive a restart (that liv
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,23 +48,21 @@ MAX_SUPERSEDED = 64
 
 @dataclass(frozen=True)
 class Deferred:
-    """A status a pass computed and did not write, and the object it stands on."""
+    """A status a pass computed and did not write, and the stored status it stands on."""
 
     status: dict[str, Any]
     """What the pass would have written."""
     stored: dict[str, Any]
     """The status as stored when it was deferred (what the pass wrote before: its intent)."""
-    generation: Any
-    since: float
-    """``time.monotonic()`` of the first pass that deferred it."""
 
     def stands_on(self, body: Mapping[str, Any]) -> bool:
-        """Whether ``body`` is still the object it was computed on: same spec generation, not being deleted,
-        the status as stored then. A metadata-only write (a label, Kopf's own patches) moves nothing of that."""
+        """Whether ``body`` still stores the status it was computed after, and is not being deleted. A spec edit
+        does not undo it: it says what the config source holds (what the pass wrote), which the edit does not
+        change, and the next pass plans the edit from it as from any written status. Dropped instead, the next
+        pass would start from the intent, whose delivery still shows the previous, verified config, and could
+        take the pass's own write for drift."""
         meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp") or meta.get("generation") != self.generation:
-            return False
-        return (body.get("status") or {}) == self.stored
+        return not meta.get("deletionTimestamp") and (body.get("status") or {}) == self.stored
 
 
 OpenSource = Callable[[PromptExperimentSpec], CanopySource]
@@ -94,16 +91,16 @@ class ExperimentSession:
         self._superseded: set[str] = set()
         self._deferred: Deferred | None = None
 
-    def defer(self, status: dict[str, Any], stored: Mapping[str, Any], generation: Any, since: float | None) -> None:
-        """Keep ``status`` for the next pass instead of writing it (``since``: when an earlier pass first
-        deferred the status this one started from; None: now)."""
-        started = time.monotonic() if since is None else since
-        self._deferred = Deferred(status, dict(stored), generation, started)
+    def defer(self, status: dict[str, Any], stored: Mapping[str, Any]) -> None:
+        """Keep ``status`` for the next pass instead of writing it (``stored``: the status as stored now). Also
+        how a pass whose write was refused (a conflict) hands back the one it took: the pass is redone, and
+        :meth:`take_deferred` checks again that it still stands."""
+        self._deferred = Deferred(status, dict(stored))
 
     def take_deferred(self, body: Mapping[str, Any]) -> Deferred | None:
-        """The deferred status, if ``body`` is still the object it was computed on; it is forgotten either way
-        (a pass that does not defer it again writes it). Otherwise the pass starts from the stored status, as
-        after a crash."""
+        """The deferred status, if ``body`` still stands where it was computed (:meth:`Deferred.stands_on`); it
+        is forgotten either way (the pass that takes it writes it). Otherwise the pass starts from the stored
+        status, as after a crash."""
         deferred, self._deferred = self._deferred, None
         return deferred if deferred is not None and deferred.stands_on(body) else None
 
