@@ -113,22 +113,35 @@ async def configmap_written(api: ApiClient, namespace: str) -> bool:
     return "prompt_b" in (cm.data or {}).get(KEY, "")
 
 
+@contextlib.asynccontextmanager
+async def config_written(
+    api: ApiClient, namespace: str, kubelet: HeldKubelet, kubeconfig: Path, workdir: Path
+) -> AsyncIterator[OperatorProcess]:
+    """The experiment created and the operator started, once the operator has written the start's config; the
+    operator is stopped (SIGTERM) on the way out: its exit status is ``returncode()``."""
+    await create_experiment(api, namespace, experiment(kubelet.url))
+    proc = OperatorProcess(kubeconfig, namespace, workdir / "operator")
+    proc.start()
+    try:
+        await wait_for(lambda: configmap_written(api, namespace), timeout=90, what="the config written")
+        yield proc
+    finally:
+        proc.stop()
+
+
 async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
     admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
-    async with held_scene(admin_api, namespace, tmp_path) as kubelet, StatusLog(admin_api, namespace) as log:
-        await create_experiment(admin_api, namespace, experiment(kubelet.url))
-        proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
-        proc.start()
-        try:
-            await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
-            await asyncio.sleep(2.0)  # the start's pass is over; the next comes when the rollout finishes
-            waiting = await status_of(admin_api, namespace)
-            kubelet.release.set()
-            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
-        finally:
-            code = proc.stop()
-    assert code == 0, proc.tail()
+    async with (
+        held_scene(admin_api, namespace, tmp_path) as kubelet,
+        StatusLog(admin_api, namespace) as log,
+        config_written(admin_api, namespace, kubelet, operator_kubeconfig, tmp_path) as proc,
+    ):
+        await asyncio.sleep(2.0)  # the start's pass is over; the next comes when the rollout finishes
+        waiting = await status_of(admin_api, namespace)
+        kubelet.release.set()
+        await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
+    assert proc.returncode() == 0, proc.tail()
     assert kubelet.held == 1
     assert waiting["phase"] == "Progressing", waiting
     assert not applied(waiting), waiting
@@ -142,25 +155,20 @@ async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
 async def test_a_rollout_held_past_the_bound_shows_the_applied_delivery(
     admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
-    async with held_scene(admin_api, namespace, tmp_path) as kubelet:
-        await create_experiment(admin_api, namespace, experiment(kubelet.url))
-        proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
-        proc.start()
-        try:
-            await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
-            written = time.monotonic()
+    async def shown() -> bool:
+        return applied(await status_of(admin_api, namespace))
 
-            async def shown() -> bool:
-                return applied(await status_of(admin_api, namespace))
-
-            await wait_for(shown, timeout=ROLLOUT_POLL_SECONDS + 15, what="the applied delivery in status")
-            after = time.monotonic() - written
-            status = await status_of(admin_api, namespace)
-            kubelet.release.set()
-            await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
-        finally:
-            code = proc.stop()
-    assert code == 0, proc.tail()
+    async with (
+        held_scene(admin_api, namespace, tmp_path) as kubelet,
+        config_written(admin_api, namespace, kubelet, operator_kubeconfig, tmp_path) as proc,
+    ):
+        written = time.monotonic()
+        await wait_for(shown, timeout=ROLLOUT_POLL_SECONDS + 15, what="the applied delivery in status")
+        after = time.monotonic() - written
+        status = await status_of(admin_api, namespace)
+        kubelet.release.set()
+        await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
+    assert proc.returncode() == 0, proc.tail()
     assert status["phase"] == "Progressing", status
     assert after >= ROLLOUT_POLL_SECONDS - 1.5, f"shown after {after:.1f}s: the status was not deferred"
     assert after <= ROLLOUT_POLL_SECONDS * 1.05 + 3.0, f"shown after {after:.1f}s: deferred past the next pass"

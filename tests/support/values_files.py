@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from canopy_operator.delivery.configmap import ConfigMapDelivery
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
+from canopy_operator.yamlsplice import bounded
 
 ROOT = Path(__file__).resolve().parents[2]
 HELMYAML_SCRIPT = ROOT / "hack" / "helmyaml.sh"
@@ -75,6 +78,20 @@ BEFORE_EXPERIMENT = (
     .replace("feedback:\n  enabled: true   #", "feedback:\n  enabled: false  #")
     .replace("ab_testing:\n  enabled: true", "ab_testing:\n  enabled: false")
 )
+
+
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the length of every text PyYAML's scanner and parser read is appended to the list returned
+    (every bounded parse makes one loader)."""
+    seen: list[int] = []
+
+    class Counting(bounded._BoundedLoader):
+        def __init__(self, text: str, limits: bounded.Limits) -> None:
+            seen.append(len(text))
+            super().__init__(text, limits)
+
+    monkeypatch.setattr(bounded, "_BoundedLoader", Counting)
+    return seen
 
 
 def changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from canopy_operator.core import values
 from canopy_operator.core.values import GEN1, GEN2, LIMITS, ManagedKeys, ValuesEditError, read_managed
-from canopy_operator.yamlsplice import bounded
 from tests.support.kubelet import RENDERED_VALUES
+from tests.support.values_files import count_parses
 from tests.unit.test_security_yaml_property import FILES, flags, prompts
 from tests.unit.test_values_gen2 import BARE, CONFIG, PROMOTED, START
 
@@ -107,15 +107,8 @@ def test_removals_are_edited_one_at_a_time(text: str, desired: ManagedKeys) -> N
 
 def test_a_start_parses_the_original_and_the_result_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The chart's values as a start edits them: three sections (prompt_b, feedback, ab_testing), two parses."""
-    seen: list[int] = []
-
-    class Counting(bounded._BoundedLoader):
-        def __init__(self, text: str, limits: bounded.Limits) -> None:
-            seen.append(len(text))
-            super().__init__(text, limits)
-
     current = read_managed(RENDERED_VALUES)
-    monkeypatch.setattr(bounded, "_BoundedLoader", Counting)
+    seen = count_parses(monkeypatch)
     out = values.edit_values(RENDERED_VALUES, ManagedKeys(current.prompt, CHALLENGER, True, True))
     whole = [n for n in seen if n > 200]  # whole texts, not the editor's checks of one new scalar
     assert whole == [len(RENDERED_VALUES), len(out)]

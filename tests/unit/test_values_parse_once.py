@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from canopy_operator.core.values import GEN2, ManagedKeys, ValuesEditError, edit_values, read_managed
-from canopy_operator.yamlsplice import bounded
 from canopy_operator.yamlsplice.bounded import YamlSyntaxError, events, load_events, safe_load
-from tests.support.values_files import REALISTIC
+from tests.support.values_files import REALISTIC, count_parses
 from tests.unit.test_values_gen2 import CONFIG, START
 
 CHAMPION = "Summarize the following text in a clear and detailed manner:\n"
@@ -24,15 +23,7 @@ CHALLENGER = "Provide a brief, concise summary:\nkeep it under three sentences."
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the texts PyYAML's scanner and parser read (every bounded parse makes one loader)."""
-    seen: list[int] = []
-
-    class Counting(bounded._BoundedLoader):
-        def __init__(self, text: str, limits: bounded.Limits) -> None:
-            seen.append(len(text))
-            super().__init__(text, limits)
-
-    monkeypatch.setattr(bounded, "_BoundedLoader", Counting)
-    return seen
+    return count_parses(monkeypatch)
 
 
 def test_a_one_key_write_parses_the_original_and_the_edited_text_once_each(parses: list[int]) -> None:

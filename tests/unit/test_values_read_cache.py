@@ -11,9 +11,8 @@ from canopy_operator.core import values
 from canopy_operator.core.values import ManagedKeys, ValuesEditError, ValuesReader
 from canopy_operator.delivery import configmap
 from canopy_operator.delivery.configmap import ConfigMapDelivery
-from canopy_operator.yamlsplice import bounded
 from tests.support.kubelet import RENDERED_VALUES
-from tests.support.values_files import FakeGateway, configmap_delivery
+from tests.support.values_files import FakeGateway, configmap_delivery, count_parses
 
 
 def _text(prompt: str = "Summarize") -> str:
@@ -81,14 +80,7 @@ async def test_a_start_reads_and_edits_the_text_it_wrote_without_parsing_it(monk
     desired = ManagedKeys(current.prompt, "Provide a brief summary:\n", True, True)
     result = await delivery().write(desired)
     assert result.changed
-    parsed: list[int] = []
-
-    class Counting(bounded._BoundedLoader):
-        def __init__(self, text: str, limits: bounded.Limits) -> None:
-            parsed.append(len(text))
-            super().__init__(text, limits)
-
-    monkeypatch.setattr(bounded, "_BoundedLoader", Counting)
+    parsed = count_parses(monkeypatch)
     edits: list[str] = []
     real_edit = configmap._edit
 

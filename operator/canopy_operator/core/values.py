@@ -311,7 +311,7 @@ class ValuesReader:
         self.size = size
         self.limits = limits
         self.seen: dict[tuple[ValuesLayout, bytes], ManagedKeys | str] = {}
-        self.written: set[tuple[ValuesLayout, bytes]] = set()
+        self.written: dict[tuple[ValuesLayout, bytes], None] = {}
         """Which of the texts in ``seen`` the editor made (:meth:`note_written`): digests only, within the same
         bound, so the cache holds no more than it did."""
 
@@ -322,12 +322,7 @@ class ValuesReader:
         neither parse nor edit the text it wrote (issue #20)."""
         key = _text_key(text, layout)
         _bounded_put(self.seen, key, keys, self.size)
-        while len(self.written) >= self.size:
-            try:
-                self.written.pop()
-            except KeyError:  # another thread emptied it meanwhile
-                break
-        self.written.add(key)
+        _bounded_put(self.written, key, None, self.size)
 
     def written_for(self, text: str, /, *, layout: ValuesLayout = GEN1) -> ManagedKeys | None:
         """The keys the editor made ``text`` for (:meth:`note_written`), or None: not a text it made (or one the

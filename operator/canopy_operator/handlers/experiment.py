@@ -237,6 +237,13 @@ async def _loop(
     rollout = Wake()
     """Set when the watch sees the Deployment this daemon listens to (``listening``) with its rollout finished."""
     listening: str | None = None
+
+    def listen_to(deployment: str) -> str:
+        if listening is not None:
+            services.stop_listening(namespace, listening, rollout)
+        services.listen(namespace, deployment, rollout)
+        return deployment
+
     failures = 0
     loop = asyncio.get_running_loop()
     async with _woken_when_stopped(stopped) as stop:
@@ -246,10 +253,7 @@ async def _loop(
                     return
                 named = _deployment_named(body) if watched else None
                 if named is not None and named != listening:  # listening before the pass reads its Deployment
-                    if listening is not None:
-                        services.stop_listening(namespace, listening, rollout)
-                    services.listen(namespace, named, rollout)
-                    listening = named
+                    listening = listen_to(named)
                 # Cleared before the pass reads anything: a change during the pass wakes the next sleep at once.
                 wake_event.clear()
                 rollout.clear()
@@ -266,10 +270,7 @@ async def _loop(
                     elif rolling is not None:  # the watch wakes us when it finishes: no quick look before
                         delay = max(delay, ROLLOUT_POLL_SECONDS)
                     if rolling is not None and watched and rolling != listening:  # not the one the spec named
-                        if listening is not None:
-                            services.stop_listening(namespace, listening, rollout)
-                        services.listen(namespace, rolling, rollout)
-                        listening = rolling
+                        listening = listen_to(rolling)
                         rollout.set()  # a change between this pass's read and now went unheard: look once more
                     del report  # not kept while sleeping: its status models are about 10 KiB per experiment (#20)
                 except NotFound:

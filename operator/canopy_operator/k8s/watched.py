@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from canopy_operator.k8s.gateway import ConfigMapView, Gateway
 from canopy_operator.k8s.rollout import RolloutView
@@ -59,6 +59,18 @@ Versions = Callable[[Kind, str, str], str | None]
 """The resourceVersion the watch last saw of ``kind`` ``namespace/name``, or None (not seen, gone, ambiguous)."""
 Rollouts = Callable[[str, str], RolloutView | None]
 """The rollout fields the watch last saw of Deployment ``namespace/name``, or None (not seen, gone, ambiguous)."""
+
+
+class _Roll(NamedTuple):
+    """This experiment's last roll: the Deployment, the generation the roll made, the annotation it set, and the
+    Deployment's uid as the watch showed it then ("" when it showed none)."""
+
+    namespace: str
+    name: str
+    generation: int
+    key: str
+    value: str
+    uid: str
 
 
 def unwatched(kind: Kind, namespace: str, name: str) -> str | None:
@@ -79,11 +91,9 @@ class WatchedReads:
         self.gateway = gateway
         self.versions = versions
         self.rollouts = rollouts
-        self._rolled: tuple[str, str, int] | None = None
-        """(namespace, Deployment, generation) of this experiment's last roll: a watched rollout older than it
-        (the watch has not delivered the roll yet) would show the old, finished rollout, so it is not used."""
-        self._rolled_annotation: tuple[str, str, str] | None = None
-        """(key, value, the Deployment's uid as the watch showed it then) of the annotation that roll set."""
+        self._rolled: _Roll | None = None
+        """This experiment's last roll: a watched rollout older than it (the watch has not delivered the roll yet)
+        would show the old, finished rollout, so it is not used."""
         self._configmap: ConfigMapView | None = None
         self._replaced: str | None = None
         """The resourceVersion the write that made the kept ConfigMap replaced (its precondition)."""
@@ -120,13 +130,12 @@ class WatchedReads:
         seen = self.rollouts(namespace, name)
         rolled = self._rolled
         if seen is not None:
-            if rolled is None or rolled[:2] != (namespace, name) or seen.generation >= rolled[2]:
+            if rolled is None or rolled[:2] != (namespace, name) or seen.generation >= rolled.generation:
                 return seen  # the watch's view, at least as new as this experiment's own roll: no read at all
             # The watch has not delivered this experiment's own roll yet, so the controller cannot have finished
             # it either: pending, without a read (the watch wakes the daemon when the roll shows).
-            return replace(
-                seen, generation=rolled[2], observed_generation=min(seen.observed_generation or 0, rolled[2] - 1)
-            )
+            observed = min(seen.observed_generation or 0, rolled.generation - 1)
+            return replace(seen, generation=rolled.generation, observed_generation=observed)
         kept = self._rollout
         same = kept is not None and (kept[0], kept[1].name) == (namespace, name)
         if same and kept is not None and self.versions("Deployment", namespace, name) == kept[1].resource_version:
@@ -142,20 +151,19 @@ class WatchedReads:
         the generation this experiment's own roll made. A pod template change moves the generation, so the
         template is then the one that roll wrote, annotation included (the check a pass makes on every look at
         a rollout it started: one Deployment read fewer per start, issue #20)."""
-        rolled, annotation = self._rolled, self._rolled_annotation
-        if rolled is not None and annotation is not None and rolled[:2] == (namespace, name) and annotation[0] == key:
+        rolled = self._rolled
+        if rolled is not None and rolled[:2] == (namespace, name) and rolled.key == key:
             seen = self.rollouts(namespace, name)
-            if seen is not None and seen.generation == rolled[2] and seen.uid and seen.uid == annotation[2]:
-                return annotation[1]
+            if seen is not None and seen.generation == rolled.generation and seen.uid and seen.uid == rolled.uid:
+                return rolled.value
         return await self.gateway.get_pod_template_annotation(namespace, name, key)
 
     async def set_pod_template_annotation(self, namespace: str, name: str, key: str, value: str) -> int:
         self._rollout = None
-        self._rolled = self._rolled_annotation = None
+        self._rolled = None
         before = self.rollouts(namespace, name)
         generation = await self.gateway.set_pod_template_annotation(namespace, name, key, value)
-        self._rolled = (namespace, name, generation)
-        self._rolled_annotation = (key, value, before.uid if before is not None else "")
+        self._rolled = _Roll(namespace, name, generation, key, value, before.uid if before is not None else "")
         return generation
 
     def forget(self) -> None:
@@ -163,4 +171,4 @@ class WatchedReads:
         self._configmap = None
         self._replaced = None
         self._rollout = None
-        self._rolled = self._rolled_annotation = None
+        self._rolled = None

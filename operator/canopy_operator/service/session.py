@@ -22,7 +22,7 @@ WatchedReads`), served again while the watches say they have not changed: an idl
 Kubernetes API read (the decision and its reasons: :mod:`canopy_operator.k8s.watched`).
 
 And while a config write of its own rolls out, the status the pass computed after it (:class:`Deferred`),
-written by the pass that finds the rollout done (:func:`canopy_operator.core.status.defer_write` says when).
+written by the next pass (:func:`canopy_operator.core.status.defer_write` says when).
 
 Nothing here outlives the process or holds what must survive a restart (that lives in status).
 """
