@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.config import new_client_from_config
 
 from canopy_devkit.controlplane import ControlPlane
 from canopy_operator.api.base import GROUP, PLURAL, VERSION, parse_duration
+from canopy_operator.k8s.client import api_client
 from cluster import (
     WRITE_VERBS,
     FloorProcess,
@@ -169,7 +169,9 @@ async def run_scale(n: int, subject: str, args: argparse.Namespace, workdir: Pat
     try:
         await asyncio.to_thread(apply_operator_rbac, plane)
         await asyncio.to_thread(create_namespace, plane, namespace)
-        api = await new_client_from_config(config_file=str(plane.admin_kubeconfig()))
+        # The operator's own client (no proxy and .netrc lookups in a worker thread per request): the harness
+        # shares the two cores with the subject.
+        api = await api_client(str(plane.admin_kubeconfig()))
         try:
             return await _measure(n, subject, args, workdir, plane, api, namespace)
         finally:
@@ -223,6 +225,7 @@ async def _measure(
         written = await client.CoreV1Api(api).read_namespaced_config_map(configmap_name(0), namespace)
         await asyncio.sleep(parse_duration(args.interval) + 5)
         observer.status_changes.clear()
+        observer.track_changes = True
         idle = await idle_window(plane, fleet, subject, process, args.window)
         idle["status_changes"] = dict(observer.status_changes.most_common(20))
         await observer.stop()

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from canopy_operator.core.status import (
+    DEFER_LIMIT_SECONDS,
     PROGRESS_POLL_SECONDS,
     ROLLOUT_POLL_SECONDS,
     ROLLOUT_RECHECK_SECONDS,
     PassFindings,
     StatusUnreadable,
     backoff,
+    defer_write,
     merge_patch,
     next_poll,
     read_status,
@@ -63,3 +65,26 @@ def test_the_degraded_status_keeps_every_other_field() -> None:
     assert (out["votes"], out["test"], out["phase"]) == (raw["votes"], raw["test"], "Degraded")
     assert [c["type"] for c in out["conditions"]] == ["Ready", "Degraded"]
     assert out["conditions"][1]["reason"] == "StatusUnreadable"
+
+
+@pytest.mark.parametrize(
+    ("wrote_intent", "waited", "rolling", "failed", "queued", "kept"),
+    [
+        (True, None, True, False, False, True),  # the pass that wrote its intent and the config
+        (False, None, True, False, False, False),  # nothing kept and nothing written: nothing to keep
+        (False, 9.0, True, False, False, True),  # the rollout still runs: it waits on
+        (False, DEFER_LIMIT_SECONDS - 0.01, True, False, False, True),
+        (False, DEFER_LIMIT_SECONDS, True, False, False, False),  # waited long enough: written
+        (False, 9.0, False, False, False, False),  # the rollout finished: written with the outcome
+        (True, None, False, False, False, False),
+        (True, None, True, True, False, False),  # a failed pass always writes
+        (False, 9.0, True, True, False, False),
+        (True, None, True, False, True, False),  # a queued notification always writes
+        (False, 9.0, True, False, True, False),
+        (True, DEFER_LIMIT_SECONDS + 5, True, False, False, True),  # a new intent starts a new wait
+    ],
+)
+def test_a_status_waits_for_its_rollout_within_a_bound_and_never_hides_a_failure(
+    wrote_intent: bool, waited: float | None, rolling: bool, failed: bool, queued: bool, kept: bool
+) -> None:
+    assert defer_write(rolling=rolling, failed=failed, queued=queued, wrote_intent=wrote_intent, waited=waited) is kept

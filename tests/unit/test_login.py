@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import inspect
+import json
 import logging
 import ssl
 import sys
@@ -19,12 +20,13 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from kubernetes_asyncio import client
 from kubernetes_asyncio.config import incluster_config
 
 from canopy_devkit.controlplane.certs import CertificateAuthority
 from canopy_operator.handlers.experiment import login
 from canopy_operator.k8s import client as k8s_client
-from canopy_operator.k8s.client import Credentials, NoConfiguration, api_client, load_credentials
+from canopy_operator.k8s.client import Credentials, JsonApiClient, NoConfiguration, api_client, load_credentials
 from canopy_operator.k8s.experiments import default_namespace
 from canopy_operator.service.settings import Settings
 
@@ -353,3 +355,19 @@ async def test_proxy_credentials_reach_a_plain_http_api_server_through_the_reque
         assert not rest.proxy_headers
     finally:
         await api.close()
+
+
+async def test_a_plain_json_body_is_sent_as_it_is_and_anything_else_as_the_client_serialises_it() -> None:
+    """``JsonApiClient`` skips the generated client's per-request walk of a body that is plain JSON already, and
+    sends byte for byte what the generated client would."""
+    api = JsonApiClient(client.Configuration(host="https://127.0.0.1:1"))
+    plain = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "n": 1.5}}
+    assert api.sanitize_for_serialization(plain) is plain
+    generated = client.ApiClient.sanitize_for_serialization
+    when = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+    model = client.V1ObjectMeta(name="x", labels={"a": "b"})
+    for body in [plain, {"at": when}, {"metadata": model}, {"t": (1, 2)}, [plain], model, "text", None]:
+        ours = api.sanitize_for_serialization(body)
+        assert json.dumps(ours) == json.dumps(generated(api, body)), body
+    assert api.sanitize_for_serialization({"at": when}) == {"at": when.isoformat()}
+    await api.close()

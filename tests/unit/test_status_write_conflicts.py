@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from canopy_operator.k8s.errors import Conflict
+from canopy_operator.k8s.errors import Conflict, Forbidden
 from canopy_operator.service.services import STATUS_WRITE_ATTEMPTS, patch_status
 
 META = {"name": "exp", "generation": 3, "resourceVersion": "10"}
@@ -111,3 +111,50 @@ async def test_a_watch_showing_anything_else_leaves_the_precondition_alone(seen:
     gateway = FakeGateway(0, fresh())
     await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON, lambda: seen)  # type: ignore[arg-type]
     assert gateway.patches == ["10"]
+
+
+class ReplacingGateway(FakeGateway):
+    """Also replaces the status; RBAC refuses that ``forbidden`` times (a ClusterRole without ``update``)."""
+
+    def __init__(self, conflicts: int, fresh: dict[str, Any], forbidden: int = 0) -> None:
+        super().__init__(conflicts, fresh)
+        self.replaces_status = True
+        self.forbidden = forbidden
+        self.replaced: list[tuple[str, dict[str, Any]]] = []
+
+    async def replace_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        if self.forbidden:
+            self.forbidden -= 1
+            raise Forbidden(f"replace PromptExperiment {namespace}/{name} status: 403 Forbidden")
+        self.replaced.append((resource_version, status))
+        if len(self.replaced) + len(self.patches) <= self.conflicts:
+            raise Conflict(f"replace PromptExperiment {namespace}/{name} status: 409 Conflict")
+        return {"metadata": {"resourceVersion": "99"}, "status": status}
+
+
+WHOLE = {"phase": "Progressing", "message": "delivering config"}
+
+
+async def test_the_whole_status_replaces_the_one_it_was_computed_from_with_its_precondition() -> None:
+    gateway = ReplacingGateway(1, fresh())
+    obj, tried = await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON, whole=WHOLE)  # type: ignore[arg-type]
+    assert obj["status"] == WHOLE
+    assert gateway.replaced == [("10", WHOLE), ("11", WHOLE)]  # the metadata-only conflict retried, as a patch is
+    assert (tried, gateway.patches) == (["10", "11"], [])
+
+
+async def test_without_update_on_the_status_a_write_merge_patches_from_then_on() -> None:
+    gateway = ReplacingGateway(0, fresh(), forbidden=1)
+    obj, _ = await patch_status(gateway, "ns", "exp", PATCH, "10", META, BASED_ON, whole=WHOLE)  # type: ignore[arg-type]
+    assert obj["status"] == {"phase": "Progressing"}  # the patch, on the same version
+    assert (gateway.patches, gateway.replaced, gateway.replaces_status) == (["10"], [], False)
+    await patch_status(gateway, "ns", "exp", PATCH, "12", META, BASED_ON, whole=WHOLE)  # type: ignore[arg-type]
+    assert (gateway.patches, gateway.replaced) == (["10", "12"], [])  # not asked again
+
+
+async def test_without_a_resource_version_the_status_is_merge_patched() -> None:
+    gateway = ReplacingGateway(0, fresh())
+    await patch_status(gateway, "ns", "exp", PATCH, None, META, BASED_ON, whole=WHOLE)  # type: ignore[arg-type]
+    assert (gateway.patches, gateway.replaced) == ([None], [])

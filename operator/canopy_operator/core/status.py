@@ -32,6 +32,10 @@ reports the new generation within a few hundred milliseconds, so the first look 
 FRESH_WRITE_SECONDS = 0.5
 """How long after a write a pending rollout counts as fresh (one quick re-check, not a busy loop; without the
 Deployment watch only, see ``ROLLOUT_RECHECK_SECONDS``)."""
+DEFER_LIMIT_SECONDS = 30.0
+"""How long the status a config write's pass computed may wait for the rollout to finish before it is written
+anyway (``defer_write``). A rollout that finishes sooner costs one status write fewer; one that takes longer
+shows its bookkeeping (revision, hashes, when it was applied) at most this late plus one safety-net poll."""
 INVALID_SPEC_POLL_SECONDS = 300.0
 """How often an invalid spec is looked at again (a spec change wakes the pass at once anyway)."""
 MAX_BACKOFF_SECONDS = 300.0
@@ -276,14 +280,18 @@ def dump(status: PromptExperimentStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def defer_write(*, rolling: bool, failed: bool, queued: bool, wrote_intent: bool) -> bool:
+def defer_write(*, rolling: bool, failed: bool, queued: bool, wrote_intent: bool, waited: float | None) -> bool:
     """Whether a pass may keep its status in memory instead of writing it (issue #20).
 
-    Only the pass that wrote its intent and then the config, and found the Deployment still rolling out: the
-    intent already says Progressing and holds the original config, the test and the counts. What waits is the
-    bookkeeping of the write (revision, hashes, when it was applied); the next pass starts from it and writes it,
-    whatever it finds (the rollout done, or still running at the safety-net poll, ``ROLLOUT_POLL_SECONDS``), so
-    it waits one pass at most. Lost (the operator stopped), the next pass derives it again from the source (the
-    ``adopt`` plan), and the verify timeout counts from that pass. Never a failed pass (its condition must show),
-    never one that queued a notification (the outbox is durable before anything is sent)."""
-    return wrote_intent and rolling and not failed and not queued
+    Only while the Deployment still rolls out after a config write of the experiment's own: the pass that wrote
+    its intent and then the config, and the passes after it that find the rollout still running, until the
+    status has waited ``DEFER_LIMIT_SECONDS`` (``waited``: how long it has; None when this pass did not start
+    from a kept status). The intent already says Progressing and holds the original config, the test and the
+    counts. What waits is the bookkeeping of the write (revision, hashes, when it was applied): the pass the
+    finished rollout wakes writes it with its outcome, and a rollout slower than the limit shows it at the first
+    safety-net poll (``ROLLOUT_POLL_SECONDS``) past it. Lost (the operator stopped), the next pass derives it
+    again from the source (the ``adopt`` plan), and the verify timeout counts from that pass. Never a failed pass
+    (its condition must show), never one that queued a notification (the outbox is durable before anything is
+    sent)."""
+    held = waited is not None and waited < DEFER_LIMIT_SECONDS
+    return (wrote_intent or held) and rolling and not failed and not queued

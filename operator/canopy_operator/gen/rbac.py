@@ -61,8 +61,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         (GROUP,),
         (f"{PLURAL}/status",),
-        ("patch",),
-        "The operator writes the whole status through the status subresource.",
+        ("update", "patch"),
+        "The operator writes the whole status through the status subresource: a pass's status replaces the one it "
+        "was computed from (update, with a resourceVersion precondition); the notification outbox merge-patches.",
     ),
     Rule(
         (GROUP,),

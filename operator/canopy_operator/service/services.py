@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from canopy_operator.core.status import StatusUnreadable, defer_write, dump, mer
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
-from canopy_operator.k8s.errors import Conflict
+from canopy_operator.k8s.errors import Conflict, Forbidden
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.k8s.watched import Rollouts, Versions, WatchedReads, no_rollouts, unwatched
 from canopy_operator.service import wiring
@@ -57,9 +58,15 @@ async def patch_status(
     meta: Mapping[str, Any],
     based_on: Mapping[str, Any],
     latest: Callable[[], Mapping[str, Any]] | None = None,
+    whole: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Merge-patch the status with a resourceVersion precondition; on a conflict caused by a metadata-only
-    write, try again on the fresh resourceVersion instead of failing the pass.
+    """Write the status with a resourceVersion precondition; on a conflict caused by a metadata-only write, try
+    again on the fresh resourceVersion instead of failing the pass.
+
+    ``patch`` is the merge patch from ``based_on`` (the status as stored) to the new status; ``whole``, when
+    given, is that new status, and then it replaces the stored one (``Gateway.replace_experiment_status``, the
+    same result at less API server CPU) whenever there is a resourceVersion to hold it to. The precondition makes
+    the two the same: the write lands only on the status it was computed from.
 
     A pass computes its status from the spec (``metadata.generation``), the status it read (``based_on``) and
     whether the object is being deleted; nothing else of the object. Kopf's own finalizer and annotation
@@ -85,6 +92,12 @@ async def patch_status(
         if resource_version:
             tried.append(resource_version)
         try:
+            if whole is not None and resource_version and gateway.replaces_status:
+                try:
+                    return await gateway.replace_experiment_status(namespace, name, whole, resource_version), tried
+                except Forbidden as exc:  # refused, so not written: the same write as a merge patch, as before
+                    gateway.replaces_status = False
+                    log.warning("status writes merge-patch from now on (grant update on the status): %s", exc)
             return await gateway.patch_experiment_status(namespace, name, patch, resource_version), tried
         except Conflict:
             if attempt + 1 == STATUS_WRITE_ATTEMPTS:
@@ -215,8 +228,8 @@ class Services:
         latest: Callable[[], Mapping[str, Any]] | None = None,
     ) -> Report:
         """One pass; the status is written only when it changed, with a resourceVersion precondition, and after a
-        config write whose rollout is still running, by the next pass (:func:`canopy_operator.core.status.
-        defer_write`).
+        config write whose rollout is still running, once the rollout finished or has taken too long
+        (:func:`canopy_operator.core.status.defer_write`).
 
         The pass's transitions are queued in ``status.notifications`` in the same write, and posted after it
         (:mod:`canopy_operator.service.notify`). ``session``: what the experiment's daemon keeps between passes
@@ -240,7 +253,9 @@ class Services:
             if not patch:
                 return
             self.failpoint("before-status-write")
-            obj, replaced = await patch_status(self.gateway, namespace, name, patch, rv["value"], meta, old, latest)
+            obj, replaced = await patch_status(
+                self.gateway, namespace, name, patch, rv["value"], meta, old, latest, whole=new
+            )
             kept.note_write(replaced, obj)
             self.failpoint("after-status-write")
             rv["value"] = obj["metadata"]["resourceVersion"]
@@ -300,14 +315,17 @@ class Services:
                     and report.status == before
                     and kept.parsed.get("status-as-stored", rv["value"], old, partial(_stored_as_dumped, before))
                 )
+                wrote_intent = rv["value"] != meta.get("resourceVersion")
                 wait = kept is session and defer_write(
                     rolling=report.rolling is not None,
                     failed=report.failed,
                     queued=report.status is not computed and report.status != computed,
-                    wrote_intent=rv["value"] != meta.get("resourceVersion"),
+                    wrote_intent=wrote_intent,
+                    waited=None if deferred is None else time.monotonic() - deferred.since,
                 )
-                if wait:  # written by the next pass: the one the finished rollout wakes, or the safety-net poll
-                    kept.defer(dump(report.status), old)
+                if wait:  # written by the pass the finished rollout wakes, or once it has waited long enough
+                    since = None if wrote_intent or deferred is None else deferred.since
+                    kept.defer(dump(report.status), old, since)
                 elif not unchanged:  # an idle pass changes nothing: no dump of the whole status to find that out
                     await write(dump(report.status))
                 watch.report(report)
@@ -316,7 +334,8 @@ class Services:
             failed = report.failed
         except Conflict:
             if deferred is not None and session is not None:
-                session.defer(deferred.status, deferred.stored)  # the redo starts from it while it still stands
+                # the redo starts from it while it still stands
+                session.defer(deferred.status, deferred.stored, deferred.since)
             raise
         finally:
             watch.close()

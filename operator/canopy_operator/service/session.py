@@ -22,7 +22,7 @@ WatchedReads`), served again while the watches say they have not changed: an idl
 Kubernetes API read (the decision and its reasons: :mod:`canopy_operator.k8s.watched`).
 
 And while a config write of its own rolls out, the status the pass computed after it (:class:`Deferred`),
-written by the next pass (:func:`canopy_operator.core.status.defer_write` says when).
+written once the rollout finishes or has taken too long (:func:`canopy_operator.core.status.defer_write`).
 
 Nothing here outlives the process or holds what must survive a restart (that lives in status).
 """
@@ -30,6 +30,7 @@ Nothing here outlives the process or holds what must survive a restart (that liv
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ class Deferred:
     """What the pass would have written."""
     stored: dict[str, Any]
     """The status as stored when it was deferred (what the pass wrote before: its intent)."""
+    since: float
+    """When it was first kept (``time.monotonic``); passes that keep it again keep this."""
 
     def stands_on(self, body: Mapping[str, Any]) -> bool:
         """Whether ``body`` still stores the status it was computed after, and is not being deleted. A spec edit
@@ -91,11 +94,12 @@ class ExperimentSession:
         self._superseded: set[str] = set()
         self._deferred: Deferred | None = None
 
-    def defer(self, status: dict[str, Any], stored: Mapping[str, Any]) -> None:
-        """Keep ``status`` for the next pass instead of writing it (``stored``: the status as stored now). Also
-        how a pass whose write was refused (a conflict) hands back the one it took: the pass is redone, and
-        :meth:`take_deferred` checks again that it still stands."""
-        self._deferred = Deferred(status, dict(stored))
+    def defer(self, status: dict[str, Any], stored: Mapping[str, Any], since: float | None = None) -> None:
+        """Keep ``status`` for the next pass instead of writing it (``stored``: the status as stored now;
+        ``since``: when it was first kept, now if None). Also how a pass whose write was refused (a conflict)
+        hands back the one it took: the pass is redone, and :meth:`take_deferred` checks again that it still
+        stands."""
+        self._deferred = Deferred(status, dict(stored), time.monotonic() if since is None else since)
 
     def take_deferred(self, body: Mapping[str, Any]) -> Deferred | None:
         """The deferred status, if ``body`` still stands where it was computed (:meth:`Deferred.stands_on`); it
