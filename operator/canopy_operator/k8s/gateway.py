@@ -253,14 +253,11 @@ class Gateway:
             "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
             "status": status,
         }
+        experiment = (GROUP, VERSION, namespace, PLURAL, name)
         obj = await self._object(
             f"replace PromptExperiment {namespace}/{name} status",
             self.custom.replace_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            *experiment,
             body,
         )
         return drop_managed_fields(obj)
