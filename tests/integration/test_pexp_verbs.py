@@ -385,14 +385,21 @@ class Lines:
     """A running ``kubectl pexp watch`` whose stdout lines arrive on a queue."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            ["kubectl", "pexp", "watch", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group, as a terminal's foreground job
-        )
+        # A terminal's foreground job has Ctrl-C at its default. A test run started as a background job of a
+        # non-interactive shell ignores SIGINT, and a child inherits that (exec keeps an ignored signal ignored),
+        # so the watch would rightly ignore the Ctrl-C below. A handled SIGINT is reset to the default at exec.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen(
+                ["kubectl", "pexp", "watch", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # its own process group, as a terminal's foreground job
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.queue: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
