@@ -3,21 +3,26 @@ done (``core/status.defer_write``, issue #20: one status write fewer per start, 
 
 A real API server and the operator as a process; the kubelet holds each rollout until the test releases it.
 
-- Rollout within the bound: the statuses the API server stores on the way to Running are exactly the intent
-  (Progressing, nothing applied yet) and then Running, applied and verified. Nothing in between.
+- A first start: nothing is stored in status before Running (the original config travels in the config write,
+  as the ConfigMap's start record, ``core/startrecord``), then Running, applied and verified; a later start (a
+  new challenger): exactly the intent (Progressing, nothing applied yet), then Running. Nothing in between; the
+  later start's write drops the record.
 - Rollout held: the applied delivery shows in status while the experiment is still Progressing, written by the
   first safety-net poll (``ROLLOUT_POLL_SECONDS``) once it has waited ``DEFER_LIMIT_SECONDS``, not before and
   not much after.
 - The spec edited back while the status waits (a new challenger, then the old one again, ``onDrift: Stop``): the
   experiment goes on to Running with the spec's challenger; the operator's own write is never taken for drift.
-- The operator killed while the status waits in memory: the next one adopts the written config (one config
-  write, one roll) and keeps the intent's test and original config; it reaches Running.
+- The operator killed while the first start's status waits in memory (nothing in status): the next one adopts the
+  written config (one config write, one roll), takes the original config from the start record (not from the
+  keys the dead operator's write changed) and the spec's test; it reaches Running.
+- The experiment deleted while the first start's status waits: the original config is restored from the record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +33,9 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client import ApiClient
 
 from canopy_operator.api.base import GROUP, PLURAL, VERSION
+from canopy_operator.api.spec import PromptExperimentSpec
+from canopy_operator.core import lifecycle
+from canopy_operator.core.startrecord import ANNOTATION as RECORD
 from canopy_operator.core.status import DEFER_LIMIT_SECONDS, ROLLOUT_POLL_SECONDS
 from tests.support.faults import (
     CHALLENGER,
@@ -37,6 +45,7 @@ from tests.support.faults import (
     backend_scene,
     create_experiment,
     experiment,
+    get_exp,
     phase_is,
     status_of,
 )
@@ -130,9 +139,10 @@ async def config_written(
         proc.stop()
 
 
-async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
+async def test_a_first_start_stores_running_only_a_later_start_its_intent_then_running(
     admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
+    custom = client.CustomObjectsApi(admin_api)
     async with (
         held_scene(admin_api, namespace, tmp_path) as kubelet,
         StatusLog(admin_api, namespace) as log,
@@ -140,17 +150,60 @@ async def test_a_start_writes_its_intent_then_running_and_nothing_in_between(
     ):
         await asyncio.sleep(2.0)  # the start's pass is over; the next comes when the rollout finishes
         waiting = await status_of(admin_api, namespace)
+        record = await start_record(admin_api, namespace)
         kubelet.release.set()
         await wait_for(phase_is(admin_api, namespace, "Running"), timeout=60, what="phase Running")
+        first = list(log.statuses)
+        uid = (await get_exp(admin_api, namespace))["metadata"]["uid"]
+        kubelet.release.clear()
+        patch = {"spec": {"challenger": {"prompt": OTHER}}}
+        await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # a documented **kwargs option
+            GROUP, VERSION, namespace, PLURAL, "exp", patch, _content_type="application/merge-patch+json"
+        )
+        await wait_for(lambda: configmap_has(admin_api, namespace, OTHER), timeout=60, what="the new challenger")
+        await asyncio.sleep(2.0)
+        again = await status_of(admin_api, namespace)
+        kubelet.release.set()
+
+        async def running_the_new_test() -> bool:
+            status = await status_of(admin_api, namespace)
+            return bool(status.get("phase") == "Running" and status["test"]["id"] != waiting_id(first))
+
+        await wait_for(running_the_new_test, timeout=60, what="the new test Running")
+        later = log.statuses[len(first) :]
+        record_after = await start_record(admin_api, namespace)
     assert proc.returncode() == 0, proc.tail()
-    assert kubelet.held == 1
-    assert waiting["phase"] == "Progressing", waiting
-    assert not applied(waiting), waiting
-    assert (waiting.get("test") or {}).get("id"), "the intent holds the test"
-    assert waiting.get("original"), "the intent holds the original config"
-    phases = [(s.get("phase"), applied(s), bool((s.get("delivery") or {}).get("verifiedAt"))) for s in log.statuses]
-    running = phases.index(("Running", True, True))
-    assert phases[:running] == [("Progressing", False, False)], phases
+    assert kubelet.held == 2
+    assert waiting == {}, f"a first start stores nothing before Running: {waiting}"
+    assert record is not None, "the first config write carries the start record"
+    recorded = json.loads(record)
+    assert (recorded["v"], recorded["experiment"]) == (1, uid), recorded
+    assert {k: v for k, v in recorded["original"].items() if v is not None} == first[-1]["original"], recorded
+    assert [(s.get("phase"), applied(s), verified(s)) for s in first] == [("Running", True, True)], first
+    assert again["phase"] == "Progressing", again  # the later start's intent (the previous delivery as it was)
+    assert again["test"]["id"] != waiting_id(first), again
+    phases = [s.get("phase") for s in later]
+    assert phases == ["Progressing", "Running"], phases
+    assert record_after is None, "a later write drops the start record"
+
+
+def waiting_id(statuses: list[dict[str, Any]]) -> str:
+    return str(statuses[-1]["test"]["id"])
+
+
+def verified(status: dict[str, Any]) -> bool:
+    return bool((status.get("delivery") or {}).get("verifiedAt"))
+
+
+async def start_record(api: ApiClient, namespace: str) -> str | None:
+    cm = await client.CoreV1Api(api).read_namespaced_config_map("canopy-config", namespace)
+    record: str | None = (cm.metadata.annotations or {}).get(RECORD)
+    return record
+
+
+async def configmap_has(api: ApiClient, namespace: str, prompt: str) -> bool:
+    cm = await client.CoreV1Api(api).read_namespaced_config_map("canopy-config", namespace)
+    return prompt.strip() in (cm.data or {}).get(KEY, "")
 
 
 async def test_a_rollout_held_past_the_bound_shows_the_applied_delivery(
@@ -183,13 +236,14 @@ async def test_killed_while_the_status_waits_the_next_operator_adopts_the_write(
         texts, rolls = WriteLog.configmap(admin_api, namespace), WriteLog.deployment(admin_api, namespace)
         await texts.start()
         await rolls.start()
+        before = await configmap_text_now(admin_api, namespace)
         await create_experiment(admin_api, namespace, experiment(kubelet.url))
         first = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator")
         first.start()
         try:
             await wait_for(lambda: configmap_written(admin_api, namespace), timeout=90, what="the config written")
             await asyncio.sleep(1.5)
-            intent = await status_of(admin_api, namespace)
+            stored = await status_of(admin_api, namespace)
         finally:
             assert first.process is not None
             first.process.kill()
@@ -200,19 +254,66 @@ async def test_killed_while_the_status_waits_the_next_operator_adopts_the_write(
             kubelet.release.set()
             await wait_for(phase_is(admin_api, namespace, "Running"), timeout=90, what="phase Running")
             final = await status_of(admin_api, namespace)
+            spec_test = await spec_test_id(admin_api, namespace)
+            await client.CustomObjectsApi(admin_api).delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "exp"
+            )
+            await wait_for(lambda: gone(admin_api, namespace), timeout=60, what="the experiment deleted")
+            restored = await configmap_text_now(admin_api, namespace)
         finally:
             code = second.stop()
             await texts.stop()
             await rolls.stop()
     assert code == 0, second.tail()
-    assert not applied(intent), "killed before the deferred status was written"
-    assert texts.changes == 1, texts.values
-    assert rolls.changes == 1, rolls.values
-    assert final["test"]["id"] == intent["test"]["id"]
-    assert final["original"] == intent["original"]
-    assert final["original"]["feedbackEnabled"] is False
+    assert stored == {}, "killed before anything was stored in status"
+    assert texts.changes == 2, texts.values  # the start's write, and the restore at deletion
+    assert rolls.changes == 2, rolls.values
+    assert final["test"]["id"] == spec_test
+    # from the record, not from the keys the dead operator's write changed (both flags on, the challenger as B)
+    assert final["original"]["feedbackEnabled"] is False, final["original"]
+    assert final["original"]["abTestingEnabled"] is False, final["original"]
+    assert "promptB" not in final["original"], final["original"]
     assert applied(final)
     assert final["delivery"]["verifiedAt"]
+    assert restored == before, "deleted, the original config is back"
+
+
+async def test_deleted_while_the_first_status_waits_the_record_restores_the_original(
+    admin_api: ApiClient, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    async with held_scene(admin_api, namespace, tmp_path) as kubelet:
+        before = await configmap_text_now(admin_api, namespace)
+        async with config_written(admin_api, namespace, kubelet, operator_kubeconfig, tmp_path) as proc:
+            await asyncio.sleep(1.5)
+            stored = await status_of(admin_api, namespace)
+            await client.CustomObjectsApi(admin_api).delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "exp"
+            )
+            await wait_for(lambda: gone(admin_api, namespace), timeout=60, what="the experiment deleted")
+            restored = await configmap_text_now(admin_api, namespace)
+            record = await start_record(admin_api, namespace)
+    assert proc.returncode() == 0, proc.tail()
+    assert stored == {}, stored
+    assert restored == before
+    assert record is None, "the restore's write drops the record"
+
+
+async def configmap_text_now(api: ApiClient, namespace: str) -> str:
+    cm = await client.CoreV1Api(api).read_namespaced_config_map("canopy-config", namespace)
+    return str((cm.data or {})[KEY])
+
+
+async def spec_test_id(api: ApiClient, namespace: str) -> str:
+    spec = PromptExperimentSpec.model_validate((await get_exp(api, namespace))["spec"])
+    return lifecycle.test_key(spec)
+
+
+async def gone(api: ApiClient, namespace: str) -> bool:
+    try:
+        await get_exp(api, namespace)
+    except client.ApiException as exc:
+        return exc.status == 404
+    return False
 
 
 async def test_a_spec_edited_back_while_the_status_waits_is_not_taken_for_drift(

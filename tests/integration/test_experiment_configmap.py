@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -156,11 +157,11 @@ async def test_concurrent_human_edit_is_not_lost(
     conflicts: list[str] = []
     original = Gateway.write_configmap_key
 
-    async def write_racing_a_human(self: Gateway, view: ConfigMapView, key: str, text: str) -> str:
+    async def write_racing_a_human(self: Gateway, view: ConfigMapView, key: str, text: str, **kwargs: Any) -> str:
         if not conflicts:
             human_edit(kubectl, view.namespace, edited)  # lands after the operator read `view`
         try:
-            return await original(self, view, key, text)
+            return await original(self, view, key, text, **kwargs)
         except Conflict:
             conflicts.append(view.resource_version)
             raise

@@ -39,19 +39,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 VOTES = (25, 5, 2)  # challenger, champion, ties: promotes at exactly n = 30 = minVotes
 STORY_TIMEOUT = 150.0
 
-# (point, hit): the hit order of one run is in the module docstring of canopy_operator.failpoints' KNOWN.
-# Hit 1 of a delivery point is the first delivery (A/B on); hit 2 is the promotion.
+# (point, hit): hit 1 of a delivery point is the first delivery (A/B on); hit 2 is the promotion. The first
+# delivery writes no status before it: its ConfigMap write carries the original config as the start record
+# (core/startrecord), and the first status write is the pass that finds the rollout done (Running).
 CASES = [
     ("reconcile-start", 1),
     ("after-source-read", 1),
-    ("before-status-write", 1),  # the intent (original config, test) is about to be recorded
-    ("after-status-write", 1),  # intent recorded, config not written
-    ("before-config-write", 1),
+    ("before-config-write", 1),  # nothing written yet, status empty
     ("before-configmap-write", 1),
-    ("after-configmap-write", 1),  # ConfigMap written, Deployment not rolled
+    ("after-configmap-write", 1),  # ConfigMap and its start record written, Deployment not rolled, status empty
     ("before-roll", 1),
     ("after-roll", 1),
-    ("after-config-write", 1),  # config written and rolled, status not written
+    ("after-config-write", 1),  # config written and rolled, status empty (it waits for the rollout)
+    ("before-status-write", 1),  # Running about to be recorded: the original config only in the record
+    ("after-status-write", 1),  # Running recorded
     ("after-status-write", 2),
     ("after-verify", 1),  # backend reports the config, status does not say so yet
     ("after-poll", 1),

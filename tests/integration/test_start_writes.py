@@ -1,7 +1,9 @@
 """What a new experiment costs the API server, and which concurrent writes make a pass start over (issue #20).
 
-The operator process is paused right after its first status write of a new experiment (``before-status-write``
-hit 1 is the intent write; the config write comes next). Meanwhile the test writes the object:
+The operator process is paused right before its first status write of a new experiment (``before-status-write``
+hit 1 is the intent write; the config write comes next: the ConfigMap is tracked by Argo CD here, so the first
+write carries no start record and the intent goes to status first, as for every later start). Meanwhile the
+test writes the object:
 
 - a label (metadata only, as Kopf's finalizer patch or a human's label would): the pass's next status write
   retries on the fresh resourceVersion and the pass goes on to the ConfigMap. Before, any write made the pass
@@ -57,6 +59,10 @@ async def test_a_concurrent_write_redoes_the_pass_only_when_the_spec_or_status_m
     reached_first: str,
 ) -> None:
     async with backend_scene(admin_api, namespace, tmp_path) as kubelet:
+        tracked = {
+            "metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "canopy:/ConfigMap:ns/canopy-config"}}
+        }
+        await client.CoreV1Api(admin_api).patch_namespaced_config_map("canopy-config", namespace, tracked)
         await create_experiment(admin_api, namespace, experiment(kubelet.url))
         points = "before-status-write:1=pause,before-status-write:2=pause,before-configmap-write:1=pause"
         proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator", failpoints=points)

@@ -6,7 +6,7 @@ import difflib
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -182,13 +182,25 @@ class FakeGateway:
         self.writes: list[str] = []
         self.annotation: str | None = None
         self.annotation_reads = 0
+        self.cm_annotations: dict[str, str] = {}
+        """The ConfigMap's own annotations (a start record lives here)."""
 
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView:
-        return ConfigMapView(name=name, namespace=namespace, data={KEY: self.text}, resource_version="1")
+        notes = dict(self.cm_annotations)
+        return ConfigMapView(
+            name=name, namespace=namespace, data={KEY: self.text}, resource_version="1", annotations=notes
+        )
 
-    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
+    async def write_configmap_key(
+        self, view: ConfigMapView, key: str, text: str, *, annotations: Mapping[str, str | None] | None = None
+    ) -> str:
         self.writes.append(text)
         self.text = text
+        for name, value in (annotations or {}).items():
+            if value is None:
+                self.cm_annotations.pop(name, None)
+            else:
+                self.cm_annotations[name] = value
         return "2"
 
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import cast
 
 import pytest
@@ -33,7 +34,9 @@ class FakeApi:
             raise NotFound(f"get ConfigMap {namespace}/{name}: not found")
         return ConfigMapView(name, namespace, {"canopy-config.yaml": self.text}, str(self.cm_rv))
 
-    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
+    async def write_configmap_key(
+        self, view: ConfigMapView, key: str, text: str, *, annotations: Mapping[str, str | None] | None = None
+    ) -> str:
         self.calls.append(f"patch cm {view.name}")
         if self.conflict_next or view.resource_version != str(self.cm_rv):
             self.conflict_next = False

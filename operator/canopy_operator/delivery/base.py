@@ -53,6 +53,9 @@ class DeliveryTraits:
     """``SourceState.version`` names what gets deployed (a commit Argo CD syncs), so it is the revision."""
     target: str = ""
     """Where a change lands, for messages (the branch Argo CD syncs); empty when there is nothing to name."""
+    carries_record: bool = False
+    """A write can carry a start record (:mod:`canopy_operator.core.startrecord`) with the config, atomically,
+    and ``SourceState.record`` reads it back."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class SourceState:
     text: str
     version: str
     argo_managed: bool
+    record: str | None = None
+    """The start record the source carries (``traits.carries_record`` deliveries; unparsed, the tenant's)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,13 @@ class Delivery(Protocol):
         """The managed keys in the source now (raises :class:`DeliveryError`)."""
         ...
 
-    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+    async def write(
+        self, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+    ) -> WriteResult:
         """Make the source carry ``desired``; ``ensure_rolled``: also roll when the text is unchanged but the
-        running backend may not have started with it (a pass died between the write and the roll)."""
+        running backend may not have started with it (a pass died between the write and the roll). ``record``:
+        a start record to store in the same write (``traits.carries_record`` only; a write without one drops
+        the one the source carries)."""
         ...
 
     async def rollout_pending(self) -> str | None:

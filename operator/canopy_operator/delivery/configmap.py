@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Protocol, TypeVar
 
+from canopy_operator.core.startrecord import ANNOTATION as RECORD_ANNOTATION
 from canopy_operator.core.values import (
     GEN1,
     ManagedKeys,
@@ -73,7 +74,9 @@ class ConfigMapApi(Protocol):
 
     async def get_configmap(self, namespace: str, name: str) -> ConfigMapView: ...
 
-    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str: ...
+    async def write_configmap_key(
+        self, view: ConfigMapView, key: str, text: str, *, annotations: Mapping[str, str | None] | None = None
+    ) -> str: ...
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView: ...
 
@@ -85,7 +88,7 @@ class ConfigMapApi(Protocol):
 class ConfigMapDelivery:
     """Reads and writes the managed keys in one ConfigMap key and rolls one Deployment."""
 
-    traits = DeliveryTraits()
+    traits = DeliveryTraits(carries_record=True)
 
     def __init__(
         self,
@@ -153,13 +156,23 @@ class ConfigMapDelivery:
             keys = remembered
         else:
             keys = await self._off_loop("reading the values", partial(_read, self.read_keys, text, self.layout))
-        return SourceState(keys=keys, text=text, version=view.resource_version, argo_managed=is_argo_managed(view))
+        return SourceState(
+            keys=keys,
+            text=text,
+            version=view.resource_version,
+            argo_managed=is_argo_managed(view),
+            record=view.annotations.get(RECORD_ANNOTATION),
+        )
 
-    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+    async def write(
+        self, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+    ) -> WriteResult:
         """Apply ``desired`` on top of the latest text; retry on conflict, never clobber a concurrent edit.
 
         The Deployment rolls when the text changed, or when ``ensure_rolled`` (the operator wrote this text
         before but never saw it live, e.g. it died between the write and the roll) and its annotation differs.
+        A write that changes the text sets the start record annotation to ``record`` in the same patch, or
+        removes the one there is when ``record`` is None (a record outlives only the write that made it).
         """
         for _attempt in range(CONFLICT_RETRIES):
             view = await self._view()
@@ -169,7 +182,8 @@ class ConfigMapDelivery:
             if changed:
                 try:
                     self.failpoint("before-configmap-write")
-                    await self.gateway.write_configmap_key(view, self.key, new_text)
+                    annotations = _record_patch(view, record)
+                    await self.gateway.write_configmap_key(view, self.key, new_text, annotations=annotations)
                 except Conflict:
                     continue
                 self.failpoint("after-configmap-write")
@@ -214,6 +228,13 @@ class ConfigMapDelivery:
         await self.gateway.set_pod_template_annotation(self.namespace, self.deployment, ROLLOUT_ANNOTATION, sha)
         self.failpoint("after-roll")
         return True
+
+
+def _record_patch(view: ConfigMapView, record: str | None) -> dict[str, str | None] | None:
+    """The annotations a write sets: the new record, or the removal of a stale one (None: leave them alone)."""
+    if record is not None:
+        return {RECORD_ANNOTATION: record}
+    return {RECORD_ANNOTATION: None} if RECORD_ANNOTATION in view.annotations else None
 
 
 def _read(read: ReadValues, text: str, layout: ValuesLayout, limits: Limits) -> ManagedKeys:

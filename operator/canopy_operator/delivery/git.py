@@ -78,9 +78,14 @@ class GitDelivery:
         backend's own report (flags and the A/B endpoint) is the proof of effect."""
         return None
 
-    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+    async def write(
+        self, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+    ) -> WriteResult:
         """Commit (and push) ``desired``. ``ensure_rolled`` asks for nothing more here (Argo CD rolls the pod):
-        the target branch already carries the keys, so it only reports the commit there."""
+        the target branch already carries the keys, so it only reports the commit there. A commit carries no
+        start record (``traits.carries_record`` is false: the pass writes its intent to status first)."""
+        if record is not None:
+            raise ValueError("Git delivery carries no start record")
         if ensure_rolled and self.seen is not None and self.seen.keys == desired:
             return WriteResult(changed=False, revision=self.seen.sha, rolled=False)
         branch = self.branch_for(desired)

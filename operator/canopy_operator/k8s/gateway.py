@@ -176,9 +176,15 @@ class Gateway:
             annotations=_strings(meta.get("annotations")),
         )
 
-    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
-        """Set one key, only if the ConfigMap is still at ``view.resource_version`` (409 Conflict otherwise)."""
-        body = {"metadata": {"resourceVersion": view.resource_version}, "data": {key: text}}
+    async def write_configmap_key(
+        self, view: ConfigMapView, key: str, text: str, *, annotations: Mapping[str, str | None] | None = None
+    ) -> str:
+        """Set one key, only if the ConfigMap is still at ``view.resource_version`` (409 Conflict otherwise);
+        ``annotations``: set (a None value removes) in the same write."""
+        meta: dict[str, Any] = {"resourceVersion": view.resource_version}
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        body = {"metadata": meta, "data": {key: text}}
         cm = await self._object(
             f"patch ConfigMap {view.namespace}/{view.name}",
             self.core.patch_namespaced_config_map,

@@ -47,7 +47,7 @@ ConfigMaps and Deployments served, not with their size. The namespaced install b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Literal, NamedTuple
 
@@ -116,14 +116,20 @@ class WatchedReads:
         self._configmap = view
         return view
 
-    async def write_configmap_key(self, view: ConfigMapView, key: str, text: str) -> str:
+    async def write_configmap_key(
+        self, view: ConfigMapView, key: str, text: str, *, annotations: Mapping[str, str | None] | None = None
+    ) -> str:
         self._configmap = None
         self._replaced = None
-        version = await self.gateway.write_configmap_key(view, key, text)  # a Conflict keeps nothing
+        # a Conflict keeps nothing
+        version = await self.gateway.write_configmap_key(view, key, text, annotations=annotations)
         self._replaced = view.resource_version
         # The write had ``view``'s resourceVersion as precondition, so the object it made is ``view`` with the
-        # key set, at ``version``: kept as read, served while the watch shows that version or the one it replaced.
-        self._configmap = replace(view, data={**view.data, key: text}, resource_version=version)
+        # key (and annotations) set, at ``version``: kept as read, served while the watch shows that version or
+        # the one it replaced.
+        kept = {**view.annotations, **(annotations or {})}
+        notes = {k: v for k, v in kept.items() if v is not None}
+        self._configmap = replace(view, data={**view.data, key: text}, annotations=notes, resource_version=version)
         return version
 
     async def get_rollout(self, namespace: str, name: str) -> RolloutView:

@@ -22,7 +22,7 @@ from canopy_operator.api.base import parse_duration
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
-from canopy_operator.core import plan
+from canopy_operator.core import plan, startrecord
 from canopy_operator.core.backends import BackendNotAllowed, backend_url
 from canopy_operator.core.changes import change_of
 from canopy_operator.core.stats import assess
@@ -86,6 +86,8 @@ class Context:
     spec: PromptExperimentSpec
     generation: int
     ports: Ports
+    uid: str = ""
+    """The experiment's metadata.uid (what a start record names; empty: no record is written or read)."""
 
 
 async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
@@ -115,7 +117,7 @@ async def reconcile(body: Mapping[str, Any], ports: Ports) -> Report:
     except BackendNotAllowed as exc:
         effects = Effects().degrade("BackendNotAllowed", str(exc))
         return report(st, effects, INVALID_SPEC_POLL_SECONDS, generation, ports.now())
-    ctx = Context(spec, generation, ports)
+    ctx = Context(spec, generation, ports, uid=str(meta.get("uid") or ""))
     try:
         st, effects = await run_steps(ctx, st)
     except (DeliveryError, KubeError) as exc:
@@ -157,6 +159,8 @@ async def run_steps(ctx: Context, st: PromptExperimentStatus) -> tuple[PromptExp
     source = await delivery.read()
     ctx.ports.failpoint("after-source-read")
     st, effects = observe_source(ctx, st, source)
+    if effects.degraded:
+        return st, effects
     if resumed:
         effects = effects.event("Resumed", "spec.suspend is false: polling and delivering again")
     st, effects = await start_test(ctx, st, source, effects)
@@ -226,10 +230,16 @@ def shadow_check(
 def observe_source(
     ctx: Context, st: PromptExperimentStatus, source: SourceState
 ) -> tuple[PromptExperimentStatus, Effects]:
-    """Snapshot the original keys once; note a source Argo CD self-heals."""
+    """Snapshot the original keys once (from this experiment's start record when the source carries one: then
+    the keys are the ones its own first write made); note a source Argo CD self-heals."""
     effects = Effects()
     if st.original is None:
-        st = st.model_copy(update={"original": lc.original_from(source.keys)})
+        try:
+            recorded = startrecord.decode(source.record, ctx.uid) if ctx.uid else None
+        except startrecord.StartRecordInvalid as exc:
+            message = f"annotation {startrecord.ANNOTATION} of the config source: {exc} (remove it to take the keys"
+            return st, effects.degrade("InvalidStartRecord", message + " there now as the original config)")
+        st = st.model_copy(update={"original": recorded or lc.original_from(source.keys)})
     if source.argo_managed and not st.delivery.argo_managed:
         message = "the ConfigMap is tracked by Argo CD, whose self-heal reverts direct patches: use delivery.mode Git"
         effects = effects.event("ArgoManagedConfig", message, warning=True)
@@ -302,18 +312,38 @@ async def deliver(
             effects = effects.event("FinalReadFailed", message, warning=True)
     if p.action == "await_review":
         return st, effects, nothing
-    # Intent first: the original config, the test and the counts are in status before the write
-    # (a conflict here means nothing was written; the next pass starts from the fresh object).
-    await ctx.ports.persist(intent(st, ctx.generation, now()))
+    record = start_record(ctx, st, delivery, source, p.final_read)
+    if record is None:
+        # Intent first: the original config, the test and the counts are in status before the write
+        # (a conflict here means nothing was written; the next pass starts from the fresh object).
+        await ctx.ports.persist(intent(st, ctx.generation, now()))
     ctx.ports.failpoint("before-config-write")
-    result = await delivery.write(desired)
+    result = await (delivery.write(desired) if record is None else delivery.write(desired, record=record))
     ctx.ports.failpoint("after-config-write")
-    effects = replace(effects, delivered="changed" if result.changed or result.rolled else "unchanged")
+    changed = result.changed or result.rolled
+    effects = replace(effects, delivered="changed" if changed else "unchanged", recorded_start=record is not None)
     change = plan.describe_change(source.keys, desired, layout_for(ctx.spec.backend.generation))
     effects = effects.event("ConfigDelivered", f"{ctx.spec.delivery.mode}: {change} ({result.revision})")
     st = plan.record_write(st, desired, result.revision, now())
     st = plan.record_first_sync(st, ctx.generation, now())
     return st, effects, (result.review_branch, result.review_url)
+
+
+def start_record(
+    ctx: Context, st: PromptExperimentStatus, delivery: Delivery, source: SourceState, final_read: bool
+) -> str | None:
+    """The start record a write carries instead of an intent written to status before it, or None.
+
+    Only an experiment's first config write (nothing applied yet: no counts to keep, and no earlier test whose
+    status a crash could confuse with this one), to a source that carries records and that Argo CD does not
+    own (its self-heal could drop the annotation with the change): what the intent would protect is then the
+    original config alone, and the test is the spec's (the same id again after a crash). The status of such a
+    pass waits for the rollout like any written intent's (``core.status.defer_write``)."""
+    if not (ctx.uid and delivery.traits.carries_record) or source.argo_managed or final_read:
+        return None
+    if st.delivery.applied_hash or st.original is None or st.test_history:
+        return None
+    return startrecord.encode(ctx.uid, st.original)
 
 
 def track(
@@ -507,4 +537,5 @@ def report(st: PromptExperimentStatus, effects: Effects, interval: float, genera
         delivered=effects.delivered,
         decision=effects.decision,
         rolling=effects.rolling,
+        recorded_start=effects.recorded_start,
     )

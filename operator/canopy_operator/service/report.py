@@ -26,6 +26,9 @@ class Report:
     """The Deployment (of the experiment's namespace) whose rollout the pass found unfinished: the daemon
     listens to it, the watch wakes it when it sees the rollout finished, so the next poll can wait longer
     (``ROLLOUT_POLL_SECONDS``, a safety net)."""
+    recorded_start: bool = False
+    """The pass's config write carried the start record (:mod:`canopy_operator.core.startrecord`) instead of a
+    status write before it: its status may wait for the rollout as an intent's would."""
     raw_status: dict[str, Any] | None = field(default=None)
     """Written instead of ``status`` when the stored status is unreadable (only phase and conditions change)."""
 
@@ -43,6 +46,7 @@ class Effects:
     fresh_rollout: bool = False
     suspended: bool = False
     rolling: str | None = None
+    recorded_start: bool = False
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> Effects:
         return self.with_events((("Warning" if warning else "Normal", reason, message),))

@@ -18,6 +18,7 @@ from typing import Any
 from canopy_operator.api.spec import PromptExperimentSpec
 from canopy_operator.api.status import PromptExperimentStatus
 from canopy_operator.core import lifecycle as lc
+from canopy_operator.core import startrecord
 from canopy_operator.core.redact import Redactor
 from canopy_operator.core.status import StatusUnreadable, defer_write, dump, merge_patch, read_status
 from canopy_operator.failpoints import Failpoints
@@ -315,7 +316,8 @@ class Services:
                     and report.status == before
                     and kept.parsed.get("status-as-stored", rv["value"], old, partial(_stored_as_dumped, before))
                 )
-                wrote_intent = rv["value"] != meta.get("resourceVersion")
+                # its intent in status earlier in this pass, or in the config write itself (the start record)
+                wrote_intent = rv["value"] != meta.get("resourceVersion") or report.recorded_start
                 wait = kept is session and defer_write(
                     rolling=report.rolling is not None,
                     failed=report.failed,
@@ -378,9 +380,10 @@ class Services:
             status = PromptExperimentStatus.model_validate(body.get("status") or {})
         except ValueError as exc:
             raise RestoreSkipped(f"unreadable spec or status: {exc}") from exc
-        if spec.promotion.on_delete == "Keep" or status.original is None or lc.shadow(spec):
+        if spec.promotion.on_delete == "Keep" or lc.shadow(spec):
             return None  # Shadow mode never wrote anything, so there is nothing to restore
-        keys = lc.restore_keys(spec, status, status.original)
+        if status.original is None and spec.delivery.mode != "ConfigMap":
+            return None  # only a ConfigMap write carries a start record (below); a commit follows its intent
         delivery = await wiring.delivery_for(
             self.gateway,
             self.git,
@@ -392,7 +395,18 @@ class Services:
             redactor=self.redactor,
             failpoint=self.failpoint,
         )
-        result = await delivery.write(keys)
+        original = status.original
+        if original is None and delivery.traits.carries_record:
+            # Deleted before its first status write: the start record of its first config write, if there is one
+            uid = str(body.get("metadata", {}).get("uid") or "")
+            source = await delivery.read()
+            try:
+                original = startrecord.decode(source.record, uid) if uid else None
+            except startrecord.StartRecordInvalid as exc:
+                raise RestoreSkipped(f"annotation {startrecord.ANNOTATION} of the config source: {exc}") from exc
+        if original is None:
+            return None  # nothing was written (or nothing recorded what it replaced)
+        result = await delivery.write(lc.restore_keys(spec, status, original))
         return result.revision
 
 
