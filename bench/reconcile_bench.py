@@ -134,6 +134,34 @@ async def burst(
     }
 
 
+SETTLE_QUIET = 1.0
+SETTLE_LIMIT = 60.0
+
+
+def wait_writes_settled(plane: ControlPlane) -> float:
+    """Seconds from now until the API server has seen no write (leases aside) for ``SETTLE_QUIET`` seconds, at
+    most ``SETTLE_LIMIT``: work a subject leaves for after its last experiment is Running (the operator's events,
+    posted in the background) counts in the burst's CPU, not in the idle window's."""
+
+    def writes() -> int:
+        counts = apiserver_requests(plane)
+        mutating = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+        return sum(
+            v for (verb, resource, _sub, _code), v in counts.items() if verb in mutating and resource != "leases"
+        )
+
+    began = time.monotonic()
+    last, quiet_since = writes(), time.monotonic()
+    while time.monotonic() - began < SETTLE_LIMIT:
+        time.sleep(0.25)
+        now = writes()
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= SETTLE_QUIET:
+            break
+    return quiet_since - began
+
+
 async def idle_window(
     plane: ControlPlane, fleet: Fleet, subject: str, process: OperatorProcess, window: float
 ) -> dict[str, Any]:
@@ -218,10 +246,11 @@ async def _measure(
         load_before = load_average()
         requests_before = await asyncio.to_thread(apiserver_requests, plane)
         result = await burst(api, fleet, observer, namespace, args.interval, args.timeout)
+        await under_load.stop()  # its round-trip patches would keep the writes from settling
+        result["settled_after"] = await asyncio.to_thread(wait_writes_settled, plane)
         cpu_burst = {k: v - cpu_before[k] for k, v in process_usage(pids).items()}
         requests_after = await asyncio.to_thread(apiserver_requests, plane)
         burst_requests = {"/".join(p for p in k if p): v for k, v in (requests_after - requests_before).items() if v}
-        await under_load.stop()
         written = await client.CoreV1Api(api).read_namespaced_config_map(configmap_name(0), namespace)
         await asyncio.sleep(parse_duration(args.interval) + 5)
         observer.status_changes.clear()

@@ -200,9 +200,9 @@ def steady_table(results: Sequence[dict[str, Any]]) -> list[str]:
 
 def burst_table(results: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| N | subject | all Running | burst wall s | creates took s | rollouts"
-        " | CPU s in burst (subject / apiserver / etcd / harness) | load before | load after the run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| N | subject | all Running | burst wall s | writes settled s later | creates took s | rollouts"
+        " | CPU s in burst, to settled (subject / apiserver / etcd / harness) | load before | load after the run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _runs(results):
         cpu = r["cpu_burst"]
@@ -215,6 +215,7 @@ def burst_table(results: Sequence[dict[str, Any]]) -> list[str]:
                     r["subject"],
                     f"{r['finished']}{stuck}",
                     f"{r['wall']:.1f}",
+                    f"{r['settled_after']:.1f}" if "settled_after" in r else "n/a",
                     f"{r['creation_spread']:.1f}",
                     r["rollouts_total"],
                     cpus,

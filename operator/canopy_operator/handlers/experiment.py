@@ -29,6 +29,7 @@ from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.k8s.access import may_scan_cluster
 from canopy_operator.k8s.client import NoConfiguration, load_credentials
 from canopy_operator.k8s.errors import Conflict, KubeError, NotFound
+from canopy_operator.k8s.events import ObjectRef
 from canopy_operator.k8s.gateway import drop_managed_fields
 from canopy_operator.k8s.rollout import RolloutView, rollout_of
 from canopy_operator.k8s.watched import Kind, Rollouts, Versions, no_rollouts, unwatched
@@ -261,7 +262,7 @@ async def _loop(
                 rolling: str | None = None
                 try:
                     report = await services.reconcile(namespace, name, dict(body), session, latest=lambda: body)
-                    _post(body, report)
+                    _post(services, body, report)
                     failures = failures + 1 if report.failed else 0
                     delay = backoff(report.next_in, failures) if report.failed else report.next_in
                     rolling = report.rolling
@@ -328,9 +329,13 @@ async def _woken_when_stopped(stopped: kopf.DaemonStopped) -> AsyncIterator[Wake
         await asyncio.wait([watcher])  # a cancellation of the daemon itself still propagates from here
 
 
-def _post(body: kopf.Body, report: Report) -> None:
+def _post(services: Services, body: kopf.Body, report: Report) -> None:
+    """The pass's events, to be posted in the background (:mod:`canopy_operator.k8s.events`)."""
+    if not report.events:
+        return
+    ref = ObjectRef.of(body)
     for type_, reason, message in report.events:
-        kopf.event(body, type=type_, reason=reason, message=message[:EVENT_MESSAGE_LIMIT])
+        services.events.post(ref, type_, reason, message[:EVENT_MESSAGE_LIMIT])
 
 
 @kopf.on.delete(

@@ -195,6 +195,11 @@ class Gateway:
         )
         return str(as_mapping(cm.get("metadata")).get("resourceVersion") or "")
 
+    # Events ---------------------------------------------------------------------------------------------
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create one core/v1 Event (:mod:`canopy_operator.k8s.events` builds it); the answer is not kept."""
+        await self._object(f"create Event in {namespace}", self.core.create_namespaced_event, namespace, dict(body))
+
     # Deployments ----------------------------------------------------------------------------------------
     async def get_pod_template_annotation(self, namespace: str, name: str, key: str) -> str | None:
         dep = await self._object(

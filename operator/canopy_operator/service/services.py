@@ -25,6 +25,7 @@ from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
 from canopy_operator.k8s.errors import Conflict, Forbidden
+from canopy_operator.k8s.events import EventPoster
 from canopy_operator.k8s.gateway import Gateway
 from canopy_operator.k8s.watched import Rollouts, Versions, WatchedReads, no_rollouts, unwatched
 from canopy_operator.service import wiring
@@ -145,8 +146,11 @@ class Services:
     """``(namespace, Deployment) ->`` the wake-up events of the daemons listening to it (for its rollouts)."""
     memory: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer(None))
     """Gives the memory a burst freed back to the system (:mod:`.memory`); started by :meth:`open`."""
+    events: EventPoster = field(init=False)
+    """Posts the passes' events in the background (:mod:`canopy_operator.k8s.events`); started by :meth:`open`."""
 
     def __post_init__(self) -> None:
+        self.events = EventPoster(self.gateway)
         self.notifier = Notifier(
             store=self.gateway,
             open_poster=lambda: wiring.webhook_poster(self.tls),
@@ -173,6 +177,7 @@ class Services:
             memory=MemoryTrimmer(glibc_malloc_trim(), in_use=glibc_in_use()),
         )
         services.memory.start()
+        services.events.start()
         return services
 
     def session(
@@ -212,6 +217,7 @@ class Services:
         await session.aclose()
 
     async def close(self) -> None:
+        await self.events.aclose()
         await self.memory.aclose()
         for session in list(self.sessions):
             await self.end_session(session)
