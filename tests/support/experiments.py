@@ -274,13 +274,15 @@ class PromotionGate:
         original = ConfigMapDelivery.write
         gate = self
 
-        async def write(self: ConfigMapDelivery, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+        async def write(
+            self: ConfigMapDelivery, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+        ) -> WriteResult:
             if desired.prompt_b is None and gate.holding:
                 gate.reached.set()
                 # A flag, not an asyncio.Event: the test releases it from another thread and event loop.
                 while gate.holding:  # noqa: ASYNC110 - cancelled when the operator stops: the write never happens
                     await asyncio.sleep(0.1)
-            return await original(self, desired, ensure_rolled=ensure_rolled)
+            return await original(self, desired, ensure_rolled=ensure_rolled, record=record)
 
         monkeypatch.setattr(ConfigMapDelivery, "write", write)
 
