@@ -63,10 +63,12 @@ def interference(api: ApiClient, namespace: str) -> list[tuple[str, Callable[[],
         patch = {"metadata": {"annotations": {"example.com/owner": "team-a"}}}
         await apps.patch_namespaced_deployment("canopy-backend", namespace, patch)
 
+    # A first start writes no status before its ConfigMap write (the start record travels in it): its first status
+    # write is the one that records Running, after the roll.
     return [
-        ("before-status-write", edit_spec),
         ("before-configmap-write", edit_values),
         ("before-roll", edit_deployment),
+        ("before-status-write", edit_spec),
     ]
 
 

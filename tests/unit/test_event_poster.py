@@ -116,3 +116,12 @@ async def test_shutdown_drains_within_its_bound_and_drops_the_rest(caplog: pytes
     assert api.bodies == []
     assert poster.waiting == 0
     assert "1 events not posted at shutdown" in caplog.text
+
+
+async def test_an_event_posted_after_shutdown_is_dropped_not_kept() -> None:
+    api = Api()
+    poster = EventPoster(api)
+    poster.start()
+    await poster.aclose()
+    poster.post(REF, "Normal", "Late", "")
+    assert (poster.waiting, poster.dropped) == (0, 1)

@@ -8,6 +8,7 @@ the ConfigMap's annotations and the order of every write.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from canopy_operator.api.status import OriginalConfig, PromptExperimentStatus
 from canopy_operator.core import startrecord
 from canopy_operator.core.values import ManagedKeys
 from canopy_operator.delivery.base import Delivery
+from canopy_operator.k8s.errors import Conflict
 from canopy_operator.k8s.gateway import ConfigMapView
 from canopy_operator.k8s.rollout import RolloutView
 from canopy_operator.service.reconcile import Ports, reconcile
@@ -108,8 +110,17 @@ class QuietBackend:
         raise AssertionError(f"the backend was asked {name} during the rollout")
 
 
+def no_fence() -> None:
+    return None
+
+
 async def run_pass(
-    gateway: Gateway, status: dict[str, Any], *, uid: str = UID, challenger: str = CHALLENGER
+    gateway: Gateway,
+    status: dict[str, Any],
+    *,
+    uid: str = UID,
+    challenger: str = CHALLENGER,
+    fence: Callable[[], None] = no_fence,
 ) -> tuple[Report, list[dict[str, Any]]]:
     spec = {"backend": {"url": "http://canopy-backend:8000"}, "challenger": {"prompt": challenger}}
     meta = {"generation": 1, "namespace": "team-a", "name": "exp", "uid": uid}
@@ -123,7 +134,7 @@ async def run_pass(
         gateway.order.append("status")
         persisted.append(st.model_dump(mode="json", by_alias=True, exclude_none=True))
 
-    ports = Ports(delivery, lambda _: QuietBackend(), lambda _: ConfigTextPrompts(), persist, lambda: NOW)
+    ports = Ports(delivery, lambda _: QuietBackend(), lambda _: ConfigTextPrompts(), persist, lambda: NOW, fence=fence)
     return await reconcile(obj, ports), persisted
 
 
@@ -195,3 +206,38 @@ async def test_a_later_start_writes_its_intent_first_and_its_write_drops_the_rec
     assert persisted[0]["phase"] == "Progressing"
     assert not report.recorded_start
     assert gateway.record is None, "the record outlives only the write that made it"
+
+
+async def test_deleted_or_edited_during_the_first_pass_nothing_is_written() -> None:
+    """No intent's resourceVersion precondition fences a recorded write: the watch's view is checked instead."""
+    order: list[str] = []
+    gateway = Gateway(VALUES, order)
+
+    def deleted() -> None:
+        raise Conflict("PromptExperiment team-a/exp: deleted or edited during the pass")
+
+    report, persisted = await run_pass(gateway, {}, fence=deleted)
+    assert order == []
+    assert persisted == []
+    assert report.failed
+    assert gateway.record is None
+
+
+async def test_a_record_the_annotations_have_no_room_for_is_not_written_the_intent_is() -> None:
+    order: list[str] = []
+    gateway = Gateway(VALUES, order)
+    gateway.cm_annotations["kubectl.kubernetes.io/last-applied-configuration"] = "x" * (
+        startrecord.MAX_ANNOTATION_BYTES - 100
+    )
+    report, persisted = await run_pass(gateway, {})
+    assert order == ["status", "configmap"]
+    assert persisted[0]["original"]["prompt"] == CHAMPION
+    assert not report.recorded_start
+    assert gateway.record is None
+
+
+def test_a_record_is_ascii_so_its_length_is_its_size() -> None:
+    text = startrecord.encode(UID, OriginalConfig(prompt="Résumé en 中文\n"))
+    assert text is not None
+    assert text.isascii()
+    assert startrecord.decode(text, UID) == OriginalConfig(prompt="Résumé en 中文\n")

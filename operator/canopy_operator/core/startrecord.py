@@ -26,7 +26,10 @@ from canopy_operator.api.status import OriginalConfig
 ANNOTATION = f"{GROUP}/start-record"
 MAX_RECORD_CHARS = 64 * 1024
 """A record longer than this is not written (the intent goes to status first, as for every later write) and not
-read (the API server keeps at most 256 KiB of annotations per object)."""
+read. Records are ASCII (``ensure_ascii``), so characters are bytes."""
+MAX_ANNOTATION_BYTES = 200 * 1024
+"""A record is written only if the ConfigMap's annotations with it stay within this (the API server refuses
+more than 256 KiB of them; ``kubectl apply`` keeps a copy of the whole values text in one)."""
 VERSION = 1
 ORIGINAL_KEYS = frozenset({"prompt", "promptB", "feedbackEnabled", "abTestingEnabled"})
 
@@ -38,7 +41,7 @@ class StartRecordInvalid(ValueError):
 def encode(uid: str, original: OriginalConfig) -> str | None:
     """The record of ``original`` for the experiment ``uid``; None when it would exceed ``MAX_RECORD_CHARS``."""
     body = {"v": VERSION, "experiment": uid, "original": original.model_dump(mode="json", by_alias=True)}
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
     return text if len(text) <= MAX_RECORD_CHARS else None
 
 

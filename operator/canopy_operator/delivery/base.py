@@ -68,6 +68,8 @@ class SourceState:
     argo_managed: bool
     record: str | None = None
     """The start record the source carries (``traits.carries_record`` deliveries; unparsed, the tenant's)."""
+    annotation_bytes: int = 0
+    """The size of the source's annotations (keys and values, UTF-8), where it has them."""
 
 
 @dataclass(frozen=True)

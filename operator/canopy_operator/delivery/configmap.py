@@ -162,6 +162,7 @@ class ConfigMapDelivery:
             version=view.resource_version,
             argo_managed=is_argo_managed(view),
             record=view.annotations.get(RECORD_ANNOTATION),
+            annotation_bytes=sum(len(k.encode()) + len(v.encode()) for k, v in view.annotations.items()),
         )
 
     async def write(

@@ -123,6 +123,7 @@ class EventPoster:
         """Set while nothing waits and nothing is being posted."""
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.closed = False
         self.posted = 0
         self.failed = 0
         self.dropped = 0
@@ -132,7 +133,12 @@ class EventPoster:
             self._task = asyncio.create_task(self._run(), name="event poster")
 
     def post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Queue one event (never waits); dropped, counted and logged when ``limit`` events already wait."""
+        """Queue one event (never waits); dropped, counted and logged when ``limit`` events already wait, or
+        after :meth:`aclose`."""
+        if self.closed:
+            self.dropped += 1
+            log.info("event %s of %s/%s not posted: the operator is stopping", reason, ref.namespace, ref.name)
+            return
         if len(self._queue) >= self.limit:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -166,6 +172,7 @@ class EventPoster:
 
     async def aclose(self, drain: float = DRAIN_SECONDS) -> None:
         """Post what waits for at most ``drain`` seconds, then stop (the rest is dropped, and logged)."""
+        self.closed = True
         task, self._task = self._task, None
         if task is None:
             return

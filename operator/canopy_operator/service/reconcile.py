@@ -77,6 +77,10 @@ class Ports:
     """Hosts a backend URL may name besides the experiment's own namespace (``Settings.backend_hosts``)."""
     parsed: ParsedObject | None = None
     """The daemon's last parsed spec and status (:mod:`.parsed`); None: parse every pass."""
+    fence: Callable[[], None] = lambda: None
+    """Raises :class:`~canopy_operator.k8s.errors.Conflict` when the object as the watch shows it now is being
+    deleted or has a new generation: checked before a config write that no status write precedes (an intent's
+    resourceVersion precondition is that fence for the others)."""
 
 
 @dataclass(frozen=True)
@@ -317,11 +321,14 @@ async def deliver(
         # Intent first: the original config, the test and the counts are in status before the write
         # (a conflict here means nothing was written; the next pass starts from the fresh object).
         await ctx.ports.persist(intent(st, ctx.generation, now()))
+    else:
+        ctx.ports.fence()  # deleted or edited meanwhile: nothing is written, the pass is redone (or ends)
     ctx.ports.failpoint("before-config-write")
     result = await (delivery.write(desired) if record is None else delivery.write(desired, record=record))
     ctx.ports.failpoint("after-config-write")
     changed = result.changed or result.rolled
-    effects = replace(effects, delivered="changed" if changed else "unchanged", recorded_start=record is not None)
+    recorded = record is not None and result.changed  # unchanged text: nothing (and no record) was written
+    effects = replace(effects, delivered="changed" if changed else "unchanged", recorded_start=recorded)
     change = plan.describe_change(source.keys, desired, layout_for(ctx.spec.backend.generation))
     effects = effects.event("ConfigDelivered", f"{ctx.spec.delivery.mode}: {change} ({result.revision})")
     st = plan.record_write(st, desired, result.revision, now())
@@ -343,7 +350,10 @@ def start_record(
         return None
     if st.delivery.applied_hash or st.original is None or st.test_history:
         return None
-    return startrecord.encode(ctx.uid, st.original)
+    record = startrecord.encode(ctx.uid, st.original)
+    if record is None or source.annotation_bytes + len(record) > startrecord.MAX_ANNOTATION_BYTES:
+        return None  # the API server keeps at most 256 KiB of annotations: the intent goes to status instead
+    return record
 
 
 def track(

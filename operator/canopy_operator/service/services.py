@@ -6,6 +6,8 @@ Kopf keeps one :class:`Services` in its ``memo``; nothing lives in module global
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -21,6 +23,7 @@ from canopy_operator.core import lifecycle as lc
 from canopy_operator.core import startrecord
 from canopy_operator.core.redact import Redactor
 from canopy_operator.core.status import StatusUnreadable, defer_write, dump, merge_patch, read_status
+from canopy_operator.delivery.base import DeliveryError
 from canopy_operator.failpoints import Failpoints
 from canopy_operator.gitops.repo import GitWorkspace
 from canopy_operator.k8s.client import api_client
@@ -121,6 +124,10 @@ def _only_metadata_moved(obj: Mapping[str, Any], meta: Mapping[str, Any], based_
     )
 
 
+RESTORE_WAIT_SECONDS = 30.0
+"""How long the restore of an experiment deleted before its first status write waits for its running pass."""
+
+
 class RestoreSkipped(ValueError):
     """The spec or status cannot be read, so there is nothing the operator could restore from."""
 
@@ -142,6 +149,8 @@ class Services:
     """The webhook notifications (docs/notifications.md); replaceable in tests."""
     sessions: set[ExperimentSession] = field(init=False, default_factory=set)
     """The open sessions of the experiments' daemons (closed at clean-up if a daemon left one open)."""
+    in_flight: dict[tuple[str, str], asyncio.Event] = field(init=False, default_factory=dict)
+    """``(namespace, name) ->`` set when the experiment's pass now running ends."""
     rollout_waiters: dict[tuple[str, str], set[Wake]] = field(init=False, default_factory=dict)
     """``(namespace, Deployment) ->`` the wake-up events of the daemons listening to it (for its rollouts)."""
     memory: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer(None))
@@ -234,6 +243,24 @@ class Services:
         session: ExperimentSession | None = None,
         latest: Callable[[], Mapping[str, Any]] | None = None,
     ) -> Report:
+        """One pass (:meth:`_reconcile`), noted as in flight until it ends (:meth:`restore` waits for it)."""
+        key, done = (namespace, name), asyncio.Event()
+        self.in_flight[key] = done
+        try:
+            return await self._reconcile(namespace, name, body, session, latest)
+        finally:
+            done.set()
+            if self.in_flight.get(key) is done:
+                del self.in_flight[key]
+
+    async def _reconcile(
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        session: ExperimentSession | None = None,
+        latest: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> Report:
         """One pass; the status is written only when it changed, with a resourceVersion precondition, and after a
         config write whose rollout is still running, once the rollout finished or has taken too long
         (:func:`canopy_operator.core.status.defer_write`).
@@ -281,7 +308,13 @@ class Services:
             votes = wiring.votes_for(spec, apis)
             return source if votes is None else wiring.SplitBackend(source, votes)
 
+        def fence() -> None:
+            seen = (latest() if latest is not None else body).get("metadata") or {}
+            if seen.get("deletionTimestamp") or seen.get("generation") != meta.get("generation"):
+                raise Conflict(f"PromptExperiment {namespace}/{name}: deleted or edited during the pass")
+
         ports = Ports(
+            fence=fence,
             delivery=partial(
                 wiring.delivery_for,
                 self.gateway,
@@ -403,9 +436,18 @@ class Services:
         )
         original = status.original
         if original is None and delivery.traits.carries_record:
-            # Deleted before its first status write: the start record of its first config write, if there is one
+            # Deleted before its first status write: the start record of its first config write, if there is
+            # one. A pass still running may be about to make it (it checks for the deletion first): wait for it.
+            running = self.in_flight.get((namespace, name))
+            if running is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RESTORE_WAIT_SECONDS):
+                        await running.wait()
             uid = str(body.get("metadata", {}).get("uid") or "")
-            source = await delivery.read()
+            try:
+                source = await delivery.read()
+            except DeliveryError:
+                return None  # no readable source: the first write cannot have happened (or cannot be undone)
             try:
                 original = startrecord.decode(source.record, uid) if uid else None
             except startrecord.StartRecordInvalid as exc:
