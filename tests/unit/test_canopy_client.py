@@ -175,6 +175,34 @@ async def test_connection_refused_raises_unreachable() -> None:
             await client.feature_flags()
 
 
+async def test_a_refused_get_is_tried_once_more_a_moment_later() -> None:
+    """A Service can route to a pod that has just gone away (the rollout finished, the endpoints not yet caught
+    up): nothing was sent, so the GET is tried again once, after ``CONNECT_RETRY_SECONDS``."""
+    port = free_port()
+    body = b'{"detail": "reached"}'
+    served: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(await reader.readuntil(b"\r\n\r\n"))
+        head = f"HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    async def listen_soon() -> asyncio.Server:
+        await asyncio.sleep(0.1)  # after the first try was refused, before the retry
+        return await asyncio.start_server(answer, "127.0.0.1", port)
+
+    async with CanopyClient(f"http://127.0.0.1:{port}", timeout=5) as client:
+        starting = asyncio.create_task(listen_soon())
+        with pytest.raises(BackendHTTPError, match="500"):  # the server's answer: the retry reached it
+            await client.feature_flags()
+        server = await starting
+    server.close()
+    await server.wait_closed()
+    assert len(served) == 1
+
+
 # ---- against a raw server giving garbage -----------------------------------------------------------------
 
 

@@ -57,6 +57,9 @@ from canopy_operator.sources.http import REMOTE_TEXT_LIMIT, ClosingClient, short
 
 __all__ = ["PROMPT_B_MISSING", "READINESS_PROMPT", "REMOTE_TEXT_LIMIT", "CanopyClient"]
 
+CONNECT_RETRY_SECONDS = 0.5
+"""Pause before the one retry of a GET whose connection was refused (nothing was sent)."""
+
 PROMPT_B_MISSING = "prompt_b is not configured in summarize config"
 """``detail`` of the 400 ``POST /summarize/ab`` answers while no challenger is configured."""
 
@@ -254,7 +257,15 @@ class CanopyClient(ClosingClient):
         """Send a request; yield the 200 answer with its body unread; raise the domain error otherwise."""
         endpoint = f"{method} {path}"
         try:
-            response = await self._wire.send(method, path, body)
+            try:
+                response = await self._wire.send(method, path, body)
+            except aiohttp.ClientConnectorError:
+                if method != "GET":
+                    raise
+                # Refused before anything was sent: a Service can still route to a pod that just went away
+                # (a rollout has finished, the endpoints not yet followed). Once more, within the call's deadline.
+                await asyncio.sleep(CONNECT_RETRY_SECONDS)
+                response = await self._wire.send(method, path, body)
         except aiohttp.InvalidURL as exc:
             raise BackendUnreachable(endpoint, f"cannot connect to {self.base_url}: invalid URL") from exc
         except aiohttp.ClientConnectorError as exc:
