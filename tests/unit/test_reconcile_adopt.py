@@ -43,7 +43,9 @@ class RollingDelivery:
     async def rollout_pending(self) -> str | None:
         return None
 
-    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+    async def write(
+        self, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+    ) -> WriteResult:
         changed = desired != self.keys
         if changed:
             self.keys = desired

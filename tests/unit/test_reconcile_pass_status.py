@@ -39,7 +39,9 @@ class FakeDelivery:
     async def rollout_pending(self) -> str | None:
         return self.rollout
 
-    async def write(self, desired: ManagedKeys, *, ensure_rolled: bool = False) -> WriteResult:
+    async def write(
+        self, desired: ManagedKeys, *, ensure_rolled: bool = False, record: str | None = None
+    ) -> WriteResult:
         self.keys = desired
         return WriteResult(changed=True, revision="config-sha256:0123456789ab", rolled=True)
 

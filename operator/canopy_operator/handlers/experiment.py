@@ -335,7 +335,7 @@ def _post(services: Services, body: kopf.Body, report: Report) -> None:
         return
     ref = ObjectRef.of(body)
     for type_, reason, message in report.events:
-        services.events.post(ref, type_, reason, message[:EVENT_MESSAGE_LIMIT])
+        services.events.post(ref, type_, reason, message)  # cut to the event's limit where its body is made
 
 
 @kopf.on.delete(

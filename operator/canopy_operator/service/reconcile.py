@@ -324,7 +324,7 @@ async def deliver(
     else:
         ctx.ports.fence()  # deleted or edited meanwhile: nothing is written, the pass is redone (or ends)
     ctx.ports.failpoint("before-config-write")
-    result = await (delivery.write(desired) if record is None else delivery.write(desired, record=record))
+    result = await delivery.write(desired, record=record)
     ctx.ports.failpoint("after-config-write")
     changed = result.changed or result.rolled
     recorded = record is not None and result.changed  # unchanged text: nothing (and no record) was written
